@@ -1,0 +1,106 @@
+"""Every parameter of the DCASE2023 Task 4B baseline, in one place.
+
+Edit this file to try an idea; the scripts take their defaults from here and
+their command-line flags override only paths and per-run choices.
+Section numbers refer to the technical specification (SPEC.md).
+"""
+from pathlib import Path
+
+# -----------------------------------------------------------------------------
+# Paths (SPEC 1, 2)
+REPO_ROOT = Path(__file__).resolve().parent
+DATA_ROOT = REPO_ROOT / 'data' / 'MAESTRO_Real'      # holds development_audio/ and development_annotation/
+WORKDIR = REPO_ROOT                                  # features, metadata/, runs/, results go here
+DEMO_DATA_ROOT = REPO_ROOT / 'data' / 'demo'         # where demo_data.py writes by default
+DEMO_SCALE = 0.1                                     # demo file length = scale x (180..301 s drawn from the seed)
+DEMO_SEED = 0                                        # same seed, same bytes
+AUDIO_DIR = 'development_audio'                      # <data-root>/<AUDIO_DIR>/<scene>/<id>.wav
+ANNOTATION_DIR = 'development_annotation'            # <data-root>/<ANNOTATION_DIR>/soft_labels_<scene>/<id>.txt
+DEVELOPMENT_SPLIT = REPO_ROOT / 'development_split.csv'  # header `filename`, the 49 file ids
+FOLDS_DIR = REPO_ROOT / 'development_folds'          # fold{k}_{train,val,test}.csv
+N_FOLDS = 5                                          # cross-validation folds
+FEATURES_DIR = 'features'                            # <workdir>/features/
+METADATA_DIR = 'metadata'                            # <workdir>/metadata/gt_dev.csv, development_metadata.csv
+GT_FILE = 'gt_dev.csv'                               # hard-label events of the 11 evaluated classes
+DURATIONS_FILE = 'development_metadata.csv'          # filename, duration (s)
+RUNS_DIR = 'runs'                                    # <workdir>/runs/run{r}/...
+
+# -----------------------------------------------------------------------------
+# Data set (SPEC 1)
+SCENES = {                                           # scene -> NN of its development files
+    'cafe_restaurant': ['00', '04', '06', '07', '08', '10', '11', '12', '13', '14'],
+    'city_center': ['02', '04', '05', '06', '07', '09', '10', '11', '12', '14'],
+    'grocery_store': ['00', '01', '02', '03', '04', '08', '09', '11', '12'],
+    'metro_station': ['00', '01', '02', '04', '05', '07', '10', '11', '12'],
+    'residential_area': ['00', '01', '03', '04', '05', '06', '07', '08', '09', '12', '14'],
+}
+CLASSES = [                                          # model output order: 17 classes
+    'birds_singing', 'car', 'people talking', 'footsteps', 'children voices', 'wind_blowing',
+    'brakes_squeaking', 'large_vehicle', 'cutlery and dishes', 'furniture dragging',
+    'coffee machine', 'metro approaching', 'metro leaving', 'door opens/closes',
+    'announcement', 'shopping cart', 'cash register beeping',
+]
+HARD_CLASSES = [                                     # the 11 classes that are evaluated
+    'birds_singing', 'car', 'people talking', 'footsteps', 'children voices', 'wind_blowing',
+    'brakes_squeaking', 'large_vehicle', 'cutlery and dishes', 'metro approaching', 'metro leaving',
+]
+HARD_LABEL_THRESHOLD = 0.5                           # hard label: active where soft > this
+ZENODO_URL = 'https://zenodo.org/records/{record}/files/{name}?download=1'
+DEVELOPMENT_ARCHIVES = {                             # name -> (Zenodo record, md5)
+    'development_audio.zip': ('7244360', '3de7cb4f92a115a6f5cc077a41ca07b3'),
+    'development_annotation.zip': ('7244360', 'e6a3f84f8020725d559b38ccb494ef3d'),
+}
+EVALUATION_ARCHIVES = {
+    'Evaluation_audio.zip': ('7870026', 'f18a036f5d8d3b5d4e810cae75da308e'),
+}
+
+# -----------------------------------------------------------------------------
+# Features (SPEC 3)
+SAMPLE_RATE = 44100                                  # Hz; other rates are resampled to this
+HOP_LENGTH = 8820                                    # samples: 0.2 s frames
+N_FFT = 17640                                        # samples: 0.4 s window, 50% overlap
+WINDOW = 'hann'
+CENTER = True                                        # centred frames: 1 + N // HOP_LENGTH frames
+MEL_POWER = 1.0                                      # 1 = magnitude, 2 = power
+N_MELS = 64
+FMIN = 50.0                                          # Hz
+FMAX = 14000.0                                       # Hz
+LOG_MEL = False                                      # the reference feeds linear mel magnitudes
+LOG_OFFSET = 1e-8                                    # log(mel + LOG_OFFSET) when LOG_MEL
+FRAME_SECONDS = HOP_LENGTH / SAMPLE_RATE             # 0.2 s per frame
+SEQUENCE_LENGTH = 200                                # frames per training/validation sequence (40 s)
+FEATURE_JOBS = 2                                     # processes for extraction (math libraries capped at 1 thread each)
+
+# -----------------------------------------------------------------------------
+# Model (SPEC 4)
+CONV_CHANNELS = 128                                  # filters of each of the 3 conv blocks
+CONV_KERNEL = 3
+POOL_SIZES = [5, 2, 2]                               # max-pool over frequency per conv block
+DROPOUT = 0.2
+GRU_UNITS = 32                                       # per direction, bidirectional
+DENSE_UNITS = 32
+
+# -----------------------------------------------------------------------------
+# Training (SPEC 5)
+LOSS = 'bce'                                         # 'bce' on sigmoid(logits), or 'mse' on raw outputs (reference code)
+LEARNING_RATE = 1e-3
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+BATCH_SIZE = 32
+MAX_EPOCHS = 150
+LR_DECAY_PATIENCE = 0.3                              # x max epochs without a new best -> lr / LR_DECAY_FACTOR
+LR_DECAY_FACTOR = 10.0
+EARLY_STOP_PATIENCE = 0.6                            # x max epochs since the best epoch -> stop
+SEED = 42                                            # run k uses SEED + k
+RUNS = 1                                             # independent runs of the 5 folds; the published table is 10
+
+# -----------------------------------------------------------------------------
+# Evaluation (SPEC 6)
+THRESHOLD = 0.5                                      # frame score -> active
+SEGMENT_LENGTH = 1.0                                 # s, sed_eval / sed_scores_eval segments
+MERGE_GAP = 0.1                                      # s, events of a class closer than this are merged
+MIN_EVENT_LENGTH = 0.1                               # s, shorter events are dropped
+CONCATENATE_FILES = False                            # True: one timeline per fold, as the reference code (published numbers)
+PUBLISHED = {                                        # mean, std over 10 runs (SPEC 6)
+    'ER_m': (0.487, 0.009), 'F1_m': (70.34, 0.766), 'F1_M': (35.83, 0.660), 'F1_thop': (42.87, 0.840),
+}

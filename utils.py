@@ -1,0 +1,90 @@
+"""Small helpers shared by the scripts: file ids and paths, fold lists, atomic writes."""
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import config
+
+
+def development_file_ids():
+    """The 49 development file ids `<scene>/<scene>_NN` of SPEC 1, in a fixed order."""
+    return [f'{scene}/{scene}_{nn}' for scene, nns in config.SCENES.items() for nn in nns]
+
+
+def scene_of(file_id):
+    """`cafe_restaurant/cafe_restaurant_07` -> `cafe_restaurant`."""
+    return file_id.split('/')[0]
+
+
+def file_stem(file_id):
+    """`cafe_restaurant/cafe_restaurant_07` -> `cafe_restaurant_07` (the name in gt_dev.csv and score files)."""
+    return file_id.split('/')[-1]
+
+
+def audio_path(data_root, file_id):
+    return Path(data_root) / config.AUDIO_DIR / f'{file_id}.wav'
+
+
+def annotation_path(data_root, file_id):
+    scene = scene_of(file_id)
+    return Path(data_root) / config.ANNOTATION_DIR / f'soft_labels_{scene}' / f'{file_stem(file_id)}.txt'
+
+
+def read_file_list(path):
+    """File ids of a split or fold CSV (header `filename`, one id per row)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'{path}: file list not found')
+    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not lines or lines[0] != 'filename':
+        raise ValueError(f'{path}: expected a header line `filename`, found {lines[:1]}')
+    return lines[1:]
+
+
+def fold_file(fold, part, folds_dir=None):
+    """Path of `fold{k}_{train,val,test}.csv`."""
+    return Path(folds_dir or config.FOLDS_DIR) / f'fold{fold}_{part}.csv'
+
+
+def read_fold(fold, folds_dir=None):
+    """{'train': [...], 'val': [...], 'test': [...]} file ids of one fold."""
+    return {part: read_file_list(fold_file(fold, part, folds_dir)) for part in ('train', 'val', 'test')}
+
+
+def atomic_write(path, write):
+    """Call `write(tmp_path)`, then rename onto `path`: a kill never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_text_atomic(path, text):
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def write_json_atomic(path, obj):
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + '\n')
+
+
+def limit_math_threads(n=1):
+    """Cap BLAS/OpenMP threads of this process (for worker processes that run side by side)."""
+    for var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS', 'NUMBA_NUM_THREADS'):
+        os.environ[var] = str(n)
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(n)
+    except ImportError:
+        pass
+
+
+class DataError(ValueError):
+    """Bad input (a file that is missing, malformed or stale): the message names the file and what to do."""
