@@ -14,6 +14,7 @@ WORKDIR = REPO_ROOT                                  # features, metadata/, runs
 DEMO_DATA_ROOT = REPO_ROOT / 'data' / 'demo'         # where demo_data.py writes by default
 DEMO_SCALE = 0.1                                     # demo file length = scale x (180..301 s drawn from the seed)
 DEMO_SEED = 0                                        # same seed, same bytes
+DEMO_LENGTH_RANGE = (180.0, 301.0)                   # s, unscaled demo file lengths: the real recordings' range
 AUDIO_DIR = 'development_audio'                      # <data-root>/<AUDIO_DIR>/<scene>/<id>.wav
 ANNOTATION_DIR = 'development_annotation'            # <data-root>/<ANNOTATION_DIR>/soft_labels_<scene>/<id>.txt
 DEVELOPMENT_SPLIT = REPO_ROOT / 'development_split.csv'  # header `filename`, the 49 file ids
@@ -44,6 +45,8 @@ HARD_CLASSES = [                                     # the 11 classes that are e
     'birds_singing', 'car', 'people talking', 'footsteps', 'children voices', 'wind_blowing',
     'brakes_squeaking', 'large_vehicle', 'cutlery and dishes', 'metro approaching', 'metro leaving',
 ]
+AUDIO_CHANNELS = 2                                   # the real recordings are stereo ...
+AUDIO_SUBTYPE = 'PCM_24'                             # ... 24-bit PCM WAV (soundfile subtype)
 HARD_LABEL_THRESHOLD = 0.5                           # hard label: active where soft > this
 ZENODO_URL = 'https://zenodo.org/records/{record}/files/{name}?download=1'
 DEVELOPMENT_ARCHIVES = {                             # name -> (Zenodo record, md5)
@@ -61,6 +64,7 @@ HOP_LENGTH = 8820                                    # samples: 0.2 s frames
 N_FFT = 17640                                        # samples: 0.4 s window, 50% overlap
 WINDOW = 'hann'
 CENTER = True                                        # centred frames: 1 + N // HOP_LENGTH frames
+PAD_MODE = 'constant'                                # centre padding with zeros (librosa >= 0.10 default of stft)
 MEL_POWER = 1.0                                      # 1 = magnitude, 2 = power
 N_MELS = 64
 FMIN = 50.0                                          # Hz
@@ -79,6 +83,7 @@ POOL_SIZES = [5, 2, 2]                               # max-pool over frequency p
 DROPOUT = 0.2
 GRU_UNITS = 32                                       # per direction, bidirectional
 DENSE_UNITS = 32
+CHANNELS_LAST = True                                 # conv activations in (batch, frames, bands, channels) memory order: faster, same function up to rounding
 
 # -----------------------------------------------------------------------------
 # Training (SPEC 5)
@@ -101,6 +106,7 @@ SEGMENT_LENGTH = 1.0                                 # s, sed_eval / sed_scores_
 MERGE_GAP = 0.1                                      # s, events of a class closer than this are merged
 MIN_EVENT_LENGTH = 0.1                               # s, shorter events are dropped
 CONCATENATE_FILES = False                            # True: one timeline per fold, as the reference code (published numbers)
+PAUC_MAX_FPR = 0.1                                   # segment-based partial AUROC up to this false-positive rate (DCASE 2024 MAESTRO metric)
 PUBLISHED = {                                        # mean, std over 10 runs (SPEC 6)
     'ER_m': (0.487, 0.009), 'F1_m': (70.34, 0.766), 'F1_M': (35.83, 0.660), 'F1_thop': (42.87, 0.840),
 }

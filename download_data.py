@@ -1,0 +1,188 @@
+"""Download MAESTRO Real from Zenodo: development audio and soft labels, optionally the evaluation audio (SPEC 1).
+
+    python download_data.py                                  # development set into data/MAESTRO_Real
+    python download_data.py --data-root /data/maestro --evaluation
+    python download_data.py --url-base http://127.0.0.1:8000/    # a mirror serving <url-base><archive name>
+
+Then: python extract_features.py --data-root data/MAESTRO_Real
+
+For each archive (config.DEVELOPMENT_ARCHIVES, with --evaluation also config.EVALUATION_ARCHIVES):
+1. download to <data-root>/<name>.part; a cut download is resumed on the next run with an HTTP Range
+   request (a server that ignores Range sends the whole file, and the download starts over);
+2. verify the md5; on a mismatch the file is moved to <name>.bad for inspection, nothing is unpacked,
+   and the script exits with an error;
+3. unpack into <data-root> (the development archives hold development_audio/ and
+   development_annotation/; a single wrapper folder above those is dropped, macOS __MACOSX/ entries
+   are skipped), then delete the archive (--keep-archives keeps it) and write <data-root>/.<name>.done;
+   archives with a .done file are skipped on later runs.
+
+--url-base is either a format string with {record} and {name} (the default, Zenodo's
+https://zenodo.org/records/{record}/files/{name}?download=1) or a base URL to which the archive name
+is appended.
+"""
+import argparse
+import hashlib
+import http.client
+import shutil
+import sys
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from tqdm import tqdm
+
+import config
+import utils
+
+CHUNK = 1 << 20           # bytes per read and per md5 update
+TIMEOUT = 60              # s without data before a download is abandoned (run again to resume)
+DATA_FOLDERS = (config.AUDIO_DIR, config.ANNOTATION_DIR)
+
+
+def archive_url(url_base, record, name):
+    """The download URL of one archive: url_base formatted with {record} and {name}, or url_base + name."""
+    if '{name}' in url_base:
+        return url_base.format(record=record, name=name)
+    return url_base.rstrip('/') + '/' + name
+
+
+def fetch(url, part, progress=True):
+    """Download `url` into `part`, appending to what a cut download left there (HTTP Range)."""
+    start = part.stat().st_size if part.exists() else 0
+    headers = {'Range': f'bytes={start}-'} if start else {}
+    try:
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=TIMEOUT)
+    except urllib.error.HTTPError as error:
+        if error.code == 416 and start:
+            return                         # nothing past the end of the .part: it is complete (md5 will tell)
+        raise utils.DataError(f'{url}: HTTP {error.code} {error.reason}') from None
+    except urllib.error.URLError as error:
+        raise utils.DataError(f'{url}: cannot connect ({error.reason}); check the network and run again') from None
+    with response:
+        if start and response.status != 206:
+            start = 0                      # the server ignored Range and sends the whole file: start over
+        length = response.headers.get('Content-Length')
+        total = start + int(length) if length is not None else None
+        try:
+            with open(part, 'ab' if start else 'wb') as out, \
+                    tqdm(total=total, initial=start, unit='B', unit_scale=True, unit_divisor=1024,
+                         desc=part.name[:-len('.part')], disable=not progress) as bar:
+                while chunk := response.read(CHUNK):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+        except (OSError, http.client.HTTPException) as error:   # connection lost, timeout
+            raise utils.DataError(f'{url}: the download was cut ({error!r}) after {part.stat().st_size} bytes, '
+                                  f'kept in {part}; run again to resume') from None
+    size = part.stat().st_size
+    if total is not None and size != total:
+        raise utils.DataError(f'{url}: the download stopped at {size} of {total} bytes (kept in {part}); '
+                              'run again to resume')
+
+
+def file_md5(path):
+    digest = hashlib.md5()
+    with open(path, 'rb') as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_md5(path, expected):
+    """Raise DataError on a mismatch, after moving the file to <name>.bad so it can be inspected."""
+    actual = file_md5(path)
+    if actual != expected:
+        bad = path.with_name(path.name + '.bad')
+        path.replace(bad)
+        raise utils.DataError(f'{path.name}: md5 mismatch: expected {expected}, got {actual}. '
+                              f'Nothing was unpacked; the file was moved to {bad} for inspection. '
+                              'Delete it and run again to download afresh.')
+
+
+def archive_members(archive):
+    """[(ZipInfo, relative target path)]: files of the archive, a wrapper folder above the data folders dropped."""
+    members = [info for info in archive.infolist()
+               if not info.is_dir() and not info.filename.startswith('__MACOSX/')]
+    parts = [PurePosixPath(info.filename).parts for info in members]
+    for info, p in zip(members, parts):
+        if info.filename.startswith('/') or '..' in p:
+            raise utils.DataError(f'{archive.filename}: unsafe path {info.filename!r} in the archive')
+    tops = {p[0] for p in parts}
+    # e.g. MAESTRO_Real/development_audio/... -> development_audio/...
+    wrapped = len(tops) == 1 and not tops & set(DATA_FOLDERS) and any(
+        len(p) > 2 and p[1] in DATA_FOLDERS for p in parts)
+    return [(info, PurePosixPath(*(p[1:] if wrapped else p))) for info, p in zip(members, parts)]
+
+
+def unpack(path, data_root):
+    """Extract a verified zip archive into data_root, each file written atomically."""
+    with zipfile.ZipFile(path) as archive:
+        members = archive_members(archive)
+        for info, relative in tqdm(members, desc=f'unpack {path.name}', unit='file', leave=False):
+            def write(tmp, info=info):
+                with archive.open(info) as source, open(tmp, 'wb') as target:
+                    shutil.copyfileobj(source, target, CHUNK)
+            utils.atomic_write(Path(data_root) / relative, write)
+    return len(members)
+
+
+def done_marker(data_root, name):
+    return Path(data_root) / f'.{name}.done'
+
+
+def download_archive(name, record, md5, data_root, url_base=config.ZENODO_URL, keep_archive=False, progress=True):
+    """Download, verify and unpack one archive; returns False when it was already there."""
+    data_root = Path(data_root)
+    marker = done_marker(data_root, name)
+    if marker.is_file() and marker.read_text().strip() == md5:
+        print(f'{name}: already downloaded, verified and unpacked ({marker}); skipped')
+        return False
+    data_root.mkdir(parents=True, exist_ok=True)
+    path = data_root / name
+    if not path.is_file():                 # an archive kept from an earlier run is reused
+        part = data_root / f'{name}.part'
+        fetch(archive_url(url_base, record, name), part, progress)
+        part.replace(path)
+    verify_md5(path, md5)
+    n_files = unpack(path, data_root)
+    if not keep_archive:
+        path.unlink()
+    utils.write_text_atomic(marker, md5 + '\n')
+    print(f'{name}: md5 ok, {n_files} files unpacked into {data_root}')
+    return True
+
+
+def download_archives(archives, data_root, url_base=config.ZENODO_URL, keep_archives=False, progress=True):
+    """Every archive of `archives` ({name: (Zenodo record, md5)}); returns the names downloaded now."""
+    return [name for name, (record, md5) in archives.items()
+            if download_archive(name, record, md5, data_root, url_base, keep_archives, progress)]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split('\n', 1)[1])
+    parser.add_argument('--data-root', type=Path, default=config.DATA_ROOT,
+                        help=f'where development_audio/ and development_annotation/ go (default {config.DATA_ROOT})')
+    parser.add_argument('--evaluation', action='store_true',
+                        help='also download the challenge evaluation audio (Zenodo record 7870026, no labels)')
+    parser.add_argument('--url-base', default=config.ZENODO_URL,
+                        help='URL format with {record} and {name}, or a base URL the archive name is appended to '
+                             f'(default {config.ZENODO_URL})')
+    parser.add_argument('--keep-archives', action='store_true',
+                        help='keep the zip files after unpacking (default: delete them)')
+    args = parser.parse_args(argv)
+    archives = dict(config.DEVELOPMENT_ARCHIVES)
+    if args.evaluation:
+        archives.update(config.EVALUATION_ARCHIVES)
+    try:
+        download_archives(archives, args.data_root, args.url_base, args.keep_archives)
+    except utils.DataError as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 2
+    print(f'data ready in {args.data_root}; next: python extract_features.py --data-root {args.data_root}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
