@@ -52,6 +52,10 @@ def read_fold(fold, folds_dir=None):
     return {part: read_file_list(fold_file(fold, part, folds_dir)) for part in ('train', 'val', 'test')}
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def atomic_write(path, write):
     """Call `write(tmp_path)`, then rename onto `path`: a kill never leaves a half-written file."""
     path = Path(path)
@@ -60,6 +64,7 @@ def atomic_write(path, write):
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)   # mkstemp makes 0600; give the file the mode a plain open() would
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

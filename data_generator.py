@@ -1,0 +1,72 @@
+"""Training data of one fold as tensors, built once, and the shuffled mini-batches of an epoch (SPEC 3, 5).
+
+    from data_generator import load_fold_tensors, training_batches
+    data = load_fold_tensors(workdir, fold, device)          # X_train (n, 200, 64), Y_train (n, 200, 17), ...
+    for x, y in training_batches(data['X_train'], data['Y_train'], config.BATCH_SIZE, generator):
+        ...
+
+The sequences of 200 frames are cut by extract_features.py (extract_features.load_fold); here they become
+torch tensors once per fold, on the training device, and a batch is one index_select of a shuffled
+permutation: no DataLoader worker processes (forking one every epoch makes the parent pay a copy-on-write
+page fault on every reused page) and no per-item numpy conversion or copying inside the training loop.
+"""
+import numpy as np
+import torch
+
+import config
+import utils
+
+
+def fold_tensors(fold_data, device='cpu'):
+    """The arrays of a fold dict (extract_features.load_fold's keys) as float32 tensors on `device`.
+
+    'X_train' (n, 200, 64), 'Y_train' (n, 200, 17), 'X_val', 'Y_val' likewise; 'X_test' and 'Y_test' lists
+    of (frames, 64) and (frames, 17), one per file of 'test_files'; 'mean' and 'scale' (64,) stay numpy
+    (they go into best_model.pt for inference on new audio).
+    """
+    def tensor(a):
+        return torch.as_tensor(np.ascontiguousarray(a, dtype=np.float32)).to(device)
+
+    out = {key: tensor(fold_data[key]) for key in ('X_train', 'Y_train', 'X_val', 'Y_val')}
+    out['X_test'] = [tensor(x) for x in fold_data['X_test']]
+    out['Y_test'] = [tensor(y) for y in fold_data['Y_test']]
+    out['test_files'] = list(fold_data['test_files'])
+    out['mean'] = np.asarray(fold_data['mean'], dtype=np.float32)
+    out['scale'] = np.asarray(fold_data['scale'], dtype=np.float32)
+    for x_key, y_key in (('X_train', 'Y_train'), ('X_val', 'Y_val')):
+        if len(out[x_key]) == 0:
+            raise utils.DataError(f'fold has no {x_key[2:]} sequence of {config.SEQUENCE_LENGTH} frames: '
+                                  f'its {x_key[2:]} files are shorter than {config.SEQUENCE_LENGTH} frames '
+                                  f'together; put more files into that part of the fold')
+        if out[x_key].shape[:2] != out[y_key].shape[:2]:
+            raise utils.DataError(f'{x_key} {tuple(out[x_key].shape)} and {y_key} {tuple(out[y_key].shape)} '
+                                  f'differ in sequences or frames; re-run extract_features.py')
+    return out
+
+
+def load_fold_tensors(workdir, fold, device='cpu'):
+    """Features and targets of fold `fold` from `<workdir>/features/` as tensors (see fold_tensors).
+
+    Raises utils.DataError when the features are missing or were extracted with other parameters.
+    """
+    import extract_features  # here, so that the model and the batches can be used without the feature stack
+    return fold_tensors(extract_features.load_fold(workdir, fold), device)
+
+
+def training_batches(X, Y, batch_size, generator):
+    """Mini-batches (x (b, 200, 64), y (b, 200, 17)) of one epoch in a random order drawn from `generator`.
+
+    Every sequence once per epoch; the last batch holds the remainder (fewer than batch_size). The
+    permutation is drawn on the CPU from the torch.Generator (its state goes into the checkpoint, so a
+    resumed run draws the same orders) and then moved to the tensors' device.
+    """
+    order = torch.randperm(len(X), generator=generator).to(X.device)  # (n,)
+    for start in range(0, len(X), batch_size):
+        index = order[start:start + batch_size]                        # (b,)
+        yield X.index_select(0, index), Y.index_select(0, index)
+
+
+def sequence_batches(X, batch_size):
+    """Consecutive slices (views, no copy) of X (n, ...) in batches of batch_size, in order (for evaluation)."""
+    for start in range(0, len(X), batch_size):
+        yield X[start:start + batch_size]

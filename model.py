@@ -1,0 +1,96 @@
+"""The CRNN of the DCASE2023 Task 4B baseline (SPEC 4) and its soft-label losses (SPEC 5).
+
+    python model.py            # prints the torchinfo summary: 380,113 trainable parameters
+
+Input (batch, frames, 64 mel bands), seen as one channel; output frame-level logits
+(batch, frames, 17) for any number of frames, so a whole test file goes through in one pass.
+Every size comes from config.py.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import config
+
+
+class ConvBlock(nn.Module):
+    """Conv2d 3x3 (same padding) -> BatchNorm -> ReLU -> MaxPool (1, pool) over frequency -> Dropout.
+
+    The ReLU is applied after the max-pool: ReLU is monotonic, so max(relu(x)) = relu(max(x)) and the output
+    and every gradient are the same numbers, bit for bit, but the ReLU and its backward touch a tensor
+    `pool` times smaller (after conv 1, 32 x 128 x 200 x 64 floats = 210 MB per training batch).
+    """
+
+    def __init__(self, in_channels, out_channels, pool):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, config.CONV_KERNEL, padding=config.CONV_KERNEL // 2)
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.pool = nn.MaxPool2d((1, pool))
+        self.relu = nn.ReLU(inplace=True)        # in place on the pooled tensor: one allocation less
+        self.dropout = nn.Dropout(config.DROPOUT)
+
+    def forward(self, x):                        # (batch, in, frames, bands)
+        x = self.bn(self.conv(x))                # (batch, out, frames, bands)
+        x = self.relu(self.pool(x))              # (batch, out, frames, bands // pool) = pool, then ReLU
+        return self.dropout(x)
+
+
+class CRNN(nn.Module):
+    """Three conv blocks, a bidirectional GRU and two linear layers (no activation after either)."""
+
+    def __init__(self, n_bands=config.N_MELS, n_classes=len(config.CLASSES)):
+        super().__init__()
+        channels = [1] + [config.CONV_CHANNELS] * len(config.POOL_SIZES)
+        self.conv_blocks = nn.Sequential(*[
+            ConvBlock(channels[i], channels[i + 1], pool) for i, pool in enumerate(config.POOL_SIZES)])
+        bands = n_bands
+        for pool in config.POOL_SIZES:
+            bands //= pool                        # 64 -> 12 -> 6 -> 3
+        self.gru = nn.GRU(config.CONV_CHANNELS * bands, config.GRU_UNITS, batch_first=True, bidirectional=True)
+        self.dense1 = nn.Linear(2 * config.GRU_UNITS, config.DENSE_UNITS)
+        self.dense2 = nn.Linear(config.DENSE_UNITS, n_classes)
+
+    def forward(self, x):                         # (batch, frames, 64)
+        x = x.unsqueeze(1)                        # (batch, 1, frames, 64)
+        x = self.conv_blocks(x)                   # (batch, 128, frames, 3)
+        # channels and bands merged per frame, channel-major: feature c * 3 + b
+        x = x.permute(0, 2, 1, 3)                 # (batch, frames, 128, 3)
+        x = x.reshape(x.shape[0], x.shape[1], -1)  # (batch, frames, 384)
+        x, _ = self.gru(x)                        # (batch, frames, 64): forward and backward states
+        x = self.dense1(x)                        # (batch, frames, 32)
+        return self.dense2(x)                     # (batch, frames, 17) logits (raw outputs for 'mse')
+
+
+def soft_label_loss(outputs, targets, kind=config.LOSS):
+    """Mean loss of frame outputs (batch, frames, 17) against soft targets in [0, 1] of the same shape.
+
+    'bce': binary cross-entropy of sigmoid(outputs) and the soft targets, used as probabilities
+           (-(t log p + (1 - t) log(1 - p)), averaged over every frame and class);
+    'mse': mean squared error of the raw outputs and the soft targets (the reference code).
+    """
+    if kind == 'bce':
+        # the logits form: stable where sigmoid saturates (log(1 - p) of p = 1.0 in float32 is -inf)
+        return F.binary_cross_entropy_with_logits(outputs, targets)
+    if kind == 'mse':
+        return F.mse_loss(outputs, targets)
+    raise ValueError(f"unknown loss {kind!r}: expected 'bce' or 'mse' (config.LOSS)")
+
+
+def scores_from_outputs(outputs, kind=config.LOSS):
+    """Frame scores of the system from the model outputs: sigmoid(logits) for 'bce', the raw outputs for 'mse'.
+
+    The 'mse' outputs are not clamped to [0, 1], as in the reference code. Clamping would change no decision
+    (post-processing thresholds at config.THRESHOLD = 0.5, inside [0, 1]), but it would tie every output above
+    1 (and below 0) together, removing operating points from the threshold sweep of F1_thop and pAUC, which
+    can only lower them.
+    """
+    if kind == 'bce':
+        return torch.sigmoid(outputs)
+    if kind == 'mse':
+        return outputs
+    raise ValueError(f"unknown loss {kind!r}: expected 'bce' or 'mse' (config.LOSS)")
+
+
+if __name__ == '__main__':
+    import torchinfo
+    torchinfo.summary(CRNN(), input_size=(config.BATCH_SIZE, config.SEQUENCE_LENGTH, config.N_MELS))

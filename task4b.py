@@ -1,0 +1,479 @@
+"""Train and test the DCASE2023 Task 4B baseline: the CRNN per fold on soft labels, then the metrics (SPEC 5, 6).
+
+    python extract_features.py --data-root DIR --workdir WD     # first: features, folds and metadata
+    python task4b.py --workdir WD                               # 1 run of the 5 folds (config.RUNS)
+    python task4b.py --workdir WD --runs 10                     # the published table: 10 runs, seeds 42..51
+    python task4b.py --workdir WD --folds 1 3 --epochs 20       # a subset of folds, a shorter schedule
+    python task4b.py --workdir WD --resume                      # continue a killed run where it stopped
+
+For each run r (seed config.SEED + r) and fold k: Adam, mini-batches of 32 shuffled sequences, at most
+config.MAX_EPOCHS epochs; after each epoch the validation loss (model selection, learning-rate decay, early
+stop) and the validation segment F1/ER (for the log). The weights of the lowest validation loss then score
+each test file of the fold, whole. Outputs (contract):
+
+    WD/runs/run{r}/fold{k}/  checkpoint.pt (resume), best_model.pt, history.csv, learning_curves.png, metrics.json
+    WD/runs/run{r}/scores/<stem>.tsv   frame scores of the 11 hard classes (sed_scores_eval format)
+    WD/runs/run{r}/metrics.json        the metrics over every score file of the run
+    WD/results.json, WD/results.md     every run's metrics, mean and std over runs, the table of SPEC 6
+
+Every fold starts from the run's seed, so a fold trained alone (`--folds K`, e.g. one job of a cluster array)
+gives the same scores as inside a full run; on the CPU the same seed gives identical scores.
+A fold is finished when its metrics.json exists; `--resume` skips finished folds and continues an unfinished
+one from the checkpoint of its last finished epoch (model, optimizer, schedule, history, random states), with
+the same final scores as a run that was never interrupted. Without --resume a fold starts over (its earlier
+checkpoint, best model and metrics are removed first). A run's metrics cover every score file in its scores/
+folder, so folds trained by separate invocations (`--folds 1`, `--folds 2`, ...) add up to the run.
+"""
+import argparse
+import copy
+import csv
+import io
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+# Before torch loads its OpenMP runtime (GNU libgomp in the CPU wheels): a waiting thread spins 1000 rounds,
+# not 300,000, before it sleeps. Beside another busy torch process on 2 cores, the default made the 2 threads
+# of a training step wait on each other: 14 s a step instead of 1.5 s (measured here); alone it changes
+# nothing (0.8 s). OMP_WAIT_POLICY=PASSIVE also avoids the collapse but costs 13% alone. The environment wins.
+os.environ.setdefault('GOMP_SPINCOUNT', '1000')
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import config  # noqa: E402
+import utils  # noqa: E402
+from data_generator import load_fold_tensors, sequence_batches, training_batches  # noqa: E402
+from model import CRNN, scores_from_outputs, soft_label_loss  # noqa: E402
+from utils import DataError  # noqa: E402
+
+HARD_INDEX = [config.CLASSES.index(c) for c in config.HARD_CLASSES]   # model outputs -> the 11 evaluated
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a NaN loss): the message names the fold, epoch and batch."""
+
+
+class StopRequested(Exception):
+    """The hidden flag --stop-after-epochs ended the process early, as a kill would (tests of --resume)."""
+
+
+# -----------------------------------------------------------------------------
+# Schedule: model selection, learning-rate decay, early stop (SPEC 5)
+
+class PlateauSchedule:
+    """Counters over the validation losses of the epochs (numbered from 1).
+
+    - best: the epoch of the lowest validation loss so far (strictly lower than every earlier one);
+    - decay: when config.LR_DECAY_PATIENCE x max_epochs epochs (45 of 150) have passed without a new best,
+      counted from the last best or the last decay, whichever is later: the learning rate is divided by
+      config.LR_DECAY_FACTOR;
+    - stop: when more than config.EARLY_STOP_PATIENCE x max_epochs epochs (90 of 150) have passed since the best.
+    """
+
+    def __init__(self, max_epochs):
+        self.decay_patience = round(config.LR_DECAY_PATIENCE * max_epochs, 6)   # 0.3 x 150 = 45 (round: 0.3 is not exact)
+        self.stop_patience = round(config.EARLY_STOP_PATIENCE * max_epochs, 6)  # 0.6 x 150 = 90
+        self.best_loss = math.inf
+        self.best_epoch = 0
+        self.last_decay_epoch = 0
+
+    def step(self, epoch, val_loss):
+        """Record epoch `epoch`'s validation loss -> (improved, decay, stop)."""
+        improved = val_loss < self.best_loss
+        if improved:
+            self.best_loss, self.best_epoch = float(val_loss), epoch
+        decay = not improved and epoch - max(self.best_epoch, self.last_decay_epoch) >= self.decay_patience
+        if decay:
+            self.last_decay_epoch = epoch
+        stop = epoch - self.best_epoch > self.stop_patience
+        return improved, decay, stop
+
+    def state_dict(self):
+        return dict(vars(self))
+
+    def load_state_dict(self, state):
+        vars(self).update(state)
+
+
+# -----------------------------------------------------------------------------
+# Setup
+
+def seed_everything(seed, device):
+    """One seed for torch (weights, dropout), numpy and python random; deterministic kernels on the CPU."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    if torch.device(device).type == 'cpu':
+        torch.use_deterministic_algorithms(True)
+
+
+def new_model(device):
+    model = CRNN().to(device)
+    if config.CHANNELS_LAST:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def new_optimizer(model):
+    return torch.optim.Adam(model.parameters(), lr=config.LEARNING_RATE, betas=config.ADAM_BETAS,
+                            eps=config.ADAM_EPS, weight_decay=0.0)
+
+
+# config values a checkpoint need not agree with to be resumed: places, and what only other scripts use
+NOT_RESUME_SETTINGS = ('DEMO_', 'ZENODO_', '_ARCHIVES', 'FEATURE_JOBS', 'RUNS', 'PUBLISHED')
+
+
+def settings(seed, epochs):
+    """What a checkpoint must agree with to be resumed: the run's seed, the schedule, the config values."""
+    values = {k: v for k, v in vars(config).items()
+              if k.isupper() and not isinstance(v, Path) and not any(s in k for s in NOT_RESUME_SETTINGS)}
+    return {'seed': seed, 'epochs': epochs, 'config': values}
+
+
+def rng_states(generator):
+    states = {'torch': torch.get_rng_state(), 'numpy': np.random.get_state(), 'python': random.getstate(),
+              'shuffle': generator.get_state()}
+    if torch.cuda.is_available():
+        states['cuda'] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states, generator):
+    torch.set_rng_state(states['torch'])
+    np.random.set_state(states['numpy'])
+    random.setstate(states['python'])
+    generator.set_state(states['shuffle'])
+    if 'cuda' in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states['cuda'])
+
+
+# -----------------------------------------------------------------------------
+# One epoch, validation, test
+
+def train_one_epoch(model, optimizer, X, Y, generator, loss_kind):
+    """One pass over the shuffled training sequences -> the batch losses (tensor (batches,), not yet synced)."""
+    model.train()
+    losses = []
+    for x, y in training_batches(X, Y, config.BATCH_SIZE, generator):   # (b, 200, 64), (b, 200, 17)
+        optimizer.zero_grad(set_to_none=True)
+        loss = soft_label_loss(model(x), y, loss_kind)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.detach())
+    return torch.stack(losses)            # one sync per epoch (the NaN check and the log), not one per batch
+
+
+@torch.inference_mode()
+def predict(model, X):
+    """Sequences X (n, frames, 64) -> raw outputs (n, frames, 17), in eval mode, batch by batch, no autograd."""
+    model.eval()
+    return torch.cat([model(x) for x in sequence_batches(X, config.BATCH_SIZE)])
+
+
+def validation_loss_and_scores(model, X_val, Y_val, loss_kind):
+    """-> (validation loss over every frame and class, frame scores of the hard classes (n x 200, 11) numpy)."""
+    outputs = predict(model, X_val)                 # (n, 200, 17)
+    loss = float(soft_label_loss(outputs, Y_val, loss_kind))
+    scores = scores_from_outputs(outputs, loss_kind)[..., HARD_INDEX]
+    return loss, scores.reshape(-1, len(HARD_INDEX)).float().cpu().numpy()
+
+
+def validation_reference(Y_val):
+    """Hard events of the validation targets, the validation sequences as one timeline (SPEC 6 post-processing)."""
+    import evaluate
+    targets = Y_val[..., HARD_INDEX].reshape(-1, len(HARD_INDEX)).float().cpu().numpy()   # (n x 200, 11)
+    return evaluate.post_process_events(targets, config.HARD_CLASSES, 'validation'), len(targets)
+
+
+def validation_f1_er(scores, reference):
+    """Segment-based F1 (percent) and ER (sed_eval, 1 s segments) of validation frame scores against the reference.
+
+    For the log only (model selection uses the loss). The validation files are concatenated in the sequences,
+    so they are evaluated as one timeline, as the reference code evaluated a fold.
+    """
+    import evaluate
+    import sed_eval
+    reference_events, n_frames = reference
+    estimated = evaluate.post_process_events(scores, config.HARD_CLASSES, 'validation')
+    metrics = sed_eval.sound_event.SegmentBasedMetrics(config.HARD_CLASSES, time_resolution=config.SEGMENT_LENGTH)
+    metrics.evaluate(reference_events, estimated, evaluated_length_seconds=n_frames * config.FRAME_SECONDS)
+    f1 = metrics.overall_f_measure()['f_measure']
+    er = metrics.overall_error_rate()['error_rate']
+    return 100 * float(np.nan_to_num(f1)), float(er)
+
+
+@torch.inference_mode()
+def write_test_scores(model, data, scores_dir, loss_kind):
+    """Each test file, whole, through the model -> scores_dir/<stem>.tsv (frames, 11 hard classes)."""
+    import evaluate
+    model.eval()
+    stems = []
+    for file_id, x in zip(data['test_files'], data['X_test']):          # x (frames, 64)
+        scores = scores_from_outputs(model(x.unsqueeze(0)), loss_kind)[0]   # (frames, 17)
+        stem = utils.file_stem(file_id)
+        evaluate.write_score_file(Path(scores_dir) / f'{stem}.tsv', scores[:, HARD_INDEX].float().cpu().numpy())
+        stems.append(stem)
+    return stems
+
+
+# -----------------------------------------------------------------------------
+# Records: checkpoint, history, learning curves
+
+HISTORY_FIELDS = ['epoch', 'train_loss', 'val_loss', 'val_F1', 'val_ER', 'lr', 'seconds']
+
+
+def save_torch_atomic(path, obj):
+    utils.atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def write_history(path, history):
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=HISTORY_FIELDS, lineterminator='\n')
+    writer.writeheader()
+    writer.writerows(history)
+    utils.write_text_atomic(path, out.getvalue())
+
+
+def plot_learning_curves(path, history, best_epoch, title):
+    """PNG: train and validation loss, validation F1 and ER, learning rate over the epochs; the best epoch marked."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    epochs = [h['epoch'] for h in history]
+    fig, axes = plt.subplots(3, 1, figsize=(7, 8), sharex=True)
+    axes[0].plot(epochs, [h['train_loss'] for h in history], label='train loss')
+    axes[0].plot(epochs, [h['val_loss'] for h in history], label='validation loss')
+    axes[0].set_ylabel(f'loss ({config.LOSS})')
+    axes[1].plot(epochs, [h['val_F1'] for h in history], label='validation F1 (%)', color='tab:green')
+    axes[1].set_ylabel('segment F1 (%)')
+    er_axis = axes[1].twinx()
+    er_axis.plot(epochs, [h['val_ER'] for h in history], label='validation ER', color='tab:red', alpha=0.6)
+    er_axis.set_ylabel('segment ER')
+    axes[2].plot(epochs, [h['lr'] for h in history], color='tab:purple')
+    axes[2].set_yscale('log')
+    axes[2].set_ylabel('learning rate')
+    axes[2].set_xlabel('epoch')
+    for ax in axes:
+        ax.axvline(best_epoch, color='grey', linestyle=':', label=f'best epoch {best_epoch}')
+    axes[0].legend()
+    handles = axes[1].get_legend_handles_labels()[0] + er_axis.get_legend_handles_labels()[0]
+    axes[1].legend(handles=handles, loc='best')
+    fig.suptitle(title)
+    fig.tight_layout()
+    utils.atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=90))
+    plt.close(fig)
+
+
+# -----------------------------------------------------------------------------
+# One fold: train with validation-based selection, keep the best weights
+
+def train_fold(data, fold_dir, seed, epochs, device, resume=False, loss_kind=None, name='',
+               stop_after=None):
+    """Train on data['X_train'] with selection on data['X_val'] -> the model with the best weights loaded.
+
+    Writes fold_dir/checkpoint.pt and history.csv after every epoch, learning_curves.png at the end.
+    loss_kind: default config.LOSS. stop_after: a callable told after each checkpoint; it raises
+    StopRequested to end the process.
+    """
+    loss_kind = loss_kind or config.LOSS
+    fold_dir = Path(fold_dir)
+    checkpoint_path = fold_dir / 'checkpoint.pt'
+    seed_everything(seed, device)
+    model = new_model(device)
+    optimizer = new_optimizer(model)
+    schedule = PlateauSchedule(epochs)
+    generator = torch.Generator().manual_seed(seed)      # the shuffling order; its state is checkpointed
+    run_settings = settings(seed, epochs)
+    history, best_state, start_epoch, finished = [], None, 1, False
+
+    if resume and checkpoint_path.is_file():
+        checkpoint = torch.load(checkpoint_path, map_location='cpu', weights_only=False)
+        for key in ('seed', 'epochs'):
+            if checkpoint['settings'][key] != run_settings[key]:
+                raise DataError(f'{checkpoint_path}: trained with {key} {checkpoint["settings"][key]}, asked now '
+                                f'{run_settings[key]}; resume with the same flags, or run without --resume')
+        changed = [k for k in run_settings['config'] if checkpoint['settings']['config'].get(k) != run_settings['config'][k]]
+        if changed:
+            k = changed[0]
+            raise DataError(f'{checkpoint_path}: config.{k} was {checkpoint["settings"]["config"].get(k)!r}, is now '
+                            f'{run_settings["config"][k]!r}; restore it, or run without --resume to start over')
+        model.load_state_dict(checkpoint['model'])
+        optimizer.load_state_dict(checkpoint['optimizer'])
+        schedule.load_state_dict(checkpoint['schedule'])
+        best_state = checkpoint['best_model']
+        history = checkpoint['history']
+        set_rng_states(checkpoint['rng'], generator)
+        start_epoch, finished = checkpoint['epoch'] + 1, checkpoint['finished']
+
+    reference = validation_reference(data['Y_val'])
+    bar = tqdm(total=epochs, initial=start_epoch - 1, desc=name, unit='epoch', dynamic_ncols=True,
+               disable=finished)
+    epoch = start_epoch
+    while not finished:
+        start = time.perf_counter()
+        lr = optimizer.param_groups[0]['lr']
+        batch_losses = train_one_epoch(model, optimizer, data['X_train'], data['Y_train'], generator, loss_kind)
+        bad = ~torch.isfinite(batch_losses)
+        if bad.any():
+            batch = int(bad.nonzero()[0, 0]) + 1
+            raise TrainingError(f'{name}: training loss is {float(batch_losses[batch - 1])} at epoch {epoch}, batch '
+                                f'{batch} of {len(batch_losses)}; check the features (NaN/inf in the inputs?) and '
+                                f'the learning rate (config.LEARNING_RATE)')
+        train_loss = float(batch_losses.mean())   # batches of equal weight (the last one may be smaller)
+        val_loss, val_scores = validation_loss_and_scores(model, data['X_val'], data['Y_val'], loss_kind)
+        if not math.isfinite(val_loss):
+            raise TrainingError(f'{name}: validation loss is {val_loss} at epoch {epoch}')
+        val_f1, val_er = validation_f1_er(val_scores, reference)
+
+        improved, decay, stop = schedule.step(epoch, val_loss)
+        if improved:
+            best_state = copy.deepcopy(model.state_dict())
+        if decay:
+            for group in optimizer.param_groups:
+                group['lr'] /= config.LR_DECAY_FACTOR
+        finished = stop or epoch == epochs
+        history.append({'epoch': epoch, 'train_loss': train_loss, 'val_loss': val_loss, 'val_F1': val_f1,
+                        'val_ER': val_er, 'lr': lr, 'seconds': round(time.perf_counter() - start, 3)})
+
+        # every epoch: the state to continue from, exactly (write then rename: a kill leaves the previous one)
+        save_torch_atomic(checkpoint_path, {
+            'epoch': epoch, 'finished': finished, 'model': model.state_dict(), 'optimizer': optimizer.state_dict(),
+            'schedule': schedule.state_dict(), 'best_model': best_state, 'best_epoch': schedule.best_epoch,
+            'best_val_loss': schedule.best_loss, 'history': history, 'rng': rng_states(generator),
+            'settings': run_settings})
+        write_history(fold_dir / 'history.csv', history)
+        bar.update(1)
+        bar.set_postfix(train=f'{train_loss:.4f}', val=f'{val_loss:.4f}', F1=f'{val_f1:.1f}',
+                        best=schedule.best_epoch, lr=f'{optimizer.param_groups[0]["lr"]:.0e}')
+        if stop and epoch < epochs:
+            tqdm.write(f'{name}: early stop at epoch {epoch}, {epoch - schedule.best_epoch} epochs after the best')
+        if stop_after is not None:
+            stop_after()
+        epoch += 1
+    bar.close()
+
+    model.load_state_dict(best_state)
+    plot_learning_curves(fold_dir / 'learning_curves.png', history, schedule.best_epoch, name)
+    return model, schedule.best_epoch, schedule.best_loss
+
+
+def save_best_model(path, model, data, loss_kind, best_epoch, best_loss):
+    """best_model.pt (contract): the weights of the lowest validation loss and what inference needs with them."""
+    import extract_features
+    save_torch_atomic(path, {
+        'model': {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        'mean': data['mean'], 'scale': data['scale'], 'feature_params': extract_features.feature_params(),
+        'loss': loss_kind, 'classes': list(config.CLASSES), 'epoch': best_epoch, 'val_loss': best_loss})
+
+
+# -----------------------------------------------------------------------------
+# The experiment: runs x folds, then the metrics
+
+def run_experiment(workdir, folds=None, runs=config.RUNS, seed=config.SEED, epochs=config.MAX_EPOCHS,
+                   device=None, resume=False, loss_kind=None, stop_after_epochs=None):
+    """Train and test every (run, fold); write the fold, run and overall metrics -> the summary dict."""
+    loss_kind = loss_kind or config.LOSS
+    import evaluate
+    import torchinfo
+    workdir = Path(workdir)
+    folds = list(folds or range(1, config.N_FOLDS + 1))
+    device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    print(torchinfo.summary(CRNN(), input_size=(config.BATCH_SIZE, config.SEQUENCE_LENGTH, config.N_MELS),
+                            verbose=0, device='cpu'))
+    print(f'workdir {workdir}, folds {folds}, runs {runs} (seeds {seed}..{seed + runs - 1}), at most {epochs} '
+          f'epochs, loss {loss_kind}, device {device}')
+
+    epochs_done = 0
+
+    def count_epoch():                       # the hidden --stop-after-epochs: a kill at a chosen epoch end
+        nonlocal epochs_done
+        epochs_done += 1
+        if stop_after_epochs is not None and epochs_done >= stop_after_epochs:
+            raise StopRequested(f'stopped after {epochs_done} epochs (--stop-after-epochs); continue with --resume')
+
+    run_metrics = []
+    for r in range(runs):
+        run_dir = workdir / config.RUNS_DIR / f'run{r}'
+        scores_dir = run_dir / 'scores'
+        trained = False
+        for k in folds:
+            fold_dir = run_dir / f'fold{k}'
+            name = f'run {r} fold {k}'
+            if resume and (fold_dir / 'metrics.json').is_file():
+                print(f'{name}: finished before ({fold_dir / "metrics.json"}), skipped')
+                continue
+            if not resume:      # starting over: nothing of an earlier run of this fold may pass for this one's
+                for stale in ('metrics.json', 'checkpoint.pt', 'best_model.pt'):
+                    (fold_dir / stale).unlink(missing_ok=True)
+            data = load_fold_tensors(workdir, k, device)
+            print(f'{name}: {len(data["X_train"])} training and {len(data["X_val"])} validation sequences, '
+                  f'{len(data["test_files"])} test files')
+            model, best_epoch, best_loss = train_fold(data, fold_dir, seed + r, epochs, device, resume, loss_kind,
+                                                      name, count_epoch)
+            save_best_model(fold_dir / 'best_model.pt', model, data, loss_kind, best_epoch, best_loss)
+            stems = write_test_scores(model, data, scores_dir, loss_kind)
+            metrics = evaluate.evaluate_scores(scores_dir, workdir, file_stems=stems)
+            metrics['best_epoch'], metrics['best_val_loss'] = best_epoch, best_loss
+            utils.write_json_atomic(fold_dir / 'metrics.json', metrics)   # written last: the fold is finished
+            print(f'{name}: best epoch {best_epoch}: {evaluate.format_headline(metrics)}')
+            trained = True
+        run_metrics_path = run_dir / 'metrics.json'
+        if resume and not trained and run_metrics_path.is_file():
+            metrics = json.loads(run_metrics_path.read_text())
+        else:
+            metrics = evaluate.evaluate_scores(scores_dir, workdir)           # every score file of the run
+            utils.write_json_atomic(run_metrics_path, metrics)
+        print(f'run {r}: {evaluate.format_headline(metrics)}')
+        run_metrics.append(metrics)
+
+    summary = evaluate.summarize_runs(run_metrics)
+    summary['seeds'] = [seed + r for r in range(runs)]
+    summary['folds'] = folds
+    table = evaluate.results_table_markdown(summary)
+    utils.write_json_atomic(workdir / 'results.json', summary)
+    utils.write_text_atomic(workdir / 'results.md', table + '\n')
+    print(table)
+    return summary
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--workdir', type=Path, default=config.WORKDIR,
+                        help='holds features/ and metadata/ (extract_features.py); runs/ and results go here')
+    parser.add_argument('--folds', type=int, nargs='+', choices=range(1, config.N_FOLDS + 1), metavar='K',
+                        help=f'folds to train and test (default: all {config.N_FOLDS})')
+    parser.add_argument('--runs', type=int, default=config.RUNS, help='independent runs; run r uses seed + r')
+    parser.add_argument('--seed', type=int, default=config.SEED)
+    parser.add_argument('--epochs', type=int, default=config.MAX_EPOCHS,
+                        help='maximum epochs; the decay and early-stop patience scale with it (0.3 E, 0.6 E)')
+    parser.add_argument('--device', choices=['cpu', 'cuda'], help='default: cuda when available')
+    parser.add_argument('--resume', action='store_true', help='skip finished folds, continue an unfinished one')
+    parser.add_argument('--stop-after-epochs', type=int, help=argparse.SUPPRESS)   # tests: a kill after N epochs
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.epochs < 1:
+        parser.error('--runs and --epochs must be at least 1')
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda: no CUDA device visible to torch (a CPU-only build, or no GPU)')
+    try:
+        run_experiment(args.workdir, args.folds, args.runs, args.seed, args.epochs, args.device, args.resume,
+                       stop_after_epochs=args.stop_after_epochs)
+    except DataError as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 2
+    except TrainingError as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 3
+    except StopRequested as error:
+        print(str(error), file=sys.stderr)
+        return 75
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

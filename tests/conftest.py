@@ -1,0 +1,27 @@
+"""Shared fixtures: the demo data set (SPEC 7) at the default scale and its extracted features, made once per session."""
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # the flat scripts of the repository
+
+import config  # noqa: E402
+
+
+@pytest.fixture(scope='session')
+def demo_root(tmp_path_factory):
+    """The 49 demo files at config.DEMO_SCALE (about 20 min of audio), in the SPEC 1 layout."""
+    import demo_data
+    root = tmp_path_factory.mktemp('demo')
+    demo_data.generate_demo_dataset(root, scale=config.DEMO_SCALE, seed=config.DEMO_SEED, progress=False)
+    return root
+
+
+@pytest.fixture(scope='session')
+def demo_workdir(demo_root, tmp_path_factory):
+    """A workdir holding the features, fold arrays and metadata of demo_root (the repository's fold lists)."""
+    import extract_features
+    workdir = tmp_path_factory.mktemp('workdir')
+    extract_features.extract(demo_root, workdir)
+    return workdir

@@ -1,0 +1,250 @@
+"""Training per fold (SPEC 5): batches, the decay and early-stop counters, errors, and task4b.py end to end."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import config
+import data_generator
+import evaluate
+import task4b
+import utils
+
+
+@pytest.fixture(autouse=True, scope='module')   # module: also around the module's fixtures
+def one_math_thread():
+    """One torch thread: the suite runs beside other processes on 2 cores, where two OpenMP threads per
+    process wait on each other and slow training down many times (measured: 0.15 s -> 13 s a step)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# -----------------------------------------------------------------------------
+# Batches
+
+def test_training_batches_give_every_sequence_once_per_epoch_in_a_seeded_order():
+    X = torch.arange(10.0).reshape(10, 1, 1).expand(10, 3, 2).contiguous()   # sequence i holds the value i
+    Y = X[..., :1] * 2
+    generator = torch.Generator().manual_seed(0)
+    epoch1 = list(data_generator.training_batches(X, Y, 4, generator))
+    epoch2 = list(data_generator.training_batches(X, Y, 4, generator))
+    assert [len(x) for x, _ in epoch1] == [4, 4, 2]                    # the remainder is the last batch
+    order1 = torch.cat([x[:, 0, 0] for x, _ in epoch1])
+    order2 = torch.cat([x[:, 0, 0] for x, _ in epoch2])
+    assert sorted(order1.tolist()) == list(range(10)) and sorted(order2.tolist()) == list(range(10))
+    assert not torch.equal(order1, order2)                               # shuffled again every epoch
+    assert all(torch.equal(y, x[..., :1] * 2) for x, y in epoch1)         # inputs and targets stay paired
+    again = torch.cat([x[:, 0, 0] for x, _ in data_generator.training_batches(X, Y, 4, torch.Generator().manual_seed(0))])
+    assert torch.equal(again, order1)                                    # the generator's seed fixes the order
+
+
+# -----------------------------------------------------------------------------
+# Learning-rate decay and early stop, on scripted validation losses
+
+def run_schedule(max_epochs, losses):
+    schedule = task4b.PlateauSchedule(max_epochs)
+    events = [schedule.step(epoch, loss) for epoch, loss in enumerate(losses, start=1)]
+    improved = [e for e, (i, _, _) in enumerate(events, start=1) if i]
+    decays = [e for e, (_, d, _) in enumerate(events, start=1) if d]
+    stops = [e for e, (_, _, s) in enumerate(events, start=1) if s]
+    return schedule, improved, decays, stops
+
+
+def test_schedule_decays_after_03E_epochs_without_a_best_and_stops_after_06E_since_the_best():
+    # E = 10: decay after 3 epochs without a new best (counted from the last best or decay), stop when more
+    # than 6 epochs have passed since the best.
+    losses = [1.0, 0.9, 0.95, 0.95, 0.95, 0.8, 0.85, 0.85, 0.85, 0.85, 0.85, 0.85, 0.85]
+    schedule, improved, decays, stops = run_schedule(10, losses)
+    assert improved == [1, 2, 6]
+    assert decays == [5, 9, 12]          # 5 - 2 = 3; 9 - 6 = 3; 12 - 9 = 3 (since the decay at 9)
+    assert stops == [13]                 # 13 - 6 = 7 > 6
+    assert (schedule.best_epoch, schedule.best_loss) == (6, 0.8)
+
+
+def test_schedule_of_150_epochs_decays_at_45_and_stops_after_90_epochs_without_improvement():
+    _, improved, decays, stops = run_schedule(150, [1.0] + [2.0] * 100)
+    assert improved == [1]
+    assert decays == [46, 91]
+    assert stops[0] == 92
+
+
+def test_schedule_equal_loss_is_not_a_new_best():
+    _, improved, _, _ = run_schedule(150, [1.0, 1.0, 0.5])
+    assert improved == [1, 3]
+
+
+def test_schedule_state_round_trips_through_its_state_dict():
+    schedule, _, _, _ = run_schedule(10, [1.0, 0.9, 0.95, 0.95, 0.95])
+    copy = task4b.PlateauSchedule(10)
+    copy.load_state_dict(schedule.state_dict())
+    assert copy.step(6, 0.97) == schedule.step(6, 0.97)
+    assert vars(copy) == vars(schedule)
+
+
+# -----------------------------------------------------------------------------
+# Errors for people
+
+def synthetic_fold(n_train=6, frames=20, seed=0):
+    """A fold dict with load_fold's keys, small random data (no audio)."""
+    rng = np.random.default_rng(seed)
+    n_classes = len(config.CLASSES)
+
+    def part(n):
+        return (rng.standard_normal((n, frames, config.N_MELS)).astype(np.float32),
+                rng.uniform(0, 1, (n, frames, n_classes)).astype(np.float32))
+    X_train, Y_train = part(n_train)
+    X_val, Y_val = part(2)
+    X_test, Y_test = part(2)
+    return {'X_train': X_train, 'Y_train': Y_train, 'X_val': X_val, 'Y_val': Y_val,
+            'test_files': ['cafe_restaurant/cafe_restaurant_00', 'city_center/city_center_02'],
+            'X_test': list(X_test), 'Y_test': list(Y_test),
+            'mean': np.zeros(config.N_MELS, np.float32), 'scale': np.ones(config.N_MELS, np.float32)}
+
+
+def test_nan_loss_stops_the_fold_naming_the_epoch_and_the_batch(tmp_path, monkeypatch):
+    monkeypatch.setattr(config, 'BATCH_SIZE', 2)
+    fold = synthetic_fold(n_train=6)
+    fold['X_train'][4, 3, 5] = np.nan                                   # one value of sequence 4
+    seed = 3
+    order = torch.randperm(6, generator=torch.Generator().manual_seed(seed))   # the first epoch's order
+    batch = int((order == 4).nonzero()[0, 0]) // 2 + 1
+    data = data_generator.fold_tensors(fold)
+    with pytest.raises(task4b.TrainingError, match=rf'epoch 1, batch {batch} of 3'):
+        task4b.train_fold(data, tmp_path / 'fold1', seed, epochs=2, device='cpu', name='fold 1')
+
+
+def test_workdir_without_features_says_to_run_extract_features(tmp_path, capsys):
+    assert task4b.main(['--workdir', str(tmp_path), '--folds', '1', '--epochs', '1', '--device', 'cpu']) == 2
+    assert 'python extract_features.py --data-root' in capsys.readouterr().err
+
+
+def test_features_of_other_parameters_are_refused_naming_the_parameter(demo_workdir, monkeypatch, capsys):
+    monkeypatch.setattr(config, 'FMAX', config.FMAX - 1000)
+    assert task4b.main(['--workdir', str(demo_workdir), '--folds', '1', '--epochs', '1', '--device', 'cpu']) == 2
+    err = capsys.readouterr().err
+    assert 'fmax' in err and 'extract_features.py' in err
+    assert not (demo_workdir / config.RUNS_DIR).exists()
+
+
+# -----------------------------------------------------------------------------
+# End to end on the demo data set
+
+def copy_workdir(demo_workdir, path):
+    """A workdir of its own (features and metadata of the shared one), so runs do not see each other's files."""
+    for name in (config.FEATURES_DIR, config.METADATA_DIR):
+        shutil.copytree(demo_workdir / name, path / name)
+    return path
+
+
+def score_files(workdir, run=0):
+    scores_dir = workdir / config.RUNS_DIR / f'run{run}' / 'scores'
+    return {p.name: p.read_bytes() for p in sorted(scores_dir.glob('*.tsv'))}
+
+
+def history_without_seconds(path):
+    return [line.rsplit(',', 1)[0] for line in path.read_text().splitlines()]
+
+
+def test_training_writes_scores_results_history_curves_and_learns(demo_workdir, tmp_path, monkeypatch):
+    # Batches of 4: the demo fold has 16 training sequences, so 4 updates per epoch instead of 1 and the
+    # model learns in 25 epochs (the schedule, loss and optimiser are the real ones).
+    monkeypatch.setattr(config, 'BATCH_SIZE', 4)
+    workdir = copy_workdir(demo_workdir, tmp_path / 'wd')
+    assert task4b.main(['--workdir', str(workdir), '--folds', '1', '--epochs', '25', '--device', 'cpu']) == 0
+
+    run_dir = workdir / config.RUNS_DIR / 'run0'
+    fold_dir = run_dir / 'fold1'
+    test_ids = utils.read_fold(1)['test']
+    assert sorted(score_files(workdir)) == sorted(f'{utils.file_stem(i)}.tsv' for i in test_ids)
+    history = (fold_dir / 'history.csv').read_text().splitlines()
+    assert history[0] == 'epoch,train_loss,val_loss,val_F1,val_ER,lr,seconds' and len(history) == 1 + 25
+    assert (fold_dir / 'learning_curves.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    best = torch.load(fold_dir / 'best_model.pt', weights_only=False)
+    assert {'model', 'mean', 'scale', 'feature_params', 'loss'} <= set(best)
+    fold_metrics = json.loads((fold_dir / 'metrics.json').read_text())
+    assert fold_metrics['n_files'] == len(test_ids)
+    assert json.loads((run_dir / 'metrics.json').read_text())['n_files'] == len(test_ids)
+    results = json.loads((workdir / 'results.json').read_text())
+    assert results['n_runs'] == 1
+    for key in ('ER_m', 'F1_m', 'F1_M', 'F1_thop'):
+        assert key in results['mean'] and key in results['std'] and key in results['runs'][0]
+    assert set(results['runs'][0]['class_wise']) == set(config.HARD_CLASSES)
+    assert 'F' in results['runs'][0]['class_wise']['car']
+    assert (workdir / 'results.md').read_text().startswith('| System |')
+
+    # It learned: the trained model beats the same network untrained on the fold's test files.
+    task4b.seed_everything(config.SEED, 'cpu')
+    untrained = task4b.new_model('cpu')
+    data = data_generator.load_fold_tensors(workdir, 1)
+    untrained_dir = tmp_path / 'untrained_scores'
+    stems = task4b.write_test_scores(untrained, data, untrained_dir, config.LOSS)
+    untrained_f1 = evaluate.evaluate_scores(untrained_dir, workdir, file_stems=stems)['F1_m']
+    assert fold_metrics['F1_m'] > untrained_f1 + 15, (fold_metrics['F1_m'], untrained_f1)
+
+
+ARGS = ['--folds', '1', '2', '--epochs', '2', '--seed', '7', '--device', 'cpu']
+
+
+@pytest.fixture(scope='module')
+def straight_run(demo_workdir, tmp_path_factory):
+    """Folds 1 and 2, 2 epochs each, never interrupted."""
+    workdir = copy_workdir(demo_workdir, tmp_path_factory.mktemp('straight'))
+    assert task4b.main(['--workdir', str(workdir)] + ARGS) == 0
+    return workdir
+
+
+def test_same_seed_gives_identical_scores_also_with_the_folds_trained_separately(straight_run, demo_workdir, tmp_path):
+    workdir = copy_workdir(demo_workdir, tmp_path / 'again')
+    fold_1, fold_2, rest = ARGS[:2], ARGS[2:3], ARGS[3:]          # ['--folds', '1'], ['2'], the other flags
+    assert task4b.main(['--workdir', str(workdir), '--folds'] + fold_2 + rest) == 0
+    assert task4b.main(['--workdir', str(workdir)] + fold_1 + rest) == 0
+    assert score_files(workdir) == score_files(straight_run)
+    assert json.loads((workdir / 'results.json').read_text())['mean'] == \
+        json.loads((straight_run / 'results.json').read_text())['mean']
+    assert len(score_files(workdir)) == len(utils.read_fold(1)['test']) + len(utils.read_fold(2)['test'])
+
+
+def test_interrupted_and_resumed_run_gives_the_scores_of_an_uninterrupted_one(straight_run, demo_workdir, tmp_path):
+    workdir = copy_workdir(demo_workdir, tmp_path / 'resumed')
+    run_dir = workdir / config.RUNS_DIR / 'run0'
+    # killed after the last epoch of fold 1, before its test files were scored
+    assert task4b.main(['--workdir', str(workdir), '--stop-after-epochs', '2'] + ARGS) == 75
+    checkpoint = torch.load(run_dir / 'fold1' / 'checkpoint.pt', weights_only=False)
+    assert checkpoint['epoch'] == 2 and checkpoint['finished']
+    assert not (run_dir / 'fold1' / 'metrics.json').exists() and not score_files(workdir)
+
+    # resumed: fold 1 is tested without training again; killed again after epoch 1 of fold 2
+    assert task4b.main(['--workdir', str(workdir), '--resume', '--stop-after-epochs', '1'] + ARGS) == 75
+    fold1_metrics = run_dir / 'fold1' / 'metrics.json'
+    finished_at = fold1_metrics.stat().st_mtime_ns
+    checkpoint = torch.load(run_dir / 'fold2' / 'checkpoint.pt', weights_only=False)
+    assert checkpoint['epoch'] == 1 and not checkpoint['finished']
+    assert not (workdir / 'results.json').exists()
+
+    # another schedule is not resumed silently
+    changed = ['--workdir', str(workdir), '--resume'] + ARGS[:ARGS.index('--epochs')] + ['--epochs', '3'] + ARGS[ARGS.index('--seed'):]
+    assert task4b.main(changed) == 2
+
+    assert task4b.main(['--workdir', str(workdir), '--resume'] + ARGS) == 0
+    assert fold1_metrics.stat().st_mtime_ns == finished_at                  # the finished fold was not redone
+    assert score_files(workdir) == score_files(straight_run)
+    for fold in ('fold1', 'fold2'):
+        assert (history_without_seconds(run_dir / fold / 'history.csv')
+                == history_without_seconds(straight_run / config.RUNS_DIR / 'run0' / fold / 'history.csv'))
+    assert json.loads((workdir / 'results.json').read_text())['mean'] == \
+        json.loads((straight_run / 'results.json').read_text())['mean']
+
+
+def test_mse_option_trains_and_scores_are_the_raw_outputs(tmp_path):
+    data = data_generator.fold_tensors(synthetic_fold())
+    model, best_epoch, _ = task4b.train_fold(data, tmp_path / 'fold1', 0, epochs=1, device='cpu', loss_kind='mse')
+    assert best_epoch == 1
+    stems = task4b.write_test_scores(model, data, tmp_path / 'scores', 'mse')
+    written = evaluate.read_score_files(tmp_path / 'scores')[stems[0]][config.HARD_CLASSES].to_numpy()
+    with torch.inference_mode():
+        outputs = model(data['X_test'][0].unsqueeze(0))[0][:, task4b.HARD_INDEX].numpy()
+    np.testing.assert_allclose(written, outputs, rtol=1e-6, atol=1e-7)
