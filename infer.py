@@ -1,0 +1,147 @@
+"""System outputs for a folder of recordings (e.g. the 26 files of the challenge evaluation set) from trained models.
+
+    python task4b.py --workdir WD                                   # first: trained fold models
+    python infer.py --audio DIR --workdir WD --out OUT              # every DIR/**/*.wav
+    python infer.py --audio DIR --workdir WD --out OUT --device cuda
+
+For every WAV file under --audio (recursive, sorted): the mel features of the training (extract_features.py),
+then for every trained model `WD/runs/run*/fold*/best_model.pt` its fold's normalisation and the whole file in one
+pass, frame scores averaged over the models. Written:
+
+    OUT/scores/<stem>.tsv    frame scores of the 11 hard classes (sed_scores_eval format, as task4b's test scores)
+    OUT/events/<stem>.tsv    onset<TAB>offset<TAB>label, the SPEC 6 post-processing of those scores
+    OUT/events.tsv           filename<TAB>onset<TAB>offset<TAB>event_label for every file (a submission)
+
+Each file is processed on its own (batch of one, eval mode), so its scores are the same alone or in a folder.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
+from tqdm import tqdm
+
+import config
+import evaluate
+import extract_features
+import model as model_module
+import utils
+from utils import DataError
+
+HARD_INDEX = [config.CLASSES.index(c) for c in config.HARD_CLASSES]   # model outputs -> the 11 evaluated
+
+
+def find_audio_files(audio_dir):
+    """Every *.wav under audio_dir (recursive), sorted; stems must be unique (they name the output files)."""
+    audio_dir = Path(audio_dir)
+    if not audio_dir.is_dir():
+        raise DataError(f'{audio_dir}: audio folder not found')
+    paths = sorted(p for p in audio_dir.rglob('*') if p.suffix.lower() == '.wav' and p.is_file())
+    if not paths:
+        raise DataError(f'{audio_dir}: no .wav files in this folder or below it')
+    seen = {}
+    for path in paths:
+        if path.stem in seen:
+            raise DataError(f'{path} and {seen[path.stem]}: two recordings named {path.stem!r}; outputs are named '
+                            f'after the file name, rename one')
+        seen[path.stem] = path
+    return paths
+
+
+def find_models(workdir):
+    """Paths of the trained fold models `<workdir>/runs/run*/fold*/best_model.pt`, sorted."""
+    paths = sorted((Path(workdir) / config.RUNS_DIR).glob('run*/fold*/best_model.pt'))
+    if not paths:
+        raise DataError(f'{Path(workdir) / config.RUNS_DIR}: no trained models (run*/fold*/best_model.pt); '
+                        f'run: python task4b.py --workdir {workdir}')
+    return paths
+
+
+def load_model(path, device='cpu'):
+    """best_model.pt -> (CRNN in eval mode, mean (64,), scale (64,), loss kind), checked against this config."""
+    # weights_only=False: our own file, which holds numpy arrays and a dict besides the weights
+    checkpoint = torch.load(path, map_location='cpu', weights_only=False)
+    missing = [k for k in ('model', 'mean', 'scale', 'feature_params', 'loss') if k not in checkpoint]
+    if missing:
+        raise DataError(f'{path}: not a best_model.pt of task4b.py (missing {missing})')
+    saved, current = checkpoint['feature_params'], extract_features.feature_params()
+    for name in list(current) + [n for n in saved if n not in current]:
+        if saved.get(name) != current.get(name):
+            raise DataError(f'{path}: trained with feature parameter {name} = {saved.get(name)!r}, config.py now gives '
+                            f'{current.get(name)!r}; restore config.py or retrain (python task4b.py --workdir DIR)')
+    net = model_module.CRNN()
+    net.load_state_dict(checkpoint['model'])
+    if config.CHANNELS_LAST:   # as task4b.py builds it: the same kernels, so the same scores to the last bit
+        net = net.to(memory_format=torch.channels_last)
+    net.to(device).eval()
+    mean = np.asarray(checkpoint['mean'], dtype=np.float32)
+    scale = np.asarray(checkpoint['scale'], dtype=np.float32)
+    return net, mean, scale, checkpoint['loss']
+
+
+@torch.inference_mode()
+def score_file(audio_path, models, device='cpu'):
+    """One recording -> frame scores (frames, 17), the mean over the models of each model's scores."""
+    audio = extract_features.read_audio(audio_path)
+    # one math thread, as extract_features.py computes the features of training and test files: BLAS splits the
+    # mel product differently with more threads, which changes the last bits (and then task4b's test scores)
+    with threadpool_limits(limits=1):
+        features = extract_features.compute_mel_features(audio)                              # (frames, 64)
+    total = None
+    for net, mean, scale, loss in models:
+        x = torch.from_numpy(((features - mean) / scale).astype(np.float32)).to(device)       # (frames, 64)
+        outputs = net(x.unsqueeze(0))                                                         # (1, frames, 17)
+        scores = model_module.scores_from_outputs(outputs, loss)[0].float().cpu().numpy()     # (frames, 17)
+        total = scores.astype(np.float64) if total is None else total + scores
+    return (total / len(models)).astype(np.float32)
+
+
+def write_event_list(path, events):
+    """onset<TAB>offset<TAB>label per event (DCASE event-list format, no header), atomically."""
+    lines = ''.join(f'{e.onset:.1f}\t{e.offset:.1f}\t{e.event_label}\n' for e in events)
+    utils.write_text_atomic(path, lines)
+
+
+def infer(audio_dir, workdir, out_dir, device='cpu'):
+    """Scores and events for every WAV under audio_dir -> list of stems written."""
+    audio_paths = find_audio_files(audio_dir)
+    model_paths = find_models(workdir)
+    models = [load_model(p, device) for p in model_paths]
+    runs = sorted({p.parent.parent.name for p in model_paths})
+    print(f'{len(audio_paths)} recordings, {len(models)} models ({", ".join(runs)}), device {device}')
+    out_dir = Path(out_dir)
+    combined = ['filename\tonset\toffset\tevent_label\n']
+    for path in tqdm(audio_paths, desc='infer', unit='file', disable=len(audio_paths) < 3):
+        scores = score_file(path, models, device)[:, HARD_INDEX]                                       # (frames, 11)
+        evaluate.write_score_file(out_dir / 'scores' / f'{path.stem}.tsv', scores)
+        events = evaluate.post_process_events(scores, config.HARD_CLASSES, path.stem)
+        write_event_list(out_dir / 'events' / f'{path.stem}.tsv', events)
+        combined += [f'{path.stem}.wav\t{e.onset:.1f}\t{e.offset:.1f}\t{e.event_label}\n' for e in events]
+    utils.write_text_atomic(out_dir / 'events.tsv', ''.join(combined))
+    return [p.stem for p in audio_paths]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument('--audio', type=Path, required=True, help='folder of WAV files (searched recursively)')
+    parser.add_argument('--workdir', type=Path, default=config.WORKDIR, help='holds runs/run*/fold*/best_model.pt')
+    parser.add_argument('--out', type=Path, required=True, help='output folder (scores/, events/, events.tsv)')
+    parser.add_argument('--device', choices=['cpu', 'cuda'], default='cpu',
+                        help='cpu (default; reproduces scores of a CPU training run to the last bit) or cuda')
+    args = parser.parse_args(argv)
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda: no CUDA device visible to torch')
+    try:
+        stems = infer(args.audio, args.workdir, args.out, args.device)
+    except DataError as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 2
+    print(f'wrote {args.out}/scores, {args.out}/events ({len(stems)} files) and {args.out}/events.tsv')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""infer.py end to end, and `evaluate.py --scores` against what task4b.py printed, on a short training run.
+
+One small pipeline for the module: 10 demo files (2 per scene), a 5-fold split of them, features, and
+task4b.py trained 1 epoch on fold 1 only (so fold 1's test files are scored by the one model infer.py finds).
+"""
+import contextlib
+import io
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import config
+import demo_data
+import evaluate
+import extract_features
+import infer
+import task4b
+import utils
+from utils import DataError
+
+FILE_IDS = [f'{scene}/{scene}_{nns[k]}' for scene, nns in config.SCENES.items() for k in (0, 1)]   # 10 files
+
+
+def write_folds(folds_dir, split_file):
+    """Fold k: test = ids 2k-2, 2k-1; validation = the next two; training = the other six."""
+    utils.write_text_atomic(split_file, 'filename\n' + ''.join(f'{i}\n' for i in FILE_IDS))
+    for fold in range(1, config.N_FOLDS + 1):
+        test = FILE_IDS[2 * fold - 2: 2 * fold]
+        val = [FILE_IDS[(2 * fold + k) % len(FILE_IDS)] for k in (0, 1)]
+        parts = {'test': test, 'val': val, 'train': [i for i in FILE_IDS if i not in test + val]}
+        for part, ids in parts.items():
+            utils.write_text_atomic(utils.fold_file(fold, part, folds_dir), 'filename\n' + ''.join(f'{i}\n' for i in ids))
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp('pipeline')
+    data_root, workdir = root / 'data', root / 'work'
+    demo_data.generate_demo_dataset(data_root, scale=0.1, seed=1, file_ids=FILE_IDS, progress=False)
+    write_folds(root / 'folds', root / 'split.csv')
+    extract_features.extract(data_root, workdir, root / 'folds', jobs=1, split_file=root / 'split.csv')
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        task4b.run_experiment(workdir, folds=[1], runs=1, epochs=1, device='cpu')
+    return {'data_root': data_root, 'workdir': workdir, 'printed': printed.getvalue(), 'root': root,
+            'test_stems': [utils.file_stem(i) for i in FILE_IDS[:2]]}
+
+
+def audio_of(trained, file_id):
+    return utils.audio_path(trained['data_root'], file_id)
+
+
+def test_evaluate_scores_reproduces_what_task4b_printed(trained, capsys):
+    workdir = trained['workdir']
+    printed_line = [line for line in trained['printed'].splitlines() if line.startswith('run 0: ')][-1]
+    assert evaluate.main(['--workdir', str(workdir), '--scores', str(workdir / 'runs' / 'run0' / 'scores')]) == 0
+    out = capsys.readouterr().out
+    assert printed_line[len('run 0: '):] in out.splitlines()
+    assert '(2 of 10 files)' in printed_line
+    saved = json.loads((workdir / 'runs' / 'run0' / 'metrics.json').read_text())
+    again = json.loads((workdir / 'runs' / 'run0' / 'evaluation.json').read_text())['runs'][0]
+    for key in ('ER_m', 'F1_m', 'F1_M', 'F1_thop', 'pAUC', 'class_wise', 'thresholds'):
+        assert again[key] == saved[key]
+
+
+def test_infer_reproduces_the_test_scores_of_the_fold_model(trained, tmp_path):
+    # only fold 1 was trained: infer's average over models is that model, and fold 1's test files were scored by it
+    audio = tmp_path / 'audio'
+    for file_id in FILE_IDS[:2]:
+        (audio / utils.scene_of(file_id)).mkdir(parents=True, exist_ok=True)
+        shutil.copy(audio_of(trained, file_id), audio / utils.scene_of(file_id))
+    assert infer.main(['--audio', str(audio), '--workdir', str(trained['workdir']), '--out', str(tmp_path / 'out')]) == 0
+    for stem in trained['test_stems']:
+        ours = (tmp_path / 'out' / 'scores' / f'{stem}.tsv').read_text()
+        assert ours == (trained['workdir'] / 'runs' / 'run0' / 'scores' / f'{stem}.tsv').read_text()
+
+
+def test_scores_are_the_same_alone_and_in_a_folder(trained, tmp_path):
+    folder, alone = tmp_path / 'folder', tmp_path / 'alone'
+    for file_id in FILE_IDS[2:5]:
+        (folder / utils.scene_of(file_id)).mkdir(parents=True, exist_ok=True)
+        shutil.copy(audio_of(trained, file_id), folder / utils.scene_of(file_id))
+    alone.mkdir()
+    shutil.copy(audio_of(trained, FILE_IDS[4]), alone)
+    # a second model, so that the average is over more than one (the same weights under another fold name)
+    second = trained['workdir'] / 'runs' / 'run1' / 'fold2'
+    second.mkdir(parents=True)
+    shutil.copy(trained['workdir'] / 'runs' / 'run0' / 'fold1' / 'best_model.pt', second / 'best_model.pt')
+    try:
+        stems = infer.infer(folder, trained['workdir'], tmp_path / 'out_folder')
+        infer.infer(alone, trained['workdir'], tmp_path / 'out_alone')
+    finally:
+        shutil.rmtree(trained['workdir'] / 'runs' / 'run1')
+    assert stems == sorted(utils.file_stem(i) for i in FILE_IDS[2:5])
+    stem = utils.file_stem(FILE_IDS[4])
+    assert (tmp_path / 'out_alone' / 'scores' / f'{stem}.tsv').read_bytes() == \
+        (tmp_path / 'out_folder' / 'scores' / f'{stem}.tsv').read_bytes()
+
+
+def test_event_lists_are_the_post_processed_scores(trained, tmp_path):
+    audio = tmp_path / 'audio'
+    audio.mkdir()
+    for file_id in FILE_IDS[6:8]:
+        shutil.copy(audio_of(trained, file_id), audio)
+    infer.infer(audio, trained['workdir'], tmp_path / 'out')
+    combined = pd.read_csv(tmp_path / 'out' / 'events.tsv', sep='\t')
+    assert list(combined.columns) == ['filename', 'onset', 'offset', 'event_label']
+    n_events = 0
+    for file_id in FILE_IDS[6:8]:
+        stem = utils.file_stem(file_id)
+        scores = evaluate.read_score_files(tmp_path / 'out' / 'scores')[stem]
+        expected = [(e.onset, e.offset, e.event_label) for e in
+                    evaluate.post_process_events(scores[config.HARD_CLASSES].to_numpy(), config.HARD_CLASSES, stem)]
+        lines = (tmp_path / 'out' / 'events' / f'{stem}.tsv').read_text().splitlines()
+        assert [(float(a), float(b), c) for a, b, c in (line.split('\t') for line in lines)] == expected
+        rows = combined[combined['filename'] == f'{stem}.wav']
+        assert list(zip(rows['onset'], rows['offset'], rows['event_label'])) == expected
+        n_events += len(expected)
+    assert len(combined) == n_events > 0
+    assert set(combined['event_label']) <= set(config.HARD_CLASSES)
+
+
+def test_folder_without_wavs_is_an_error(trained, tmp_path, capsys):
+    (tmp_path / 'empty').mkdir()
+    (tmp_path / 'empty' / 'notes.txt').write_text('no audio here')
+    assert infer.main(['--audio', str(tmp_path / 'empty'), '--workdir', str(trained['workdir']),
+                       '--out', str(tmp_path / 'out')]) == 2
+    assert f'{tmp_path / "empty"}: no .wav files' in capsys.readouterr().err
+
+
+def test_workdir_without_models_says_what_to_run(trained, tmp_path):
+    with pytest.raises(DataError, match=r'no trained models .*run: python task4b.py --workdir'):
+        infer.infer(trained['data_root'], tmp_path, tmp_path / 'out')
+
+
+def test_model_of_other_feature_parameters_is_refused(trained, tmp_path, monkeypatch):
+    monkeypatch.setattr(config, 'FMAX', 12000.0)
+    with pytest.raises(DataError, match=r'best_model.pt: trained with feature parameter fmax = 14000.0, '
+                                        r'config.py now gives 12000.0'):
+        infer.infer(trained['data_root'], trained['workdir'], tmp_path / 'out')
+
+
+def test_infer_outputs_are_read_by_evaluate(trained, tmp_path):
+    # infer's score files of development files can be evaluated like task4b's (same format, validated)
+    audio = tmp_path / 'audio'
+    audio.mkdir()
+    for file_id in FILE_IDS[:2]:
+        shutil.copy(audio_of(trained, file_id), audio)
+    infer.infer(audio, trained['workdir'], tmp_path / 'out')
+    ours = evaluate.evaluate_scores(tmp_path / 'out' / 'scores', trained['workdir'])
+    theirs = evaluate.evaluate_scores(trained['workdir'] / 'runs' / 'run0' / 'scores', trained['workdir'])
+    assert ours['n_files'] == 2 and np.isclose(ours['F1_m'], theirs['F1_m'])
