@@ -1,0 +1,456 @@
+"""Pictures of what the detector does: one detection picture per file, one per-class picture per workdir.
+
+    python plot_results.py --workdir WD                      # the first run's scores -> WD/pictures/<stem>.png (every
+                                                             # file) and WD/pictures/per_class.png
+    python plot_results.py --workdir WD --scores WD/runs/run2/scores --files cafe_restaurant_07 city_center_02
+    python plot_results.py --workdir WD --all-classes        # 17 rows; the 6 unscored classes show soft labels only
+    python plot_results.py --workdir WD --data-root DATA     # soft labels from DATA's annotation files
+    python plot_results.py --workdir WD --only per-class --out docs
+    python plot_results.py --infer-out OUT                   # infer.py's OUT/scores, no reference -> OUT/pictures/
+
+Detection picture (one per file): time in seconds on x, one row per class. In each row
+- grey band: the soft labels, darker = higher value. Source: `<workdir>/features/files/<stem>.npz` ('targets',
+  the rasterised soft labels extract_features.py trains on); with --data-root, the annotation file itself
+  (extract_features.read_soft_labels + rasterize_soft_labels on the score frames);
+- black outline: the hard reference (soft > 0.5), the events of `<workdir>/metadata/gt_dev.csv`;
+- blue curve: the frame scores (0 at the bottom of the band, 1 at its top; dotted line: config.THRESHOLD);
+- vermillion bars under the band: the detected events, evaluate.post_process_events of those scores.
+Title: file, scene, and the file's segment-based F1 and ER (sed_eval on the file's own timeline, as F1_m and
+ER_m of evaluate.py restricted to that file). infer.py's outputs have no reference: no outline, no metrics.
+
+Per-class picture (a workdir): per hard class, sed_eval's class-wise F at config.THRESHOLD and the F-score at the
+class's own optimal threshold (the F1_thop of evaluate.py), as mean over runs (bar), standard deviation
+(whisker) and each run (dot); beside it the seconds of reference (gt_dev.csv, all its files) of each class,
+classes sorted by them, so rare classes stand out. Read from `<workdir>/runs/run*/metrics.json` (task4b.py), else
+from `<workdir>/results.json`; a run whose metrics lack the per-class F1_thop is re-scored from its score files
+with evaluate.evaluate_scores.
+
+Colours: Okabe-Ito (blue, vermillion, orange), readable for colour-blind readers; matplotlib's Agg backend.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+matplotlib.use('Agg')                         # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import LinearSegmentedColormap  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Patch, Rectangle  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import config  # noqa: E402
+import evaluate  # noqa: E402  (first: it silences dcase_util's pkg_resources warning, which sed_eval imports)
+import sed_eval  # noqa: E402
+import extract_features  # noqa: E402
+import utils  # noqa: E402
+from utils import DataError  # noqa: E402
+
+PICTURES_DIR = 'pictures'                     # default output folder, in the workdir or infer.py's output
+DPI = 100
+WIDTH = 14.0                                  # inches
+ROW_HEIGHT = 0.42                             # inches per class row (detection) or per class (per-class picture)
+SCORE_COLOUR = '#0072B2'                      # Okabe-Ito blue
+EVENT_COLOUR = '#D55E00'                      # Okabe-Ito vermillion
+THOP_COLOUR = '#E69F00'                       # Okabe-Ito orange
+SOFT_CMAP = LinearSegmentedColormap.from_list('soft', ['#ffffff', '#5a5a5a'])   # 0 white .. 1 dark grey
+# a row of the detection picture, bottom to top (row units): event bars, gap, soft band with the score curve
+BAR_BOTTOM, BAR_TOP, BAND_BOTTOM, BAND_TOP = 0.06, 0.24, 0.30, 0.94
+
+
+# -----------------------------------------------------------------------------
+# Detection picture: data
+
+def scene_of_stem(stem):
+    """`cafe_restaurant_07` -> `cafe_restaurant`; None for a name of no known scene (e.g. evaluation files)."""
+    scene = stem.rsplit('_', 1)[0]
+    return scene if scene in config.SCENES else None
+
+
+def file_metrics(stem, scores_df, reference, duration):
+    """Segment-based F1 (%) and ER of one file on its own timeline: evaluate.py's timeline (its post-processing,
+    reference and length) through sed_eval, i.e. F1_m and ER_m of evaluate.evaluate_scores for this file alone."""
+    metrics = sed_eval.sound_event.SegmentBasedMetrics(
+        event_label_list=config.HARD_CLASSES, time_resolution=config.SEGMENT_LENGTH)
+    for _, ref, est, length in evaluate._timelines([stem], {stem: scores_df}, {stem: reference}, {stem: duration},
+                                                   concatenate=False, folds_dir=None):
+        metrics.evaluate(reference_event_list=ref, estimated_event_list=est, evaluated_length_seconds=length)
+    return {'F1': 100 * float(metrics.overall_f_measure()['f_measure']),
+            'ER': float(metrics.overall_error_rate()['error_rate'])}
+
+
+def detection_picture_data(stem, scores_df, soft_targets=None, reference=None, duration=None, all_classes=False,
+                           title_note=''):
+    """Everything the detection picture shows, as plain values (what the tests check instead of pixels).
+
+    scores_df: DataFrame of a score file (onset, offset, config.HARD_CLASSES), as evaluate.read_score_files gives.
+    soft_targets: (frames, 17) soft labels or None. reference: [(onset, offset, label)] of gt_dev.csv, or None
+    when there is none (infer.py outputs). duration: of the file, s (default: the score frames' end).
+    Returns a dict: 'stem', 'scene', 'classes' (row labels, top to bottom), 'scored' (row has scores),
+    'edges' (frames + 1,) s, 'scores' {label: (frames,)}, 'soft' {label: (frames,)} or None,
+    'reference' {label: [(onset, offset)]} or None, 'events' {label: [(onset, offset)]} (exactly
+    evaluate.post_process_events of the scores), 'metrics' {'F1', 'ER'} or None, 'duration', 'note'.
+    """
+    hard_scores = scores_df[config.HARD_CLASSES].to_numpy(dtype=np.float64)               # (frames, 11)
+    n_frames = len(hard_scores)
+    edges = evaluate.frame_timestamps(n_frames)                                            # (frames + 1,)
+    duration = float(edges[-1]) if duration is None else float(duration)
+    classes = list(config.CLASSES if all_classes else config.HARD_CLASSES)
+    events = {label: [] for label in config.HARD_CLASSES}
+    for event in evaluate.post_process_events(hard_scores, config.HARD_CLASSES, stem):
+        events[event.event_label].append((float(event.onset), float(event.offset)))
+    soft = None
+    if soft_targets is not None:
+        soft_targets = np.asarray(soft_targets, dtype=np.float64)
+        if soft_targets.shape != (n_frames, len(config.CLASSES)):
+            raise DataError(f'{stem}: soft labels of shape {soft_targets.shape}, but {n_frames} score frames and '
+                            f'{len(config.CLASSES)} classes expected; features older than the scores? run: '
+                            f'python extract_features.py --data-root DIR --workdir DIR')
+        soft = {label: soft_targets[:, config.CLASSES.index(label)] for label in classes}
+    ref, metrics = None, None
+    if reference is not None:
+        ref = {label: [] for label in config.HARD_CLASSES}
+        for onset, offset, label in reference:
+            ref[label].append((float(onset), float(offset)))
+        metrics = file_metrics(stem, scores_df, list(reference), duration)
+    return {
+        'stem': stem, 'scene': scene_of_stem(stem), 'classes': classes,
+        'scored': [label in config.HARD_CLASSES for label in classes], 'edges': edges,
+        'scores': {label: hard_scores[:, c] for c, label in enumerate(config.HARD_CLASSES)},
+        'soft': soft, 'reference': ref, 'events': events, 'metrics': metrics, 'duration': duration,
+        'note': title_note,
+    }
+
+
+def load_soft_targets(stem, n_frames, workdir=None, data_root=None):
+    """(n_frames, 17) soft labels of a file, or None when there is no source for them (see the module docstring)."""
+    if data_root is not None:
+        scene = scene_of_stem(stem)
+        if scene is None:
+            return None
+        labels = extract_features.read_soft_labels(utils.annotation_path(data_root, f'{scene}/{stem}'))
+        return extract_features.rasterize_soft_labels(labels, n_frames)
+    if workdir is None:
+        return None
+    path = Path(workdir) / config.FEATURES_DIR / 'files' / f'{stem}.npz'
+    if not path.is_file():
+        return None
+    with np.load(path) as data:
+        targets = data['targets']                                                           # (frames, 17)
+    if len(targets) != n_frames:
+        raise DataError(f'{path}: {len(targets)} frames of soft labels, the score file has {n_frames}; features '
+                        f'and scores of different data? run: python extract_features.py --data-root DIR --workdir DIR')
+    return targets
+
+
+# -----------------------------------------------------------------------------
+# Detection picture: drawing
+
+def _format(value, pattern):
+    return 'n/a' if value is None or not np.isfinite(value) else pattern.format(value)
+
+
+def draw_detection_picture(data, path):
+    """detection_picture_data's dict -> PNG at path (atomically)."""
+    classes = data['classes']
+    n_rows = len(classes)
+    edges = data['edges']
+    fig, ax = plt.subplots(figsize=(WIDTH, 1.7 + ROW_HEIGHT * n_rows), layout='constrained')
+    band = BAND_TOP - BAND_BOTTOM
+    for k, label in enumerate(classes):
+        base = n_rows - 1 - k                                       # first class on top
+        if data['soft'] is not None:
+            ax.pcolormesh(edges, [base + BAND_BOTTOM, base + BAND_TOP], data['soft'][label][None, :],
+                          cmap=SOFT_CMAP, vmin=0.0, vmax=1.0, shading='flat')
+        if data['reference'] is not None:
+            for onset, offset in data['reference'].get(label, []):
+                ax.add_patch(Rectangle((onset, base + BAND_BOTTOM), offset - onset, band, fill=False,
+                                       edgecolor='black', linewidth=1.6, zorder=4))
+        if data['scored'][k]:
+            ax.hlines(base + BAND_BOTTOM + band * config.THRESHOLD, edges[0], edges[-1], colors='#777777',
+                      linestyles=':', linewidth=0.8, zorder=2)
+            scores = np.clip(data['scores'][label], 0.0, 1.0)
+            ax.stairs(base + BAND_BOTTOM + band * scores, edges, baseline=None, color=SCORE_COLOUR,
+                      linewidth=1.3, zorder=3)
+            for onset, offset in data['events'][label]:
+                ax.add_patch(Rectangle((onset, base + BAR_BOTTOM), offset - onset, BAR_TOP - BAR_BOTTOM,
+                                       facecolor=EVENT_COLOUR, edgecolor='none', zorder=3))
+        if k:
+            ax.axhline(base + 1, color='#dddddd', linewidth=0.6)
+    ax.set_xlim(edges[0], max(edges[-1], data['duration']))
+    ax.set_ylim(0, n_rows)
+    ax.set_yticks([n_rows - 1 - k + (BAR_BOTTOM + BAND_TOP) / 2 for k in range(n_rows)])
+    ax.set_yticklabels(classes, fontsize=10)
+    for tick, scored in zip(ax.get_yticklabels(), data['scored']):
+        if not scored:
+            tick.set_color('#777777')
+            tick.set_fontstyle('italic')
+    ax.tick_params(axis='y', length=0)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=20, steps=[1, 2, 5, 10], integer=True))   # whole seconds
+    ax.set_xlabel('time (s)')
+    ax.grid(axis='x', color='#eeeeee', linewidth=0.6, zorder=0)
+    ax.set_axisbelow(True)
+
+    title = data['stem'] + (f"   scene: {data['scene']}" if data['scene'] else '')
+    if data['metrics'] is not None:
+        title += (f"   F1 {_format(data['metrics']['F1'], '{:.1f}%')}   ER {_format(data['metrics']['ER'], '{:.2f}')}"
+                  f"   (segment-based, {config.SEGMENT_LENGTH:g} s segments, this file)")
+    else:
+        title += '   (no reference)'
+    if data['note']:
+        title += f"   {data['note']}"
+    ax.set_title(title, fontsize=12, loc='left')
+
+    handles = []
+    if data['soft'] is not None:
+        handles.append(Patch(facecolor=SOFT_CMAP(0.6), edgecolor='#bbbbbb', label='soft labels (darker = higher)'))
+    if data['reference'] is not None:
+        handles.append(Patch(facecolor='none', edgecolor='black', linewidth=1.6,
+                             label=f'reference (soft > {config.HARD_LABEL_THRESHOLD:g})'))
+    handles += [Line2D([], [], color=SCORE_COLOUR, linewidth=1.3, label='frame score (band bottom 0, top 1)'),
+                Line2D([], [], color='#777777', linestyle=':', label=f'threshold {config.THRESHOLD:g}'),
+                Patch(facecolor=EVENT_COLOUR, label='detected events (post-processed)')]
+    fig.legend(handles=handles, loc='outside lower center', ncol=len(handles), frameon=False, fontsize=9)
+    save_figure(fig, path)
+
+
+def save_figure(fig, path):
+    """PNG at path, written atomically, figure closed."""
+    try:
+        utils.atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=DPI))
+    finally:
+        plt.close(fig)
+
+
+# -----------------------------------------------------------------------------
+# Per-class picture: data
+
+def reference_seconds(gt_path, stems=None):
+    """{hard class: seconds of reference in gt_dev.csv}, over all its files or only `stems` (touching rows are
+    merged on reading, so no second is counted twice)."""
+    seconds = {label: 0.0 for label in config.HARD_CLASSES}
+    for stem, events in evaluate.read_ground_truth(gt_path).items():
+        if stems is None or stem in stems:
+            for onset, offset, label in events:
+                seconds[label] += offset - onset
+    return seconds
+
+
+def read_run_metrics(workdir):
+    """[(run name, metrics dict)] of `<workdir>/runs/run*/metrics.json`, else of `<workdir>/results.json`'s runs."""
+    workdir = Path(workdir)
+    paths = sorted((workdir / config.RUNS_DIR).glob('run*/metrics.json'),
+                   key=lambda p: (len(p.parent.name), p.parent.name))      # run2 before run10
+    if paths:
+        return [(p.parent.name, json.loads(p.read_text())) for p in paths]
+    results = workdir / 'results.json'
+    if results.is_file():
+        runs = json.loads(results.read_text()).get('runs', [])
+        return [(Path(m.get('scores_dir', f'run{r}/scores')).parent.name, m) for r, m in enumerate(runs)]
+    raise DataError(f'{workdir / config.RUNS_DIR}: no run*/metrics.json and no {results}; '
+                    f'run: python task4b.py --workdir {workdir}')
+
+
+def per_class_data(workdir):
+    """The per-class picture as plain values: 'classes' (config.HARD_CLASSES), 'runs' (names),
+    'f1' and 'f1_thop' {label: [% per run]} (an undefined F counted as 0, as in F1_M), 'thresholds'
+    {label: [per run]}, 'reference_seconds' {label: s in gt_dev.csv over the files the runs scored: all of them
+    after a complete run}, 'n_files' [per run], 'n_files_total'."""
+    workdir = Path(workdir)
+    runs = []
+    for name, metrics in read_run_metrics(workdir):
+        class_wise = metrics.get('class_wise', {})
+        if any('F1_thop' not in class_wise.get(c, {}) for c in config.HARD_CLASSES):
+            scores_dir = workdir / config.RUNS_DIR / name / 'scores'
+            if not scores_dir.is_dir():
+                raise DataError(f'{workdir / config.RUNS_DIR / name}: metrics without per-class F1_thop and no '
+                                f'score files to compute it from; run: python evaluate.py --workdir {workdir}')
+            metrics = evaluate.evaluate_scores(scores_dir, workdir)
+        runs.append((name, metrics))
+
+    # the files the runs scored (a partial run scores fewer): their reference is what the F-scores are about
+    scored = None if any('files' not in m for _, m in runs) else {s for _, m in runs for s in m['files']}
+
+    def value(x):
+        return 0.0 if x is None or not np.isfinite(x) else float(x)
+    return {
+        'classes': list(config.HARD_CLASSES),
+        'runs': [name for name, _ in runs],
+        'f1': {c: [value(m['class_wise'][c]['F']) for _, m in runs] for c in config.HARD_CLASSES},
+        'f1_thop': {c: [value(m['class_wise'][c]['F1_thop']) for _, m in runs] for c in config.HARD_CLASSES},
+        'thresholds': {c: [m.get('thresholds', {}).get(c) for _, m in runs] for c in config.HARD_CLASSES},
+        'reference_seconds': reference_seconds(workdir / config.METADATA_DIR / config.GT_FILE, scored),
+        'n_files': [m.get('n_files') for _, m in runs],
+        'n_files_total': max((m.get('n_files_total') or 0) for _, m in runs),
+    }
+
+
+# -----------------------------------------------------------------------------
+# Per-class picture: drawing
+
+def draw_per_class_picture(data, path):
+    """per_class_data's dict -> PNG at path (atomically): F-score panel and reference-seconds panel side by side."""
+    seconds = data['reference_seconds']
+    classes = sorted(data['classes'], key=lambda c: (-seconds[c], data['classes'].index(c)))   # rare at the bottom
+    n = len(classes)
+    y = np.arange(n)[::-1].astype(float)                               # first class on top
+    fig, (ax, ax_ref) = plt.subplots(1, 2, figsize=(WIDTH, 1.6 + 1.2 * ROW_HEIGHT * n), sharey=True,
+                                     gridspec_kw={'width_ratios': [3.2, 1]}, layout='constrained')
+    height = 0.38
+    n_runs = len(data['runs'])
+    series = [('f1', f'F at threshold {config.THRESHOLD:g} (sed_eval class-wise)', SCORE_COLOUR, +height / 2),
+              ('f1_thop', "F at the class's optimal threshold thr (F1_thop)", THOP_COLOUR, -height / 2)]
+    rng = np.random.default_rng(0)                                     # jitter of the run dots, fixed
+    for key, label, colour, shift in series:
+        values = [np.array(data[key][c], dtype=float) for c in classes]
+        means = np.array([v.mean() for v in values])
+        stds = np.array([v.std() for v in values])
+        ax.barh(y + shift, means, height=height, color=colour, label=label, zorder=2)
+        if n_runs > 1:
+            ax.errorbar(means, y + shift, xerr=stds, fmt='none', ecolor='black', elinewidth=1, capsize=3, zorder=3)
+            for yk, v in zip(y + shift, values):
+                ax.scatter(v, yk + rng.uniform(-height / 4, height / 4, len(v)), s=24, color='black', zorder=4,
+                           edgecolors='white', linewidths=0.7)
+        for yk, mean, top, c in zip(y + shift, means, means + stds, classes):
+            text = f'{mean:.1f}'
+            thresholds = [t for t in data['thresholds'][c] if t is not None]
+            if key == 'f1_thop' and thresholds:
+                text += f'  (thr {np.mean(thresholds):.2f})'
+            ax.text(top + 1, yk, text, va='center', fontsize=8, color='#333333')
+    ax.set_xlim(0, 105)
+    ax.set_xlabel('F-score (%)')
+    ax.set_yticks(y)
+    ax.set_yticklabels(classes, fontsize=10)
+    ax.set_ylim(-0.6, n - 0.4)
+    ax.grid(axis='x', color='#eeeeee', zorder=0)
+
+    ref = np.array([seconds[c] for c in classes])
+    ax_ref.barh(y, ref, height=0.6, color='#999999', zorder=2)
+    top = max(ref.max(), 1.0)
+    for yk, s in zip(y, ref):
+        ax_ref.text(s + top * 0.02, yk, f'{s:.0f} s' if s > 0 else 'none', va='center', fontsize=8)
+    ax_ref.set_xlim(0, top * 1.35)
+    ax_ref.set_xlabel(f'reference seconds ({config.GT_FILE})')
+    ax_ref.grid(axis='x', color='#eeeeee', zorder=0)
+    ax_ref.tick_params(axis='y', length=0)
+
+    files = '/'.join(sorted({str(k) for k in data['n_files']}))
+    spread = f'bars: mean over {n_runs} runs, whiskers: +/- 1 std, dots: runs' if n_runs > 1 else 'one run'
+    fig.suptitle(f'Per-class F-score of the {n} evaluated classes, {files} of {data["n_files_total"]} files; '
+                 f'{spread}', fontsize=12)
+    fig.legend(loc='outside lower center', ncol=2, frameon=False, fontsize=9)
+    save_figure(fig, path)
+
+
+# -----------------------------------------------------------------------------
+# The pictures of a folder of score files
+
+def select_stems(available, wanted, where):
+    """The stems asked for (file ids, stems or .wav names) among those with score files, or all of them."""
+    if not wanted:
+        return sorted(available)
+    stems = [evaluate.stem_of(w) for w in wanted]
+    missing = [s for s in stems if s not in available]
+    if missing:
+        raise DataError(f'{where}: no score file for {missing} (files there: {", ".join(sorted(available)[:5])}...)')
+    return stems
+
+
+def plot_workdir_files(workdir, scores_dir, out_dir, files=None, all_classes=False, data_root=None):
+    """Detection pictures of the score files of scores_dir (a run of workdir), with reference -> list of paths."""
+    metadata = Path(workdir) / config.METADATA_DIR
+    durations = evaluate.read_durations(metadata / config.DURATIONS_FILE)
+    events = evaluate.read_ground_truth(metadata / config.GT_FILE)
+    ground_truth = {stem: events.get(stem, []) for stem in durations}
+    scores = evaluate.read_score_files(scores_dir, ground_truth)
+    run = Path(scores_dir).resolve().parent.name
+    written, without_soft = [], []
+    for stem in tqdm(select_stems(scores, files, scores_dir), desc='pictures', unit='file'):
+        soft = load_soft_targets(stem, len(scores[stem]), workdir, data_root)
+        if soft is None:
+            without_soft.append(stem)
+        data = detection_picture_data(stem, scores[stem], soft, ground_truth[stem], durations[stem], all_classes,
+                                      title_note=f'[{run}]')
+        path = Path(out_dir) / f'{stem}.png'
+        draw_detection_picture(data, path)
+        written.append(path)
+    if without_soft:
+        print(f'note: no soft labels for {len(without_soft)} files ({", ".join(without_soft[:3])}...): '
+              f'{Path(workdir) / config.FEATURES_DIR / "files"}/<stem>.npz not found; pass --data-root DIR to read '
+              f'them from the annotation files', file=sys.stderr)
+    return written
+
+
+def plot_infer_files(infer_out, out_dir, files=None, all_classes=False, data_root=None):
+    """Detection pictures of infer.py's `<infer_out>/scores/*.tsv`, without reference -> list of paths."""
+    scores_dir = Path(infer_out) / 'scores'
+    scores = evaluate.read_score_files(scores_dir)
+    written = []
+    for stem in tqdm(select_stems(scores, files, scores_dir), desc='pictures', unit='file'):
+        soft = load_soft_targets(stem, len(scores[stem]), data_root=data_root) if data_root else None
+        data = detection_picture_data(stem, scores[stem], soft, None, None, all_classes, title_note='[infer.py]')
+        path = Path(out_dir) / f'{stem}.png'
+        draw_detection_picture(data, path)
+        written.append(path)
+    return written
+
+
+def plot_per_class(workdir, path):
+    draw_per_class_picture(per_class_data(workdir), path)
+    return Path(path)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument('--workdir', type=Path, default=config.WORKDIR,
+                        help='holds metadata/, features/ and runs/ (default: the repository)')
+    parser.add_argument('--scores', type=Path, default=None,
+                        help='score files to draw (default: the first <workdir>/runs/run*/scores)')
+    parser.add_argument('--infer-out', type=Path, default=None,
+                        help="infer.py's --out folder: draw its scores/ without reference (no per-class picture)")
+    parser.add_argument('--files', nargs='+', default=None, metavar='STEM',
+                        help='only these files (stems such as cafe_restaurant_07, or file ids; default: all)')
+    parser.add_argument('--all-classes', action='store_true',
+                        help=f'one row per class of all {len(config.CLASSES)} (default: the '
+                             f'{len(config.HARD_CLASSES)} evaluated ones)')
+    parser.add_argument('--data-root', type=Path, default=None,
+                        help='read the soft labels from the annotation files here (default: the features npz)')
+    parser.add_argument('--only', choices=['files', 'per-class'], default=None,
+                        help='draw only the detection pictures or only the per-class picture')
+    parser.add_argument('--out', type=Path, default=None,
+                        help=f'output folder (default: <workdir>/{PICTURES_DIR}, or <infer-out>/{PICTURES_DIR})')
+    args = parser.parse_args(argv)
+    try:
+        written = []
+        if args.infer_out is not None:
+            if args.only == 'per-class':
+                parser.error('--infer-out has no reference: no per-class picture')
+            out = args.out or args.infer_out / PICTURES_DIR
+            written += plot_infer_files(args.infer_out, out, args.files, args.all_classes, args.data_root)
+        else:
+            out = args.out or args.workdir / PICTURES_DIR
+            if args.only != 'per-class':
+                scores_dir = args.scores
+                if scores_dir is None:
+                    found = evaluate.find_run_score_dirs(args.workdir)
+                    if not found:
+                        raise DataError(f'{args.workdir / config.RUNS_DIR}: no run*/scores folder with score files; '
+                                        f'{evaluate.TRAIN_HINT}')
+                    scores_dir = found[0]
+                written += plot_workdir_files(args.workdir, scores_dir, out, args.files, args.all_classes,
+                                              args.data_root)
+            if args.only != 'files':
+                written.append(plot_per_class(args.workdir, out / 'per_class.png'))
+    except DataError as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 2
+    print(f'wrote {len(written)} picture{"s" if len(written) != 1 else ""} to {out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
