@@ -64,6 +64,15 @@ def feature_params():
 # Audio and mel features
 
 
+def changed_feature_param(saved):
+    """First feature parameter whose saved value differs from config.py's now -> (name, saved, now), or None."""
+    current = feature_params()
+    for name in list(current) + [n for n in saved if n not in current]:
+        if saved.get(name) != current.get(name):
+            return name, saved.get(name), current.get(name)
+    return None
+
+
 def check_wav_complete(path):
     """Raise DataError when a RIFF WAV holds fewer audio bytes than its header declares.
 
@@ -611,11 +620,11 @@ def load_fold(workdir, fold):
         run += f' --folds-dir {manifest["folds_dir"]}'
     if manifest.get('split_file') and Path(manifest['split_file']) != Path(config.DEVELOPMENT_SPLIT).resolve():
         run += f' --split-file {manifest["split_file"]}'
-    old, new = manifest.get('params', {}), feature_params()
-    for name in list(new) + [n for n in old if n not in new]:
-        if old.get(name) != new.get(name):
-            raise DataError(f'{manifest_path}: feature parameter {name} changed since extraction '
-                            f'({old.get(name)!r} -> {new.get(name)!r}); run: {run}')
+    changed = changed_feature_param(manifest.get('params', {}))
+    if changed:
+        name, old, new = changed
+        raise DataError(f'{manifest_path}: feature parameter {name} changed since extraction '
+                        f'({old!r} -> {new!r}); run: {run}')
     entry = manifest.get('folds', {}).get(str(fold))
     if entry is None:
         raise DataError(f'{manifest_path}: no fold {fold} extracted (folds {sorted(manifest.get("folds", {}))}); '

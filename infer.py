@@ -66,16 +66,14 @@ def load_model(path, device='cpu'):
     missing = [k for k in ('model', 'mean', 'scale', 'feature_params', 'loss') if k not in checkpoint]
     if missing:
         raise DataError(f'{path}: not a best_model.pt of task4b.py (missing {missing})')
-    saved, current = checkpoint['feature_params'], extract_features.feature_params()
-    for name in list(current) + [n for n in saved if n not in current]:
-        if saved.get(name) != current.get(name):
-            raise DataError(f'{path}: trained with feature parameter {name} = {saved.get(name)!r}, config.py now gives '
-                            f'{current.get(name)!r}; restore config.py or retrain (python task4b.py --workdir DIR)')
-    net = model_module.CRNN()
+    changed = extract_features.changed_feature_param(checkpoint['feature_params'])
+    if changed:
+        name, saved, now = changed
+        raise DataError(f'{path}: trained with feature parameter {name} = {saved!r}, config.py now gives '
+                        f'{now!r}; restore config.py or retrain (python task4b.py --workdir DIR)')
+    net = model_module.build_model(device)   # the layout task4b.py trains in: the same kernels, the same scores
     net.load_state_dict(checkpoint['model'])
-    if config.CHANNELS_LAST:   # as task4b.py builds it: the same kernels, so the same scores to the last bit
-        net = net.to(memory_format=torch.channels_last)
-    net.to(device).eval()
+    net.eval()
     mean = np.asarray(checkpoint['mean'], dtype=np.float32)
     scale = np.asarray(checkpoint['scale'], dtype=np.float32)
     return net, mean, scale, checkpoint['loss']
