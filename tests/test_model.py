@@ -11,16 +11,6 @@ import model
 PER_LAYER_PARAMETERS = [1280, 256, 147584, 256, 147584, 256, 80256, 2080, 561]   # SPEC 4 table
 
 
-@pytest.fixture(autouse=True, scope='module')   # module: also around the module's fixtures
-def one_math_thread():
-    """One torch thread: the suite runs beside other processes on 2 cores, where two OpenMP threads per
-    process wait on each other and slow training down many times (measured: 0.15 s -> 13 s a step)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def layers_with_parameters(net):
     return [m for m in net.modules() if list(m.parameters(recurse=False))]
 
@@ -86,6 +76,49 @@ def test_channels_last_layout_computes_the_same_function():
     with torch.inference_mode():
         a, b = plain(x), fast(x)
     assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * a.abs().max().item())
+
+
+def layout_gradients(seed, dtype):
+    """Loss and gradients of one training-mode step (batch statistics, dropout off: its mask follows the memory
+    order) of the plain contiguous CRNN and of its channels-last copy -> [(loss, {name: grad})] x 2."""
+    torch.manual_seed(seed)
+    plain = model.CRNN().train().to(dtype)
+    fast = model.CRNN().train().to(dtype)
+    fast.load_state_dict(plain.state_dict())
+    fast = fast.to(memory_format=torch.channels_last)
+    x = torch.randn(4, 60, config.N_MELS, dtype=dtype)
+    y = torch.rand(4, 60, len(config.CLASSES), dtype=dtype)
+    out = []
+    for net in (plain, fast):
+        for m in net.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = 0.0
+        loss = model.soft_label_loss(net(x), y, 'bce')
+        loss.backward()
+        out.append((loss.item(), {name: p.grad for name, p in net.named_parameters()}))
+    return out
+
+
+@pytest.mark.parametrize('seed', [1, 2, 3])
+def test_channels_last_layout_gives_the_gradients_of_plain_fp32_eager(seed):
+    """Each gradient tensor within 1e-3 of its largest magnitude (issue 5; measured: about 1e-5). Not for every
+    input: where fp32 rounding moves a max-pool winner or a ReLU across 0 the gradient jumps (seed 0: 2e-2; plain
+    fp32 against fp64 jumps the same way, 1.5e-2 at seed 1), so the function itself is checked in fp64 below.
+    The conv biases are left out: BatchNorm subtracts the batch mean, their gradient is 0 up to rounding."""
+    (loss_a, grads_a), (loss_b, grads_b) = layout_gradients(seed, torch.float32)
+    assert loss_b == pytest.approx(loss_a, rel=1e-4)
+    for name, a in grads_a.items():
+        if not name.endswith('conv.bias'):
+            assert (a - grads_b[name]).abs().max() <= 1e-3 * a.abs().max(), name
+
+
+def test_channels_last_layout_gives_the_same_gradients_in_float64_for_any_input():
+    for seed in (0, 1):
+        (loss_a, grads_a), (loss_b, grads_b) = layout_gradients(seed, torch.float64)
+        assert loss_b == pytest.approx(loss_a, rel=1e-12)
+        scale = max(g.abs().max() for g in grads_a.values())
+        for name, a in grads_a.items():
+            assert (a - grads_b[name]).abs().max() <= 1e-10 * max(a.abs().max(), 1e-3 * scale), name   # conv biases: 0 + rounding
 
 
 # -----------------------------------------------------------------------------

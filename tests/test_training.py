@@ -13,16 +13,6 @@ import task4b
 import utils
 
 
-@pytest.fixture(autouse=True, scope='module')   # module: also around the module's fixtures
-def one_math_thread():
-    """One torch thread: the suite runs beside other processes on 2 cores, where two OpenMP threads per
-    process wait on each other and slow training down many times (measured: 0.15 s -> 13 s a step)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # -----------------------------------------------------------------------------
 # Batches
 
