@@ -87,6 +87,16 @@ CHANNELS_LAST = True                                 # conv activations in (batc
 
 # -----------------------------------------------------------------------------
 # Training (SPEC 5)
+ALLOCATOR = 'tcmalloc'                               # preloaded by a re-exec of task4b.py: 'tcmalloc', 'jemalloc' or None (glibc)
+ALLOCATOR_LIBRARIES = {                              # allocator -> shared libraries tried in order (Debian/Ubuntu names)
+    'tcmalloc': ['libtcmalloc_minimal.so.4', 'libtcmalloc.so.4'],
+    'jemalloc': ['libjemalloc.so.2'],
+}
+ALLOCATOR_ENV = {                                    # keep freed memory for reuse: no decay back to the system
+    'tcmalloc': {'TCMALLOC_RELEASE_RATE': '0'},
+    'jemalloc': {'MALLOC_CONF': 'dirty_decay_ms:-1,muzzy_decay_ms:-1'},
+}
+ALLOCATOR_PACKAGES = {'tcmalloc': 'libtcmalloc-minimal4', 'jemalloc': 'libjemalloc2'}   # apt-get install -y ...
 LOSS = 'bce'                                         # 'bce' on sigmoid(logits), or 'mse' on raw outputs (reference code)
 LEARNING_RATE = 1e-3
 ADAM_BETAS = (0.9, 0.999)

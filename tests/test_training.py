@@ -10,6 +10,7 @@ import config
 import data_generator
 import evaluate
 import task4b
+from model import build_model
 import utils
 
 
@@ -168,7 +169,7 @@ def test_training_writes_scores_results_history_curves_and_learns(demo_workdir, 
 
     # It learned: the trained model beats the same network untrained on the fold's test files.
     task4b.seed_everything(config.SEED, 'cpu')
-    untrained = task4b.new_model('cpu')
+    untrained = build_model('cpu')
     data = data_generator.load_fold_tensors(workdir, 1)
     untrained_dir = tmp_path / 'untrained_scores'
     stems = task4b.write_test_scores(untrained, data, untrained_dir, config.LOSS)
