@@ -184,9 +184,18 @@ def compute_mel_features(audio):
     frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop]  # (frames, n_fft), a view
     window = _window(config.WINDOW, n_fft)
     mel_t = _mel_filterbank(config.SAMPLE_RATE, n_fft, config.N_MELS, config.FMIN, config.FMAX)  # (bins, mels)
-    n_bins = mel_t.shape[0]
     out = np.empty((len(frames), config.N_MELS), dtype=np.float32)  # (frames, 64)
-    buffer = np.empty((min(FRAMES_PER_CHUNK, len(frames)), n_fft), dtype=np.float32)
+    # one math thread for whoever calls (extraction workers, infer.py): BLAS splits the mel product differently
+    # with more threads, which changes the last bits of the features and then the scores
+    with threadpool_limits(limits=1):
+        _mel_chunks(frames, window, mel_t, out)
+    return _finish_mel(out).astype(np.float32, copy=False)
+
+
+def _mel_chunks(frames, window, mel_t, out):
+    """Frames (frames, n_fft), a view -> window, |rfft|, mel product into out (frames, n_mels), chunk by chunk."""
+    n_bins = mel_t.shape[0]
+    buffer = np.empty((min(FRAMES_PER_CHUNK, len(frames)), frames.shape[1]), dtype=np.float32)
     for start in range(0, len(frames), FRAMES_PER_CHUNK):
         stop = min(start + FRAMES_PER_CHUNK, len(frames))
         chunk = buffer[:stop - start]
@@ -196,7 +205,6 @@ def compute_mel_features(audio):
         if config.MEL_POWER != 1:
             magnitude **= np.float32(config.MEL_POWER)
         np.matmul(magnitude, mel_t, out=out[start:stop])                              # (chunk, 64)
-    return _finish_mel(out).astype(np.float32, copy=False)
 
 
 def compute_mel_features_reference(audio):
