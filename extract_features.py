@@ -66,11 +66,7 @@ def feature_params():
 
 def changed_feature_param(saved):
     """First feature parameter whose saved value differs from config.py's now -> (name, saved, now), or None."""
-    current = feature_params()
-    for name in list(current) + [n for n in saved if n not in current]:
-        if saved.get(name) != current.get(name):
-            return name, saved.get(name), current.get(name)
-    return None
+    return utils.first_difference(saved, feature_params())
 
 
 def check_wav_complete(path):

@@ -303,11 +303,11 @@ def train_fold(data, fold_dir, seed, epochs, device, resume=False, loss_kind=Non
             if checkpoint['settings'][key] != run_settings[key]:
                 raise DataError(f'{checkpoint_path}: trained with {key} {checkpoint["settings"][key]}, asked now '
                                 f'{run_settings[key]}; resume with the same flags, or run without --resume')
-        changed = [k for k in run_settings['config'] if checkpoint['settings']['config'].get(k) != run_settings['config'][k]]
+        changed = utils.first_difference(checkpoint['settings']['config'], run_settings['config'])
         if changed:
-            k = changed[0]
-            raise DataError(f'{checkpoint_path}: config.{k} was {checkpoint["settings"]["config"].get(k)!r}, is now '
-                            f'{run_settings["config"][k]!r}; restore it, or run without --resume to start over')
+            k, old, new = changed
+            raise DataError(f'{checkpoint_path}: config.{k} was {old!r}, is now {new!r}; restore it, or run '
+                            f'without --resume to start over')
         model.load_state_dict(checkpoint['model'])
         optimizer.load_state_dict(checkpoint['optimizer'])
         schedule.load_state_dict(checkpoint['schedule'])

@@ -80,6 +80,14 @@ def write_json_atomic(path, obj):
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + '\n')
 
 
+def first_difference(saved, current):
+    """The first key whose value differs between two dicts of settings -> (key, saved, current), or None."""
+    for key in list(current) + [k for k in saved if k not in current]:
+        if saved.get(key) != current.get(key):
+            return key, saved.get(key), current.get(key)
+    return None
+
+
 def limit_math_threads(n=1):
     """Cap BLAS/OpenMP threads of this process (for worker processes that run side by side)."""
     for var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS', 'NUMBA_NUM_THREADS'):
