@@ -1,7 +1,9 @@
-"""Make the project's own 5-fold split of the 49 development files (SPEC 2): deterministic, scene-stratified.
+"""A deterministic, scene-stratified 5-fold split, for data sets other than MAESTRO Real.
 
-    python make_folds.py                              # rewrites development_split.csv and development_folds/
-    python make_folds.py --split /tmp/split.csv --folds-dir /tmp/folds
+    python make_folds.py --split my_split.csv --folds-dir my_folds
+    python extract_features.py --data-root DIR --split-file my_split.csv --folds-dir my_folds
+
+development_folds/ holds the challenge's official folds, which this script never overwrites.
 
 The procedure (no randomness, so the committed files can always be regenerated and checked):
 1. Sort the 49 file ids (scene by scene, then by number) and number them i = 0 .. 48.
@@ -14,8 +16,8 @@ The procedure (no randomness, so the committed files can always be regenerated a
    20% test, 24% validation, 55% training, every part spanning all 5 scenes, and each file is in
    exactly one test part.
 
-Other fold files of the same format (header `filename`, one id per line, e.g. the official challenge
-folds) can replace development_folds/: the other scripts read whatever is there.
+Any fold files of this format (header `filename`, one id per line) can be given to extract_features.py;
+everything downstream uses the fold lists that extraction recorded.
 """
 import argparse
 import sys
@@ -65,11 +67,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split('\n', 1)[1])
-    parser.add_argument('--split', type=Path, default=config.DEVELOPMENT_SPLIT,
-                        help=f'split file to write (default {config.DEVELOPMENT_SPLIT})')
-    parser.add_argument('--folds-dir', type=Path, default=config.FOLDS_DIR,
-                        help=f'folder for fold{{k}}_{{train,val,test}}.csv (default {config.FOLDS_DIR})')
+    parser.add_argument('--split', type=Path, required=True, help='split file to write')
+    parser.add_argument('--folds-dir', type=Path, required=True, help='folder for fold{k}_{train,val,test}.csv')
     args = parser.parse_args(argv)
+    for given, official in ((args.split, config.DEVELOPMENT_SPLIT), (args.folds_dir, config.FOLDS_DIR)):
+        if given.resolve() == official.resolve():
+            print(f'error: {given}: the official split and folds of the challenge are kept as they are; '
+                  f'write these elsewhere (e.g. --split my_split.csv --folds-dir my_folds)', file=sys.stderr)
+            return 2
     file_ids = utils.development_file_ids()
     folds = make_folds(file_ids)
     write_split(file_ids, args.split)
