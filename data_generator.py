@@ -20,16 +20,18 @@ import utils
 def fold_tensors(fold_data, device='cpu'):
     """The arrays of a fold dict (extract_features.load_fold's keys) as float32 tensors on `device`.
 
-    'X_train' (n, 200, 64), 'Y_train' (n, 200, 17), 'X_val', 'Y_val' likewise; 'X_test' and 'Y_test' lists
-    of (frames, 64) and (frames, 17), one per file of 'test_files'; 'mean' and 'scale' (64,) stay numpy
-    (they go into best_model.pt for inference on new audio).
+    'X_train' (n, 200, 64), 'Y_train' (n, 200, 17), 'X_val', 'Y_val' likewise; 'X_test' a list of (frames, 64),
+    one per file of 'test_files'; 'val_hard' (n x 200, 11) numpy bool, the hard labels of the validation
+    sequences taken on the float64 soft targets, before the cast; 'mean' and 'scale' (64,) stay numpy (they go
+    into best_model.pt for inference on new audio).
     """
+    import evaluate
     def tensor(a):
         return torch.as_tensor(np.ascontiguousarray(a, dtype=np.float32)).to(device)
 
     out = {key: tensor(fold_data[key]) for key in ('X_train', 'Y_train', 'X_val', 'Y_val')}
     out['X_test'] = [tensor(x) for x in fold_data['X_test']]
-    out['Y_test'] = [tensor(y) for y in fold_data['Y_test']]
+    out['val_hard'] = evaluate.hard_labels(fold_data['Y_val']).reshape(-1, len(config.HARD_CLASSES))
     out['test_files'] = list(fold_data['test_files'])
     out['mean'] = np.asarray(fold_data['mean'], dtype=np.float32)
     out['scale'] = np.asarray(fold_data['scale'], dtype=np.float32)

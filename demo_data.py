@@ -329,6 +329,9 @@ def generate_demo_dataset(out_dir, scale=config.DEMO_SCALE, seed=config.DEMO_SEE
     check_file_ids(file_ids)
     if not scale > 0:
         raise ValueError(f'scale must be positive, got {scale}')
+    utils.write_text_atomic(Path(out_dir) / config.DEMO_MARKER,
+                            f'Synthetic demo data set written by demo_data.py (scale {scale}, seed {seed}); '
+                            f'not MAESTRO Real.\n')
     for file_id in tqdm(file_ids, desc='demo files', unit='file', disable=not progress):
         audio, rows = generate_file(file_id, scale, seed)      # one file at a time: memory stays flat
         write_audio(utils.audio_path(out_dir, file_id), audio)

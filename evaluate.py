@@ -61,27 +61,27 @@ def find_contiguous_regions(active):
     return changes.reshape(-1, 2)
 
 
-def post_process_events(frame_scores, class_labels, filename):
-    """Frame scores (frames, len(class_labels)) -> dcase_util MetaDataContainer of events (SPEC 6).
+def events_from_activity(active, class_labels, filename):
+    """Frame activity (frames, len(class_labels)) bool -> dcase_util MetaDataContainer of events (docs/method.md).
 
-    Per class: frames with score > config.THRESHOLD; a run [i, j) -> event [floor(i x 0.2), floor(j x 0.2)) in
-    whole seconds; then events of a class closer than config.MERGE_GAP are merged and events shorter than
-    config.MIN_EVENT_LENGTH dropped (a run of 1-4 frames inside one second floors to a zero-length event).
+    Per class: a run of active frames [i, j) -> event [floor(i x 0.2), floor(j x 0.2)) in whole seconds; then
+    events of a class closer than config.MERGE_GAP are merged and events shorter than config.MIN_EVENT_LENGTH
+    dropped (a run of 1-4 frames inside one second floors to a zero-length event).
     """
-    frame_scores = np.asarray(frame_scores)
-    if frame_scores.ndim != 2 or frame_scores.shape[1] != len(class_labels):
-        raise ValueError(f'{filename}: frame scores of shape {frame_scores.shape}, expected (frames, {len(class_labels)})')
+    active = np.asarray(active)
+    if active.ndim != 2 or active.shape[1] != len(class_labels):
+        raise ValueError(f'{filename}: frames of shape {active.shape}, expected (frames, {len(class_labels)})')
     # filename None must not reach dcase_util: process_events looks files up by str(filename), 'None', finds no
     # event of 'None' and silently returns an empty list.
     file_field = {} if filename is None else {'filename': str(filename)}
     items = []
     for c, label in enumerate(class_labels):
-        for i, j in find_contiguous_regions(frame_scores[:, c] > config.THRESHOLD):
+        for i, j in find_contiguous_regions(active[:, c]):
             items.append(dcase_util.containers.MetaDataItem({
                 **file_field, 'onset': seconds_floor(i), 'offset': seconds_floor(j), 'event_label': label}))
     events = dcase_util.containers.MetaDataContainer(items)
-    # Two calls, merge first: in one call dcase_util drops short events BEFORE merging, the reverse of SPEC 6 and
-    # of the reference code. (dcase_util merges when gap <= minimum_event_gap and keeps length >= minimum.)
+    # Two calls, merge first: in one call dcase_util drops short events BEFORE merging, the reverse of the
+    # reference code. (dcase_util merges when gap <= minimum_event_gap and keeps length >= minimum.)
     events = events.process_events(minimum_event_gap=config.MERGE_GAP)
     events = events.process_events(minimum_event_length=config.MIN_EVENT_LENGTH)
     order = {label: k for k, label in enumerate(class_labels)}
@@ -89,16 +89,17 @@ def post_process_events(frame_scores, class_labels, filename):
         sorted(events, key=lambda e: (e.onset, order[e.event_label], e.offset)))
 
 
-def events_to_frames(events, n_frames, class_labels=None):
-    """Whole-second events [(onset, offset, label)] -> (n_frames, classes) 0/1 frames (the inverse of the floor
-    for events on whole seconds: [a, b) -> frames [a / 0.2, b / 0.2), cut at n_frames)."""
-    class_labels = class_labels or config.HARD_CLASSES
-    frames = np.zeros((n_frames, len(class_labels)), dtype=np.float32)
-    for onset, offset, label in events:
-        start = math.ceil(round(onset / config.FRAME_SECONDS, 6))
-        stop = math.ceil(round(offset / config.FRAME_SECONDS, 6))
-        frames[start:stop, class_labels.index(label)] = 1.0
-    return frames
+def post_process_events(frame_scores, class_labels, filename):
+    """Frame scores (frames, len(class_labels)) -> events: frames with score > config.THRESHOLD are active."""
+    return events_from_activity(np.asarray(frame_scores) > config.THRESHOLD, class_labels, filename)
+
+
+def hard_labels(soft_targets):
+    """Soft targets (..., 17) float64 -> hard labels (..., 11) bool of the evaluated classes: soft > 0.5.
+
+    Taken on the float64 values: in float32, 0.5000000000000001 rounds to 0.5 and would be lost.
+    """
+    return np.asarray(soft_targets)[..., config.HARD_INDEX] > config.HARD_LABEL_THRESHOLD
 
 
 # -----------------------------------------------------------------------------
@@ -180,12 +181,12 @@ def frame_timestamps(n_frames):
     return np.arange(n_frames + 1) * config.HOP_LENGTH / config.SAMPLE_RATE
 
 
-def write_score_file(path, frame_scores_hard):
-    """Frame scores (frames, 11 hard classes) -> sed_scores_eval TSV (onset, offset, HARD_CLASSES), atomically."""
-    frame_scores_hard = np.asarray(frame_scores_hard, dtype=np.float64)
-    if frame_scores_hard.ndim != 2 or frame_scores_hard.shape[1] != len(config.HARD_CLASSES):
-        raise ValueError(f'{path}: scores of shape {frame_scores_hard.shape}, expected (frames, {len(config.HARD_CLASSES)})')
-    df = create_score_dataframe(frame_scores_hard, frame_timestamps(len(frame_scores_hard)), config.HARD_CLASSES)
+def write_score_file(path, frame_scores, classes=config.HARD_CLASSES):
+    """Frame scores (frames, len(classes)) -> sed_scores_eval TSV (onset, offset, one column per class), atomically."""
+    frame_scores = np.asarray(frame_scores, dtype=np.float64)
+    if frame_scores.ndim != 2 or frame_scores.shape[1] != len(classes):
+        raise ValueError(f'{path}: scores of shape {frame_scores.shape}, expected (frames, {len(classes)})')
+    df = create_score_dataframe(frame_scores, frame_timestamps(len(frame_scores)), list(classes))
     utils.atomic_write(path, lambda tmp: sed_scores_eval.io.write_sed_scores(df, tmp))
 
 
@@ -250,14 +251,47 @@ def read_score_files(scores_dir, ground_truth=None):
 # -----------------------------------------------------------------------------
 # Metrics
 
+TIMELINE_NAMES = {'fold': 'one timeline per fold (test files concatenated)', 'file': 'each file on its own timeline'}
+
+
 def _finite_or_none(value):
     value = float(value)
     return value if math.isfinite(value) else None
 
 
-def _timelines(stems, scores, ground_truth, durations, concatenate, folds_dir):
+def read_reference_frames(workdir, stems):
+    """{stem: hard labels (frames, 11) bool} from the float64 soft targets that extract_features.py stored."""
+    frames = {}
+    for stem in stems:
+        path = utils.file_features_path(workdir, stem)
+        try:
+            with np.load(path) as data:
+                frames[stem] = hard_labels(data['targets'])
+        except (OSError, KeyError, ValueError) as error:
+            raise DataError(f'{path}: no soft targets to build the per-fold reference from ({error}); '
+                            f'{EXTRACT_HINT}, or evaluate with --timeline file') from None
+    return frames
+
+
+def fold_test_groups(stems, folds_dir):
+    """[(name, stems)] of the timelines of the 'fold' form: each fold's test files in its list order; score
+    files of no test fold each alone."""
+    groups, seen = [], set()
+    for fold in range(1, config.N_FOLDS + 1):
+        try:
+            test_ids = utils.read_fold(fold, folds_dir)['test']
+        except (FileNotFoundError, ValueError) as error:
+            raise DataError(f'{error}; the per-fold timeline needs the fold lists the runs were trained on') from None
+        group = [utils.file_stem(i) for i in test_ids if utils.file_stem(i) in stems]
+        groups.append((f'fold{fold}', group))
+        seen.update(group)
+    groups += [(stem, [stem]) for stem in stems if stem not in seen]
+    return [(name, group) for name, group in groups if group]
+
+
+def _timelines(stems, scores, ground_truth, durations, timeline, workdir, folds_dir=None):
     """(name, reference events, estimated events, evaluated length s) per timeline sed_eval sees."""
-    if not concatenate:
+    if timeline == 'file':
         for stem in stems:
             reference = dcase_util.containers.MetaDataContainer([
                 {'filename': stem, 'onset': onset, 'offset': offset, 'event_label': label}
@@ -267,28 +301,21 @@ def _timelines(stems, scores, ground_truth, durations, concatenate, folds_dir):
             length = max(durations[stem], reference.max_offset, estimated.max_offset)
             yield stem, reference, estimated, length
         return
-    # The reference code: a fold's test files, in its list order, concatenated frame by frame (scores and
-    # reference frames), then post-processed as one file. Each file's reference frames are its whole-second
-    # gt events put back on its frame grid.
-    groups, seen = [], set()
-    for fold in range(1, config.N_FOLDS + 1):
-        try:
-            test_ids = utils.read_fold(fold, folds_dir)['test']
-        except (FileNotFoundError, ValueError) as error:
-            raise DataError(f'{error}; config.CONCATENATE_FILES needs the fold lists (run: python make_folds.py)') from None
-        group = [utils.file_stem(i) for i in test_ids if utils.file_stem(i) in stems]
-        groups.append((f'fold{fold}', group))
-        seen.update(group)
-    groups += [(stem, [stem]) for stem in stems if stem not in seen]   # files of no test fold: alone
+    if timeline != 'fold':
+        raise DataError(f"timeline {timeline!r}: expected 'fold' or 'file' (config.TIMELINE, --timeline)")
+    # As the challenge computed it: a fold's test files, in its list order, concatenated frame by frame (the
+    # scores, and the hard labels of the soft targets), then post-processed as one recording.
+    groups = fold_test_groups(stems, folds_dir or folds_dir_of_features(workdir))
+    reference_frames = read_reference_frames(workdir, stems)
     for name, group in groups:
-        if not group:
-            continue
-        score_frames = [scores[s][config.HARD_CLASSES].to_numpy() for s in group]
-        reference_frames = [events_to_frames(ground_truth[s], len(f)) for s, f in zip(group, score_frames)]
-        reference = post_process_events(np.concatenate(reference_frames), config.HARD_CLASSES, name)
-        estimated = post_process_events(np.concatenate(score_frames), config.HARD_CLASSES, name)
-        length = max(sum(len(f) for f in score_frames) * config.FRAME_SECONDS, reference.max_offset, estimated.max_offset)
-        yield name, reference, estimated, length
+        score_frames = np.concatenate([scores[s][config.HARD_CLASSES].to_numpy() for s in group])
+        hard = np.concatenate([reference_frames[s] for s in group])
+        if len(hard) != len(score_frames):
+            raise DataError(f'{name}: {len(score_frames)} score frames but {len(hard)} target frames for '
+                            f'{group}; scores of other features? {EXTRACT_HINT}')
+        reference = events_from_activity(hard, config.HARD_CLASSES, name)
+        estimated = post_process_events(score_frames, config.HARD_CLASSES, name)
+        yield name, reference, estimated, len(score_frames) * config.FRAME_SECONDS
 
 
 def folds_dir_of_features(workdir):
@@ -300,16 +327,17 @@ def folds_dir_of_features(workdir):
         return config.FOLDS_DIR
 
 
-def evaluate_scores(scores_dir, workdir=config.WORKDIR, file_stems=None, concatenate=None, folds_dir=None):
-    """Every metric of SPEC 6 for the score files of a folder -> dict (F1 in percent, ER and pAUC fractions).
+def evaluate_scores(scores_dir, workdir=config.WORKDIR, file_stems=None, timeline=None, folds_dir=None,
+                    time_decimals=None):
+    """Every metric for the score files of a folder -> dict (F1 in percent, ER and pAUC fractions).
 
-    file_stems: evaluate only these files (each must have a score file). concatenate: default
-    config.CONCATENATE_FILES. folds_dir: fold lists for the concatenated form (default: those recorded in
-    <workdir>/features/manifest.json, else config.FOLDS_DIR).
+    file_stems: evaluate only these files (each must have a score file). timeline: 'fold' or 'file' (default
+    config.TIMELINE). folds_dir: fold lists of the 'fold' timeline (default: those recorded in
+    <workdir>/features/manifest.json, else config.FOLDS_DIR). time_decimals: of F1_thop's best_fscore
+    (default config.F1_THOP_TIME_DECIMALS).
     """
-    concatenate = config.CONCATENATE_FILES if concatenate is None else concatenate
-    if concatenate and folds_dir is None:
-        folds_dir = folds_dir_of_features(workdir)
+    timeline = timeline or config.TIMELINE
+    time_decimals = config.F1_THOP_TIME_DECIMALS if time_decimals is None else time_decimals
     metadata = Path(workdir) / config.METADATA_DIR
     durations = read_durations(metadata / config.DURATIONS_FILE)
     events = read_ground_truth(metadata / config.GT_FILE)
@@ -328,7 +356,8 @@ def evaluate_scores(scores_dir, workdir=config.WORKDIR, file_stems=None, concate
     # sed_eval: ER_m, F1_m, class-wise F and ER
     metrics = sed_eval.sound_event.SegmentBasedMetrics(
         event_label_list=config.HARD_CLASSES, time_resolution=config.SEGMENT_LENGTH)
-    for _, reference, estimated, length in _timelines(stems, scores, ground_truth, durations, concatenate, folds_dir):
+    for _, reference, estimated, length in _timelines(stems, scores, ground_truth, durations, timeline, workdir,
+                                                      folds_dir):
         metrics.evaluate(reference_event_list=reference, estimated_event_list=estimated, evaluated_length_seconds=length)
     class_f = {c: metrics.class_wise_f_measure(c)['f_measure'] for c in config.HARD_CLASSES}
     class_er = {c: metrics.class_wise_error_rate(c)['error_rate'] for c in config.HARD_CLASSES}
@@ -337,32 +366,35 @@ def evaluate_scores(scores_dir, workdir=config.WORKDIR, file_stems=None, concate
     # among the scored files (a partial run, a small data set) has no F or AUROC: counted as 0, as in F1_M.
     subset_gt = {s: [list(e) for e in ground_truth[s]] for s in stems}
     present = [c for c in config.HARD_CLASSES if any(e[2] == c for s in stems for e in ground_truth[s])]
-    f_thop, thresholds, pauc = {}, {}, {}
+    f_thop, precision, recall, thresholds, pauc = {}, {}, {}, {}, {}
     if present:
         subset_scores = {s: scores[s][['onset', 'offset'] + present] for s in stems}
         subset_durations = {s: durations[s] for s in stems}
-        f_best, _, _, thr_best, _ = sed_scores_eval.segment_based.best_fscore(
-            subset_scores, subset_gt, subset_durations, segment_length=config.SEGMENT_LENGTH)
+        f_thop, precision, recall, thresholds, _ = sed_scores_eval.segment_based.best_fscore(
+            subset_scores, subset_gt, subset_durations, segment_length=config.SEGMENT_LENGTH,
+            time_decimals=time_decimals)
         auroc, _ = sed_scores_eval.segment_based.auroc(
             subset_scores, subset_gt, subset_durations, segment_length=config.SEGMENT_LENGTH,
             max_fpr=config.PAUC_MAX_FPR)
-        f_thop = {c: f_best[c] for c in present}
-        thresholds = {c: thr_best[c] for c in present}
         pauc = {c: auroc[c] for c in present}
 
     def macro(values):                   # mean over the 11 classes, an undefined value counted as 0
         return float(np.mean([_finite_or_none(values.get(c, float('nan'))) or 0.0 for c in config.HARD_CLASSES]))
 
     n_total = len(durations)
-    mode = 'one timeline per fold (files concatenated)' if concatenate else 'each file on its own timeline'
+    mode = TIMELINE_NAMES[timeline]
     report = f'Segment-based metrics over {len(stems)} of {n_total} files, {mode}\n' + str(metrics)
     undefined = [c for c in config.HARD_CLASSES if _finite_or_none(class_f[c]) is None]
     if undefined:   # sed_eval's class-wise average (nanmean) skips them; F1_M counts them as 0
         report += (f'  No F for {undefined} (no reference and no system segment): F1_M counts them as 0, '
                    f'F1_M = {100 * macro(class_f):.2f}% (the class-wise average above leaves them out)\n')
-    class_wise = {c: {'F': None if _finite_or_none(class_f[c]) is None else 100 * class_f[c],
-                      'ER': _finite_or_none(class_er[c]),
-                      'F1_thop': None if c not in f_thop else _finite_or_none(100 * f_thop[c]),
+
+    def percent(values, c):
+        return None if c not in values or _finite_or_none(values[c]) is None else 100 * float(values[c])
+
+    class_wise = {c: {'F': percent(class_f, c), 'ER': _finite_or_none(class_er[c]),
+                      'F1_thop': percent(f_thop, c), 'P_thop': percent(precision, c), 'R_thop': percent(recall, c),
+                      'threshold_thop': _finite_or_none(thresholds[c]) if c in thresholds else None,
                       'pAUC': None if c not in pauc else _finite_or_none(pauc[c])}
                   for c in config.HARD_CLASSES}
     return {
@@ -376,7 +408,8 @@ def evaluate_scores(scores_dir, workdir=config.WORKDIR, file_stems=None, concate
         'n_files': len(stems),
         'n_files_total': n_total,
         'files': stems,
-        'concatenated': bool(concatenate),
+        'timeline': timeline,
+        'F1_thop_time_decimals': time_decimals,
         'report': report,
     }
 
@@ -400,7 +433,7 @@ def format_thresholds(metrics):
 
 
 # -----------------------------------------------------------------------------
-# Runs and the results table
+# Runs, their protocol and the results table
 
 def summarize_runs(run_metrics):
     """Per-run metric dicts -> {'n_runs', 'mean', 'std', 'runs'}: mean and standard deviation over runs of the
@@ -415,24 +448,95 @@ def summarize_runs(run_metrics):
         summary['std'][key] = float(values.std(ddof=0))
     summary['n_files'] = sorted({m['n_files'] for m in run_metrics})
     summary['n_files_total'] = max(m['n_files_total'] for m in run_metrics)
-    summary['concatenated'] = any(m.get('concatenated', False) for m in run_metrics)
     summary['runs'] = [{k: v for k, v in m.items() if k != 'report'} for m in run_metrics]
     return summary
 
 
+def _read_json(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def read_protocol(workdir, run_dirs, timeline, time_decimals):
+    """How a table was computed: the data set and the folds (as extraction recorded them), the loss (the runs'
+    settings.json), the timeline and the F1_thop call; keys as in config.PUBLISHED_PROTOCOL plus 'data set'."""
+    manifest = _read_json(Path(workdir) / config.FEATURES_DIR / 'manifest.json')
+    official = manifest.get('folds_sha256') == config.OFFICIAL_FOLDS_SHA256
+    losses = sorted({str(_read_json(Path(d) / 'settings.json').get('loss', 'unknown')) for d in run_dirs})
+    return {'data set': manifest.get('dataset', 'unknown'), 'loss': '+'.join(losses),
+            'folds': 'official' if official else manifest.get('folds_dir', 'unknown'),
+            'timeline': timeline, 'F1_thop time_decimals': time_decimals}
+
+
+def protocol_differences(protocol):
+    """What differs from the published protocol: ['loss bce (published: mse)', ...]."""
+    return [f'{key} {protocol.get(key)} (published: {value})'
+            for key, value in config.PUBLISHED_PROTOCOL.items() if protocol.get(key) != value]
+
+
+def evaluate_runs(workdir, run_dirs, timeline=None, time_decimals=None, verbose=False):
+    """Re-score the score files of each run folder -> the summary (summarize_runs) with its 'protocol'.
+
+    Writes each run's metrics.json. verbose: print each run's sed_eval report and its headline.
+    """
+    timeline = timeline or config.TIMELINE
+    time_decimals = config.F1_THOP_TIME_DECIMALS if time_decimals is None else time_decimals
+    run_metrics = []
+    for run_dir in run_dirs:
+        metrics = evaluate_scores(Path(run_dir) / 'scores', workdir, timeline=timeline, time_decimals=time_decimals)
+        metrics['seed'] = _read_json(Path(run_dir) / 'settings.json').get('seed')
+        utils.write_json_atomic(Path(run_dir) / 'metrics.json', metrics)
+        if verbose:
+            print(f'== {run_dir}')
+            print(metrics['report'])
+            print(format_thresholds(metrics))
+        print(f'{Path(run_dir).name}: {format_headline(metrics)}')
+        run_metrics.append(metrics)
+    summary = summarize_runs(run_metrics)
+    summary['protocol'] = read_protocol(workdir, run_dirs, timeline, time_decimals)
+    return summary
+
+
+def _mean_or_none(values):
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
 def results_table_markdown(summary):
-    """The results table in the layout of the published one (SPEC 6), with the published baseline row."""
-    def cell(key, mean, std):                   # `0.487 (+/-0.009)`, `70.34% (+/-0.766)` as SPEC 6
+    """The results table in the layout of the published one, its protocol in the row label; the published row
+    for MAESTRO Real only, saying whether the protocol is the same; then the per-class part (mean over runs)."""
+    def cell(key, mean, std):                   # `0.487 (+/-0.009)`, `70.34% (+/-0.766)` as published
         return f'{format_metric(key, mean)} (+/-{std:.3f})'
+    protocol = summary.get('protocol', {})
     n_files = '/'.join(str(n) for n in summary['n_files'])
     runs = summary['n_runs']
-    label = f"This baseline ({runs} run{'s' if runs != 1 else ''}, {n_files} of {summary['n_files_total']} files)"
-    if summary.get('concatenated'):
-        label += ', folds concatenated'
+    folds = protocol.get('folds', 'unknown')
+    label = (f"This baseline: {protocol.get('data set', 'unknown')} data, loss {protocol.get('loss', 'unknown')}, "
+             f"{'official folds' if folds == 'official' else f'folds of {folds}'}, "
+             f"timeline per {protocol.get('timeline', 'unknown')}, F1_thop time_decimals "
+             f"{protocol.get('F1_thop time_decimals', 'unknown')}; {runs} run{'s' if runs != 1 else ''}, "
+             f"{n_files} of {summary['n_files_total']} files")
     lines = ['| System | ' + ' | '.join(HEADLINE) + ' |', '| --- |' + ' --- |' * len(HEADLINE),
              f'| {label} | ' + ' | '.join(cell(k, summary['mean'][k], summary['std'][k]) for k in HEADLINE) + ' |']
-    published = [cell(k, *config.PUBLISHED[k]) if k in config.PUBLISHED else '-' for k in HEADLINE]
-    lines.append('| Published baseline (10 runs, 49 files) | ' + ' | '.join(published) + ' |')
+    if protocol.get('data set') == 'MAESTRO Real':
+        differences = protocol_differences(protocol)
+        note = 'same protocol' if not differences else 'protocol differs: ' + ', '.join(differences)
+        published = [cell(k, *config.PUBLISHED[k]) if k in config.PUBLISHED else '-' for k in HEADLINE]
+        lines.append(f'| Published baseline (MAESTRO Real, 10 runs, 49 files; {note}) | ' + ' | '.join(published) + ' |')
+
+    def number(value, fmt):
+        return '-' if value is None else format(value, fmt)
+
+    lines += ['', '| Class | F (threshold 0.5) | F1_thop | precision at F1_thop | recall at F1_thop | threshold |',
+              '| --- | --- | --- | --- | --- | --- |']
+    runs = summary['runs']
+    for c in config.HARD_CLASSES:
+        values = [_mean_or_none([m['class_wise'][c].get(key) for m in runs])
+                  for key in ('F', 'F1_thop', 'P_thop', 'R_thop')]
+        threshold = _mean_or_none([m['thresholds'][c] for m in runs])
+        lines.append(f'| {c} | ' + ' | '.join(number(v, '.2f') for v in values) + f' | {number(threshold, ".3f")} |')
     return '\n'.join(lines) + '\n'
 
 
@@ -443,12 +547,12 @@ def write_results(json_path, summary):
     utils.write_text_atomic(json_path.with_suffix('.md'), results_table_markdown(summary))
 
 
-def find_run_score_dirs(workdir):
-    """`<workdir>/runs/run*/scores` folders that hold score files, in run order."""
+def find_run_dirs(workdir):
+    """`<workdir>/runs/run*` folders whose scores/ holds score files, in run order."""
     def run_number(path):
-        digits = path.parent.name[len('run'):]
-        return (int(digits) if digits.isdigit() else math.inf, path.parent.name)
-    dirs = [p for p in (Path(workdir) / config.RUNS_DIR).glob('run*/scores') if any(p.glob('*.tsv'))]
+        digits = path.name[len('run'):]
+        return (int(digits) if digits.isdigit() else math.inf, path.name)
+    dirs = [p.parent for p in (Path(workdir) / config.RUNS_DIR).glob('run*/scores') if any(p.glob('*.tsv'))]
     return sorted(dirs, key=run_number)
 
 
@@ -462,31 +566,31 @@ def main(argv=None):
     parser.add_argument('--json', type=Path, default=None,
                         help='where to write the metrics (default: <workdir>/results.json, or with --scores '
                              '<scores>/../evaluation.json); the Markdown table goes beside it (.md)')
-    parser.add_argument('--concatenate', action=argparse.BooleanOptionalAction, default=config.CONCATENATE_FILES,
-                        help='one timeline per fold, as the reference code (default: config.CONCATENATE_FILES)')
+    parser.add_argument('--timeline', choices=['fold', 'file'], default=config.TIMELINE,
+                        help="'fold': each fold's test files on one timeline, as the challenge; 'file': each file "
+                             'on its own (default: config.TIMELINE = %(default)s)')
+    parser.add_argument('--time-decimals', type=int, default=config.F1_THOP_TIME_DECIMALS,
+                        help="F1_thop's best_fscore(time_decimals=...): 30 as the challenge called it, 6 the "
+                             'library default (default: %(default)s)')
     args = parser.parse_args(argv)
     try:
         if args.scores is not None:
-            score_dirs = [args.scores]
-            json_path = args.json or args.scores.resolve().parent / 'evaluation.json'
-        else:
-            score_dirs = find_run_score_dirs(args.workdir)
-            if not score_dirs:
-                raise DataError(f'{args.workdir / config.RUNS_DIR}: no run*/scores folder with score files; {TRAIN_HINT}')
-            json_path = args.json or args.workdir / 'results.json'
-        run_metrics = []
-        for scores_dir in score_dirs:
-            metrics = evaluate_scores(scores_dir, args.workdir, concatenate=args.concatenate)
-            metrics['scores_dir'] = str(scores_dir)
-            print(f'== {scores_dir}')
+            metrics = evaluate_scores(args.scores, args.workdir, timeline=args.timeline,
+                                      time_decimals=args.time_decimals)
             print(metrics['report'])
             print(format_thresholds(metrics))
             print(format_headline(metrics))
-            print()
-            run_metrics.append(metrics)
-        summary = summarize_runs(run_metrics)
-        table = results_table_markdown(summary)
-        print(table)
+            summary = summarize_runs([metrics])
+            summary['protocol'] = read_protocol(args.workdir, [args.scores.resolve().parent], args.timeline,
+                                                args.time_decimals)
+            json_path = args.json or args.scores.resolve().parent / 'evaluation.json'
+        else:
+            run_dirs = find_run_dirs(args.workdir)
+            if not run_dirs:
+                raise DataError(f'{args.workdir / config.RUNS_DIR}: no run*/scores folder with score files; {TRAIN_HINT}')
+            summary = evaluate_runs(args.workdir, run_dirs, args.timeline, args.time_decimals, verbose=True)
+            json_path = args.json or args.workdir / 'results.json'
+        print(results_table_markdown(summary))
         write_results(json_path, summary)
         print(f'wrote {json_path} and {Path(json_path).with_suffix(".md")}')
     except DataError as error:

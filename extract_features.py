@@ -36,10 +36,11 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 import config
+import evaluate
 import utils
 from utils import DataError
 
-CACHE_FORMAT = 1               # bump when the code changes what the files contain
+CACHE_FORMAT = 2               # bump when the code changes what the files contain
 FRAMES_PER_CHUNK = 128         # STFT frames transformed at once: (128, N_FFT) float32 buffers stay in cache
 READ_BLOCK = 1 << 18           # audio frames read at once (keeps peak memory at ~2x the mono signal)
 EPS_FRAMES = 1e-6              # 1.2 / 0.2 is 5.999999999999999 in floating point: nudge before floor/ceil
@@ -269,9 +270,10 @@ def read_soft_labels(path):
 
 
 def rasterize_soft_labels(labels_df, n_frames):
-    """Soft labels -> (n_frames, 17) float32 targets: rows [floor(onset/0.2), ceil(offset/0.2)) of the label's
-    column set to its soft value; frames past the end of the audio cut off."""
-    targets = np.zeros((n_frames, len(config.CLASSES)), dtype=np.float32)  # (frames, 17)
+    """Soft labels -> (n_frames, 17) float64 targets: rows [floor(onset/0.2), ceil(offset/0.2)) of the label's
+    column set to its soft value; frames past the end of the audio cut off. Kept in float64 until training:
+    the hard labels (soft > 0.5) are taken on these values."""
+    targets = np.zeros((n_frames, len(config.CLASSES)), dtype=np.float64)  # (frames, 17)
     if len(labels_df) == 0:
         return targets
     starts = np.floor(labels_df['onset'].to_numpy(float) / config.FRAME_SECONDS + EPS_FRAMES).astype(int)
@@ -280,31 +282,6 @@ def rasterize_soft_labels(labels_df, n_frames):
     for start, stop, column, soft in zip(starts, np.minimum(stops, n_frames), columns, labels_df['soft']):
         targets[start:stop, column] = soft
     return targets
-
-
-def hard_events_from_targets(targets, filename):
-    """(frames, 17) soft targets -> [(filename, onset, offset, label)] events of the 11 hard classes (SPEC 2, 6).
-
-    Active frames: soft > config.HARD_LABEL_THRESHOLD; a run [i, j) -> [floor(i x 0.2), floor(j x 0.2)) s;
-    events of a class closer than config.MERGE_GAP merged, shorter than config.MIN_EVENT_LENGTH dropped.
-    """
-    events = []
-    for label in config.HARD_CLASSES:
-        active = targets[:, config.CLASSES.index(label)] > config.HARD_LABEL_THRESHOLD      # (frames,)
-        active = np.concatenate([[False], active, [False]])
-        edges = np.flatnonzero(np.diff(active.astype(np.int8)))  # run starts and stops, alternating
-        merged = []
-        for i, j in zip(edges[::2], edges[1::2]):
-            onset = float(i * config.HOP_LENGTH // config.SAMPLE_RATE)   # floor(i x 0.2) in integers: exact
-            offset = float(j * config.HOP_LENGTH // config.SAMPLE_RATE)
-            if merged and onset - merged[-1][1] < config.MERGE_GAP:
-                merged[-1][1] = max(merged[-1][1], offset)
-            else:
-                merged.append([onset, offset])
-        events += [(filename, onset, offset, label) for onset, offset in merged
-                   if offset - onset >= config.MIN_EVENT_LENGTH]
-    order = {label: k for k, label in enumerate(config.HARD_CLASSES)}
-    return sorted(events, key=lambda e: (e[1], order[e[3]], e[2]))
 
 
 # -----------------------------------------------------------------------------
@@ -327,11 +304,11 @@ def normalise(features, mean, scale):
 
 def make_sequences(features_list, targets_list, mean, scale):
     """Files concatenated in time, normalised, cut into consecutive SEQUENCE_LENGTH-frame sequences, remainder
-    dropped -> X (n, 200, 64), Y (n, 200, 17) float32."""
+    dropped -> X (n, 200, 64) float32, Y (n, 200, 17) float64."""
     length = config.SEQUENCE_LENGTH
     n = sum(len(f) for f in features_list) // length
     X = np.empty((n * length, config.N_MELS), dtype=np.float32)
-    Y = np.empty((n * length, len(config.CLASSES)), dtype=np.float32)
+    Y = np.empty((n * length, len(config.CLASSES)), dtype=np.float64)
     pos = 0
     for features, targets in zip(features_list, targets_list):
         take = min(len(features), n * length - pos)
@@ -351,13 +328,10 @@ def build_fold(features, targets, parts):
     lengths = [len(features[i]) for i in parts['test']]
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)  # (n_test + 1,)
     X_test = np.empty((offsets[-1], config.N_MELS), dtype=np.float32)     # test files, whole, end to end
-    Y_test = np.empty((offsets[-1], len(config.CLASSES)), dtype=np.float32)
     for k, file_id in enumerate(parts['test']):
         X_test[offsets[k]:offsets[k + 1]] = normalise(features[file_id], mean, scale)
-        Y_test[offsets[k]:offsets[k + 1]] = targets[file_id]
     return {'mean': mean, 'scale': scale, 'X_train': X_train, 'Y_train': Y_train, 'X_val': X_val, 'Y_val': Y_val,
-            'test_files': np.array(parts['test'], dtype=str), 'X_test': X_test, 'Y_test': Y_test,
-            'test_offsets': offsets}
+            'test_files': np.array(parts['test'], dtype=str), 'X_test': X_test, 'test_offsets': offsets}
 
 
 # -----------------------------------------------------------------------------
@@ -402,7 +376,7 @@ def features_dir(workdir):
 
 
 def _file_npz(workdir, file_id):
-    return features_dir(workdir) / 'files' / f'{utils.file_stem(file_id)}.npz'
+    return utils.file_features_path(workdir, file_id)
 
 
 def read_file_lists(split_file, folds_dir):
@@ -475,8 +449,8 @@ def write_metadata(workdir, file_ids, targets, durations):
     gt_lines, duration_lines = ['filename\tonset\toffset\tevent_label'], ['filename\tduration']
     for file_id in file_ids:
         stem = utils.file_stem(file_id)
-        gt_lines += [f'{name}\t{onset}\t{offset}\t{label}'
-                     for name, onset, offset, label in hard_events_from_targets(targets[file_id], f'{stem}.wav')]
+        events = evaluate.events_from_activity(evaluate.hard_labels(targets[file_id]), config.HARD_CLASSES, stem)
+        gt_lines += [f'{stem}.wav\t{e.onset}\t{e.offset}\t{e.event_label}' for e in events]
         duration_lines.append(f'{stem}\t{durations[file_id]!r}')
     utils.write_text_atomic(metadata_dir / config.GT_FILE, '\n'.join(gt_lines) + '\n')
     utils.write_text_atomic(metadata_dir / config.DURATIONS_FILE, '\n'.join(duration_lines) + '\n')
@@ -596,7 +570,9 @@ def extract(data_root, workdir, folds_dir=None, jobs=None, split_file=None):
         metadata['sha256'] = _metadata_hashes(workdir)
 
     # The manifest last: load_fold trusts nothing of a run that stopped before here
-    manifest = {'params': params, 'data_root': str(data_root.resolve()), 'folds_dir': str(folds_dir.resolve()),
+    dataset = 'demo' if (data_root / config.DEMO_MARKER).is_file() else 'MAESTRO Real'
+    manifest = {'params': params, 'dataset': dataset, 'data_root': str(data_root.resolve()),
+                'folds_dir': str(folds_dir.resolve()), 'folds_sha256': utils.folds_sha256(folds_dir),
                 'split_file': str(split_file.resolve()), 'files': entries, 'folds': fold_entries,
                 'metadata': metadata}
     if manifest != old:
@@ -651,10 +627,9 @@ def load_fold(workdir, fold):
     with np.load(path) as data:
         arrays = {name: data[name] for name in data.files if name != 'cache_key'}
     offsets = arrays.pop('test_offsets')
-    X_test, Y_test = arrays.pop('X_test'), arrays.pop('Y_test')
+    X_test = arrays.pop('X_test')
     arrays['test_files'] = [str(i) for i in arrays['test_files']]
     arrays['X_test'] = [X_test[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
-    arrays['Y_test'] = [Y_test[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
     return arrays
 
 

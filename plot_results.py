@@ -76,7 +76,7 @@ def file_metrics(stem, scores_df, reference, duration):
     metrics = sed_eval.sound_event.SegmentBasedMetrics(
         event_label_list=config.HARD_CLASSES, time_resolution=config.SEGMENT_LENGTH)
     for _, ref, est, length in evaluate._timelines([stem], {stem: scores_df}, {stem: reference}, {stem: duration},
-                                                   concatenate=False, folds_dir=None):
+                                                   timeline='file', workdir=None):
         metrics.evaluate(reference_event_list=ref, estimated_event_list=est, evaluated_length_seconds=length)
     return {'F1': 100 * float(metrics.overall_f_measure()['f_measure']),
             'ER': float(metrics.overall_error_rate()['error_rate'])}
@@ -436,7 +436,7 @@ def main(argv=None):
             if args.only != 'per-class':
                 scores_dir = args.scores
                 if scores_dir is None:
-                    found = evaluate.find_run_score_dirs(args.workdir)
+                    found = [d / 'scores' for d in evaluate.find_run_dirs(args.workdir)]
                     if not found:
                         raise DataError(f'{args.workdir / config.RUNS_DIR}: no run*/scores folder with score files; '
                                         f'{evaluate.TRAIN_HINT}')

@@ -64,7 +64,6 @@ from data_generator import load_fold_tensors, sequence_batches, training_batches
 from model import CRNN, build_model, scores_from_outputs, soft_label_loss  # noqa: E402
 from utils import DataError  # noqa: E402
 
-HARD_INDEX = [config.CLASSES.index(c) for c in config.HARD_CLASSES]   # model outputs -> the 11 evaluated
 
 
 class TrainingError(RuntimeError):
@@ -79,31 +78,37 @@ class StopRequested(Exception):
 # Schedule: model selection, learning-rate decay, early stop (SPEC 5)
 
 class PlateauSchedule:
-    """Counters over the validation losses of the epochs (numbered from 1).
+    """Model selection, learning-rate decay and early stop over the validation losses, counted as the
+    reference code counts them (E = max_epochs):
 
-    - best: the epoch of the lowest validation loss so far (strictly lower than every earlier one);
-    - decay: when config.LR_DECAY_PATIENCE x max_epochs epochs (45 of 150) have passed without a new best,
-      counted from the last best or the last decay, whichever is later: the learning rate is divided by
-      config.LR_DECAY_FACTOR;
-    - stop: when more than config.EARLY_STOP_PATIENCE x max_epochs epochs (90 of 150) have passed since the best.
+    - best: the epoch of the lowest validation loss so far (strictly lower than every earlier one); a new best
+      resets both counters to 0;
+    - at the end of every epoch both counters are incremented; when the decay counter is > int(0.3 E) the
+      learning rate is divided by config.LR_DECAY_FACTOR and that counter reset to 0;
+    - when the stop counter is > int(0.6 E), training ends.
+    With E = 150: one decay at best + 45, the stop after epoch best + 90.
     """
 
     def __init__(self, max_epochs):
-        self.decay_patience = round(config.LR_DECAY_PATIENCE * max_epochs, 6)   # 0.3 x 150 = 45 (round: 0.3 is not exact)
-        self.stop_patience = round(config.EARLY_STOP_PATIENCE * max_epochs, 6)  # 0.6 x 150 = 90
+        self.decay_patience = int(config.LR_DECAY_PATIENCE * max_epochs)
+        self.stop_patience = int(config.EARLY_STOP_PATIENCE * max_epochs)
         self.best_loss = math.inf
         self.best_epoch = 0
-        self.last_decay_epoch = 0
+        self.since_best = 0
+        self.since_decay = 0
 
     def step(self, epoch, val_loss):
         """Record epoch `epoch`'s validation loss -> (improved, decay, stop)."""
         improved = val_loss < self.best_loss
         if improved:
             self.best_loss, self.best_epoch = float(val_loss), epoch
-        decay = not improved and epoch - max(self.best_epoch, self.last_decay_epoch) >= self.decay_patience
+            self.since_best = self.since_decay = 0
+        self.since_best += 1
+        self.since_decay += 1
+        decay = self.since_decay > self.decay_patience
         if decay:
-            self.last_decay_epoch = epoch
-        stop = epoch - self.best_epoch > self.stop_patience
+            self.since_decay = 0
+        stop = self.since_best > self.stop_patience
         return improved, decay, stop
 
     def state_dict(self):
@@ -185,15 +190,14 @@ def validation_loss_and_scores(model, X_val, Y_val, loss_kind):
     """-> (validation loss over every frame and class, frame scores of the hard classes (n x 200, 11) numpy)."""
     outputs = predict(model, X_val)                 # (n, 200, 17)
     loss = float(soft_label_loss(outputs, Y_val, loss_kind))
-    scores = scores_from_outputs(outputs, loss_kind)[..., HARD_INDEX]
-    return loss, scores.reshape(-1, len(HARD_INDEX)).float().cpu().numpy()
+    scores = scores_from_outputs(outputs, loss_kind)[..., config.HARD_INDEX]
+    return loss, scores.reshape(-1, len(config.HARD_CLASSES)).float().cpu().numpy()
 
 
-def validation_reference(Y_val):
-    """Hard events of the validation targets, the validation sequences as one timeline (SPEC 6 post-processing)."""
+def validation_reference(val_hard):
+    """Events of the validation hard labels (n x 200, 11), the validation sequences as one timeline."""
     import evaluate
-    targets = Y_val[..., HARD_INDEX].reshape(-1, len(HARD_INDEX)).float().cpu().numpy()   # (n x 200, 11)
-    return evaluate.post_process_events(targets, config.HARD_CLASSES, 'validation'), len(targets)
+    return evaluate.events_from_activity(val_hard, config.HARD_CLASSES, 'validation'), len(val_hard)
 
 
 def validation_f1_er(scores, reference):
@@ -214,15 +218,17 @@ def validation_f1_er(scores, reference):
 
 
 @torch.inference_mode()
-def write_test_scores(model, data, scores_dir, loss_kind):
-    """Each test file, whole, through the model -> scores_dir/<stem>.tsv (frames, 11 hard classes)."""
+def write_test_scores(model, data, run_dir, loss_kind):
+    """Each test file, whole, through the model -> run_dir/scores/<stem>.tsv (frames, 11 evaluated classes) and
+    run_dir/scores_all_classes/<stem>.tsv (frames, 17)."""
     import evaluate
     model.eval()
     stems = []
     for file_id, x in zip(data['test_files'], data['X_test']):          # x (frames, 64)
-        scores = scores_from_outputs(model(x.unsqueeze(0)), loss_kind)[0]   # (frames, 17)
+        scores = scores_from_outputs(model(x.unsqueeze(0)), loss_kind)[0].float().cpu().numpy()   # (frames, 17)
         stem = utils.file_stem(file_id)
-        evaluate.write_score_file(Path(scores_dir) / f'{stem}.tsv', scores[:, HARD_INDEX].float().cpu().numpy())
+        evaluate.write_score_file(Path(run_dir) / 'scores' / f'{stem}.tsv', scores[:, config.HARD_INDEX])
+        evaluate.write_score_file(Path(run_dir) / 'scores_all_classes' / f'{stem}.tsv', scores, config.CLASSES)
         stems.append(stem)
     return stems
 
@@ -316,7 +322,7 @@ def train_fold(data, fold_dir, seed, epochs, device, resume=False, loss_kind=Non
         set_rng_states(checkpoint['rng'], generator)
         start_epoch, finished = checkpoint['epoch'] + 1, checkpoint['finished']
 
-    reference = validation_reference(data['Y_val'])
+    reference = validation_reference(data['val_hard'])
     bar = tqdm(total=epochs, initial=start_epoch - 1, desc=name, unit='epoch', dynamic_ncols=True,
                disable=finished)
     epoch = start_epoch
@@ -407,11 +413,9 @@ def run_experiment(workdir, folds=None, runs=config.RUNS, seed=config.SEED, epoc
             raise StopRequested(f'stopped after {epochs_done} epochs (--stop-after-epochs); continue with --resume')
 
     run_ids = list(range(runs) if run_ids is None else run_ids)
-    run_metrics = []
     for r in run_ids:
         run_dir = workdir / config.RUNS_DIR / f'run{r}'
         scores_dir = run_dir / 'scores'
-        trained = False
         for k in folds:
             fold_dir = run_dir / f'fold{k}'
             name = f'run {r} fold {k}'
@@ -422,37 +426,23 @@ def run_experiment(workdir, folds=None, runs=config.RUNS, seed=config.SEED, epoc
                 for stale in ('metrics.json', 'checkpoint.pt', 'best_model.pt'):
                     (fold_dir / stale).unlink(missing_ok=True)
             data = load_fold_tensors(workdir, k, device)
+            utils.write_json_atomic(run_dir / 'settings.json', {'seed': seed + r, 'loss': loss_kind, 'epochs': epochs})
             print(f'{name}: {len(data["X_train"])} training and {len(data["X_val"])} validation sequences, '
                   f'{len(data["test_files"])} test files')
             model, best_epoch, best_loss = train_fold(data, fold_dir, seed + r, epochs, device, resume, loss_kind,
                                                       name, count_epoch)
             save_best_model(fold_dir / 'best_model.pt', model, data, loss_kind, best_epoch, best_loss)
-            stems = write_test_scores(model, data, scores_dir, loss_kind)
+            stems = write_test_scores(model, data, run_dir, loss_kind)
             metrics = evaluate.evaluate_scores(scores_dir, workdir, file_stems=stems)
             metrics['best_epoch'], metrics['best_val_loss'] = best_epoch, best_loss
             utils.write_json_atomic(fold_dir / 'metrics.json', metrics)   # written last: the fold is finished
             print(f'{name}: best epoch {best_epoch}: {evaluate.format_headline(metrics)}')
-            trained = True
-        if not summarize:
-            continue
-        run_metrics_path = run_dir / 'metrics.json'
-        metrics = json.loads(run_metrics_path.read_text()) if run_metrics_path.is_file() else {}
-        if not (resume and not trained and metrics.get('n_files') == len(list(scores_dir.glob('*.tsv')))):
-            # (the folds of a run trained by separate jobs: its metrics.json may cover only some of them)
-            metrics = evaluate.evaluate_scores(scores_dir, workdir)           # every score file of the run
-            utils.write_json_atomic(run_metrics_path, metrics)
-        print(f'run {r}: {evaluate.format_headline(metrics)}')
-        run_metrics.append(metrics)
 
     if not summarize:
         return None
-    summary = evaluate.summarize_runs(run_metrics)
-    summary['seeds'] = [seed + r for r in run_ids]
-    summary['folds'] = folds
-    table = evaluate.results_table_markdown(summary)
-    utils.write_json_atomic(workdir / 'results.json', summary)
-    utils.write_text_atomic(workdir / 'results.md', table + '\n')
-    print(table)
+    summary = evaluate.evaluate_runs(workdir, [workdir / config.RUNS_DIR / f'run{r}' for r in run_ids])
+    evaluate.write_results(workdir / 'results.json', summary)
+    print(evaluate.results_table_markdown(summary))
     return summary
 
 
@@ -465,6 +455,8 @@ def run_jobs(args, jobs):
     """
     import subprocess
     from concurrent.futures import ThreadPoolExecutor
+
+    import evaluate
     workdir = Path(args.workdir)
     folds = args.folds or list(range(1, config.N_FOLDS + 1))
     run_ids = [args.run] if args.run is not None else list(range(args.runs))
@@ -476,7 +468,7 @@ def run_jobs(args, jobs):
         log = workdir / config.RUNS_DIR / f'run{r}' / f'fold{k}.log'
         log.parent.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, str(Path(__file__).resolve()), '--workdir', str(workdir), '--run', str(r),
-                   '--folds', str(k), '--seed', str(args.seed), '--epochs', str(args.epochs), '--fold-job']
+                   '--folds', str(k), '--seed', str(args.seed), '--epochs', str(args.epochs), '--loss', args.loss]
         command += ['--device', args.device] if args.device else []
         command += ['--resume'] if args.resume else []
         with open(log, 'w') as out:
@@ -489,8 +481,9 @@ def run_jobs(args, jobs):
     if any(codes):
         print(f'error: {sum(c != 0 for c in codes)} of {len(codes)} jobs failed; see their logs', file=sys.stderr)
         return max(codes)
-    # every fold has its metrics.json now: this pass only gathers (run metrics, results.json, results.md)
-    run_experiment(workdir, folds, args.runs, args.seed, args.epochs, args.device, resume=True, run_ids=run_ids)
+    summary = evaluate.evaluate_runs(workdir, [workdir / config.RUNS_DIR / f'run{r}' for r in run_ids])
+    evaluate.write_results(workdir / 'results.json', summary)
+    print(evaluate.results_table_markdown(summary))
     return 0
 
 
@@ -505,10 +498,12 @@ def main(argv=None):
                         help='run R alone (seed + R): one job of a cluster array; gather with evaluate.py --workdir')
     parser.add_argument('--jobs', type=int, default=1, metavar='N',
                         help='train N (run, fold) pairs at once as child processes (one GPU, several trainings)')
-    parser.add_argument('--fold-job', action='store_true', help=argparse.SUPPRESS)   # a child of --jobs
     parser.add_argument('--seed', type=int, default=config.SEED)
     parser.add_argument('--epochs', type=int, default=config.MAX_EPOCHS,
                         help='maximum epochs; the decay and early-stop patience scale with it (0.3 E, 0.6 E)')
+    parser.add_argument('--loss', choices=['bce', 'mse'], default=config.LOSS,
+                        help="'bce' on sigmoid(logits), or 'mse' on the raw outputs as the published baseline "
+                             '(default: config.LOSS = %(default)s)')
     parser.add_argument('--device', choices=['cpu', 'cuda'], help='default: cuda when available')
     parser.add_argument('--resume', action='store_true', help='skip finished folds, continue an unfinished one')
     parser.add_argument('--stop-after-epochs', type=int, help=argparse.SUPPRESS)   # tests: a kill after N epochs
@@ -522,9 +517,11 @@ def main(argv=None):
     try:
         if args.jobs > 1:
             return run_jobs(args, args.jobs)
+        # --run R is one job of many (a cluster array, a child of --jobs): it writes its folds only; the gathering
+        # (evaluate.py, or the --jobs parent) writes what belongs to a run or to the table
         run_experiment(args.workdir, args.folds, args.runs, args.seed, args.epochs, args.device, args.resume,
-                       stop_after_epochs=args.stop_after_epochs,
-                       run_ids=None if args.run is None else [args.run], summarize=not args.fold_job)
+                       args.loss, stop_after_epochs=args.stop_after_epochs,
+                       run_ids=None if args.run is None else [args.run], summarize=args.run is None)
     except DataError as error:
         print(f'error: {error}', file=sys.stderr)
         return 2

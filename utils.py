@@ -1,4 +1,5 @@
 """Small helpers shared by the scripts: file ids and paths, fold lists, atomic writes."""
+import hashlib
 import json
 import os
 import tempfile
@@ -50,6 +51,17 @@ def fold_file(fold, part, folds_dir=None):
 def read_fold(fold, folds_dir=None):
     """{'train': [...], 'val': [...], 'test': [...]} file ids of one fold."""
     return {part: read_file_list(fold_file(fold, part, folds_dir)) for part in ('train', 'val', 'test')}
+
+
+def folds_sha256(folds_dir=None):
+    """One hash of the file ids of all fold files, in order: tells the official folds from others."""
+    lists = [read_fold(fold, folds_dir) for fold in range(1, config.N_FOLDS + 1)]
+    return hashlib.sha256(json.dumps(lists).encode()).hexdigest()
+
+
+def file_features_path(workdir, file_id):
+    """`<workdir>/features/files/<stem>.npz`: one file's features and soft targets (extract_features.py)."""
+    return Path(workdir) / config.FEATURES_DIR / 'files' / f'{file_stem(file_id)}.npz'
 
 
 _UMASK = os.umask(0)

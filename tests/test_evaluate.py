@@ -9,6 +9,7 @@ import sed_scores_eval
 
 import config
 import evaluate
+import utils
 from utils import DataError
 
 A, B, C = config.HARD_CLASSES[:3]            # birds_singing, car, people talking
@@ -40,6 +41,16 @@ def write_metadata(workdir, durations, gt_rows):
         'filename\tduration\n' + ''.join(f'{stem}\t{d}\n' for stem, d in durations.items()))
     (metadata / config.GT_FILE).write_text(
         'filename\tonset\toffset\tevent_label\n' + ''.join(f'{s}.wav\t{on}\t{off}\t{lab}\n' for s, on, off, lab in gt_rows))
+
+
+def write_targets(workdir, stem, n, active):
+    """features/files/<stem>.npz with soft targets (n, 17): value v on frames [i, j) of class c for (c, i, j, v)."""
+    targets = np.zeros((n, len(config.CLASSES)))
+    for label, i, j, value in active:
+        targets[i:j, config.CLASSES.index(label)] = value
+    path = utils.file_features_path(workdir, stem)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, targets=targets)
 
 
 def write_folds(folds_dir, test_lists):
@@ -119,6 +130,8 @@ def two_files(tmp_path):
     evaluate.write_score_file(scores / 'cafe_restaurant_00.tsv', frame_scores(n_frames(5.0), [(A, 0, 10, 0.9), (B, 15, 25, 0.7)]))
     evaluate.write_score_file(scores / 'cafe_restaurant_04.tsv', frame_scores(n_frames(4.0), [(A, 4, 6, 0.6)], low=0.1))
     write_folds(tmp_path / 'folds', [['cafe_restaurant/cafe_restaurant_00', 'cafe_restaurant/cafe_restaurant_04']])
+    write_targets(tmp_path, 'cafe_restaurant_00', n_frames(5.0), [(A, 0, 15, 0.8), (B, 10, 20, 0.6)])
+    write_targets(tmp_path, 'cafe_restaurant_04', n_frames(4.0), [(A, 5, 10, 1.0), (C, 0, 21, 0.5)])
     return tmp_path
 
 
@@ -128,7 +141,7 @@ def f_score(tp, fp, fn):
 
 
 def test_segment_metrics_per_file_match_hand_counts(two_files):
-    m = evaluate.evaluate_scores(two_files / 'scores', two_files, concatenate=False)
+    m = evaluate.evaluate_scores(two_files / 'scores', two_files, timeline='file')
     # overall: TP 3, FP 1 + 1, FN 2 + 1; Nref 6; S 0, D 2 + 1, I 1 + 1
     assert m['ER_m'] == pytest.approx((0 + 3 + 2) / 6)
     assert m['F1_m'] == pytest.approx(100 * f_score(3, 2, 3))
@@ -146,23 +159,23 @@ def test_segment_metrics_per_file_match_hand_counts(two_files):
 def test_concatenated_timeline_differs_from_per_file(two_files):
     # One timeline: f2 starts at frame 26 (5.2 s). Its system run, frames 26+4..26+6 = 6.0..6.4 s, floors to
     # [6, 6) and is dropped; its reference, frames 31..36, is [6, 7). f2 now gives one FN and no FP.
-    m = evaluate.evaluate_scores(two_files / 'scores', two_files, concatenate=True, folds_dir=two_files / 'folds')
+    m = evaluate.evaluate_scores(two_files / 'scores', two_files, timeline='fold', folds_dir=two_files / 'folds')
     assert m['ER_m'] == pytest.approx((0 + 3 + 1) / 6)
     assert m['F1_m'] == pytest.approx(100 * f_score(3, 1, 3))
     f_a, f_b = f_score(2, 0, 2), f_score(1, 1, 1)
     assert m['F1_M'] == pytest.approx(100 * (f_a + f_b) / N_HARD)
-    assert m['concatenated'] and 'one timeline per fold' in m['report']
+    assert m['timeline'] == 'fold' and 'one timeline per fold' in m['report']
 
 
 def test_one_row_per_second_ground_truth_gives_the_same_metrics(two_files, tmp_path_factory):
-    merged = evaluate.evaluate_scores(two_files / 'scores', two_files)
+    merged = evaluate.evaluate_scores(two_files / 'scores', two_files, timeline='file')
     per_second = tmp_path_factory.mktemp('per_second')
     rows = [('cafe_restaurant_00', float(t), float(t + 1), A) for t in range(3)] + \
            [('cafe_restaurant_00', float(t), float(t + 1), B) for t in (2, 3)] + [('cafe_restaurant_04', 1.0, 2.0, A)]
     write_metadata(per_second, {'cafe_restaurant_00': 5.0, 'cafe_restaurant_04': 4.0}, rows)
     assert evaluate.read_ground_truth(per_second / config.METADATA_DIR / config.GT_FILE) == {
         'cafe_restaurant_00': [(0.0, 3.0, A), (2.0, 4.0, B)], 'cafe_restaurant_04': [(1.0, 2.0, A)]}
-    again = evaluate.evaluate_scores(two_files / 'scores', per_second)
+    again = evaluate.evaluate_scores(two_files / 'scores', per_second, timeline='file')
     for key in ('ER_m', 'F1_m', 'F1_M', 'F1_thop', 'pAUC', 'class_wise', 'thresholds'):
         assert again[key] == merged[key]
 
@@ -195,7 +208,7 @@ def test_f1_thop_finds_each_class_optimal_threshold(tmp_path):
     scores[:50, 1] = np.repeat(b, 5)
     write_metadata(tmp_path, {'city_center_02': 10.0}, [('city_center_02', 0.0, 3.0, A), ('city_center_02', 5.0, 7.0, B)])
     evaluate.write_score_file(tmp_path / 'scores' / 'city_center_02.tsv', scores)
-    m = evaluate.evaluate_scores(tmp_path / 'scores', tmp_path)
+    m = evaluate.evaluate_scores(tmp_path / 'scores', tmp_path, timeline='file')
     assert m['thresholds'][A] == pytest.approx(0.45)
     assert m['thresholds'][B] == pytest.approx(0.15)
     assert m['thresholds'][C] is None
@@ -298,20 +311,101 @@ def test_ground_truth_row_with_unknown_label_names_the_line(tmp_path):
 # -----------------------------------------------------------------------------
 # Runs, the table, the command
 
-def test_summary_is_mean_and_population_std_over_runs():
+def summary_of_two_runs(protocol):
     runs = [{'ER_m': 0.5, 'F1_m': 70.0, 'F1_M': 30.0, 'F1_thop': 40.0, 'pAUC': 0.6, 'n_files': 49,
-             'n_files_total': 49, 'class_wise': {A: {'F': 1.0}}, 'report': 'long'},
+             'n_files_total': 49, 'class_wise': {c: {'F': 1.0} for c in config.HARD_CLASSES},
+             'thresholds': {c: 0.5 for c in config.HARD_CLASSES}, 'report': 'long'},
             {'ER_m': 0.4, 'F1_m': 72.0, 'F1_M': 34.0, 'F1_thop': 44.0, 'pAUC': 0.7, 'n_files': 49,
-             'n_files_total': 49, 'class_wise': {A: {'F': 2.0}}, 'report': 'long'}]
+             'n_files_total': 49, 'class_wise': {c: {'F': 2.0} for c in config.HARD_CLASSES},
+             'thresholds': {c: 0.3 for c in config.HARD_CLASSES}, 'report': 'long'}]
     summary = evaluate.summarize_runs(runs)
+    summary['protocol'] = protocol
+    return summary
+
+
+PUBLISHED_PROTOCOL = {'data set': 'MAESTRO Real', 'loss': 'mse', 'folds': 'official', 'timeline': 'fold',
+                      'F1_thop time_decimals': 30}
+
+
+def test_summary_is_mean_and_population_std_over_runs():
+    summary = summary_of_two_runs(PUBLISHED_PROTOCOL)
     assert summary['mean']['F1_m'] == pytest.approx(71.0) and summary['std']['F1_m'] == pytest.approx(1.0)
     assert summary['std']['ER_m'] == pytest.approx(0.05)
     assert [r['class_wise'][A]['F'] for r in summary['runs']] == [1.0, 2.0]
     assert all('report' not in r for r in summary['runs'])
     table = evaluate.results_table_markdown(summary)
-    assert '| This baseline (2 runs, 49 of 49 files) | 0.450 (+/-0.050) | 71.00% (+/-1.000) | 32.00% (+/-2.000) |' in table
-    assert '| Published baseline (10 runs, 49 files) | 0.487 (+/-0.009) | 70.34% (+/-0.766) | 35.83% (+/-0.660) ' \
-           '| 42.87% (+/-0.840) | - |' in table
+    assert '2 runs, 49 of 49 files | 0.450 (+/-0.050) | 71.00% (+/-1.000) | 32.00% (+/-2.000) |' in table
+    assert f'| {A} | 1.50 | - | - | - | 0.400 |' in table                     # per class: means over runs
+
+
+def test_table_row_label_names_the_protocol():
+    table = evaluate.results_table_markdown(summary_of_two_runs(PUBLISHED_PROTOCOL))
+    assert ('| This baseline: MAESTRO Real data, loss mse, official folds, timeline per fold, F1_thop '
+            'time_decimals 30; 2 runs, 49 of 49 files |') in table
+
+
+def test_published_row_says_same_protocol_only_when_it_is():
+    table = evaluate.results_table_markdown(summary_of_two_runs(PUBLISHED_PROTOCOL))
+    assert '| Published baseline (MAESTRO Real, 10 runs, 49 files; same protocol) | 0.487 (+/-0.009) | ' \
+           '70.34% (+/-0.766) | 35.83% (+/-0.660) | 42.87% (+/-0.840) | - |' in table
+    table = evaluate.results_table_markdown(summary_of_two_runs({**PUBLISHED_PROTOCOL, 'loss': 'bce',
+                                                                'timeline': 'file'}))
+    assert 'protocol differs: loss bce (published: mse), timeline file (published: fold)' in table
+    assert 'same protocol' not in table
+
+
+def test_published_row_appears_only_for_maestro_real():
+    table = evaluate.results_table_markdown(summary_of_two_runs({**PUBLISHED_PROTOCOL, 'data set': 'demo'}))
+    assert 'Published' not in table and 'This baseline: demo data' in table
+
+
+def test_default_metrics_are_the_challenge_computation_on_generated_data(demo_workdir, tmp_path):
+    """ER_m, F1_m, F1_M computed here as the challenge did, from the annotation files and the score files: per
+    fold, the test files' soft targets (soft > 0.5) and scores concatenated in the fold's order, post-processed,
+    one sed_eval SegmentBasedMetrics over all folds; F1_thop is best_fscore(time_decimals=30)."""
+    import dcase_util
+    import sed_eval
+    manifest = json.loads((demo_workdir / config.FEATURES_DIR / 'manifest.json').read_text())
+    data_root = manifest['data_root']
+    rng = np.random.default_rng(0)
+    targets = {}
+    for file_id in utils.development_file_ids():                # soft targets, rasterised here in float64
+        n = 1 + int(manifest['files'][file_id]['duration'] * config.SAMPLE_RATE + 1e-6) // config.HOP_LENGTH
+        rows = pd.read_csv(utils.annotation_path(data_root, file_id), sep='\t', header=None)
+        soft = np.zeros((n, len(config.CLASSES)))
+        for onset, offset, label, value in rows.itertuples(index=False):
+            soft[int(np.floor(onset / 0.2 + 1e-6)):int(np.ceil(offset / 0.2 - 1e-6)), config.CLASSES.index(label)] = min(value, 1.0)
+        targets[file_id] = soft[:, [config.CLASSES.index(c) for c in config.HARD_CLASSES]]
+        noisy = np.clip(targets[file_id] + rng.normal(0, 0.3, targets[file_id].shape), 0, 1)
+        evaluate.write_score_file(tmp_path / 'scores' / f'{utils.file_stem(file_id)}.tsv', noisy)
+
+    def events(frames, name):                                    # the challenge's post-processing
+        items = []
+        for c, label in enumerate(config.HARD_CLASSES):
+            active = np.concatenate(([0], (frames[:, c] > 0.5).astype(int), [0]))
+            starts, stops = np.flatnonzero(np.diff(active) == 1), np.flatnonzero(np.diff(active) == -1)
+            items += [{'filename': name, 'onset': np.floor(i * 0.2), 'offset': np.floor(j * 0.2),
+                       'event_label': label} for i, j in zip(starts, stops)]
+        container = dcase_util.containers.MetaDataContainer(items)
+        return container.process_events(minimum_event_gap=0.1).process_events(minimum_event_length=0.1)
+
+    metrics = sed_eval.sound_event.SegmentBasedMetrics(config.HARD_CLASSES, time_resolution=1.0)
+    for fold in range(1, 6):
+        ids = pd.read_csv(config.FOLDS_DIR / f'fold{fold}_test.csv')['filename']
+        scores = np.concatenate([sed_scores_eval.io.read_sed_scores(tmp_path / 'scores' / f'{utils.file_stem(i)}.tsv')
+                                 [config.HARD_CLASSES].to_numpy() for i in ids])
+        reference = np.concatenate([targets[i] for i in ids])
+        metrics.evaluate(events(reference, f'fold{fold}'), events(scores, f'fold{fold}'))
+    ours = evaluate.evaluate_scores(tmp_path / 'scores', demo_workdir)
+    assert ours['ER_m'] == pytest.approx(metrics.overall_error_rate()['error_rate'], abs=1e-9)
+    assert ours['F1_m'] == pytest.approx(100 * metrics.overall_f_measure()['f_measure'], abs=1e-9)
+    class_f = [np.nan_to_num(metrics.class_wise_f_measure(c)['f_measure']) for c in config.HARD_CLASSES]
+    assert ours['F1_M'] == pytest.approx(100 * np.mean(class_f), abs=1e-9)
+    f_best = sed_scores_eval.segment_based.best_fscore(
+        str(tmp_path / 'scores'), str(demo_workdir / config.METADATA_DIR / config.GT_FILE),
+        str(demo_workdir / config.METADATA_DIR / config.DURATIONS_FILE), segment_length=1., time_decimals=30)[0]
+    assert ours['F1_thop'] == pytest.approx(100 * np.mean([f_best[c] for c in config.HARD_CLASSES]), abs=1e-9)
+    assert ours['timeline'] == 'fold' and ours['F1_thop_time_decimals'] == 30
 
 
 def test_command_gathers_every_run(two_files, capsys):
@@ -322,7 +416,7 @@ def test_command_gathers_every_run(two_files, capsys):
     (runs / 'run1' / 'scores').mkdir(parents=True)                      # run1: only f1 scored so far
     name = 'cafe_restaurant_00.tsv'
     (runs / 'run1' / 'scores' / name).write_bytes((runs / 'run0' / 'scores' / name).read_bytes())
-    assert evaluate.main(['--workdir', str(two_files), '--no-concatenate']) == 0
+    assert evaluate.main(['--workdir', str(two_files), '--timeline', 'file']) == 0
     out = capsys.readouterr().out
     assert 'Class-wise metrics' in out and 'ER_m 0.833' in out and '(1 of 2 files)' in out
     results = json.loads((two_files / 'results.json').read_text())

@@ -55,10 +55,10 @@ def audio_of(trained, file_id):
 
 def test_evaluate_scores_reproduces_what_task4b_printed(trained, capsys):
     workdir = trained['workdir']
-    printed_line = [line for line in trained['printed'].splitlines() if line.startswith('run 0: ')][-1]
+    printed_line = [line for line in trained['printed'].splitlines() if line.startswith('run0: ')][-1]
     assert evaluate.main(['--workdir', str(workdir), '--scores', str(workdir / 'runs' / 'run0' / 'scores')]) == 0
     out = capsys.readouterr().out
-    assert printed_line[len('run 0: '):] in out.splitlines()
+    assert printed_line[len('run0: '):] in out.splitlines()
     assert '(2 of 10 files)' in printed_line
     saved = json.loads((workdir / 'runs' / 'run0' / 'metrics.json').read_text())
     again = json.loads((workdir / 'runs' / 'run0' / 'evaluation.json').read_text())['runs'][0]

@@ -86,8 +86,9 @@ def test_durations_are_the_audio_lengths(extracted):
         assert row['duration'].item() == info.frames / info.samplerate
 
 
-def test_hard_events_from_targets_floors_merges_and_drops():
-    targets = np.zeros((40, len(config.CLASSES)), dtype=np.float32)
+def test_gt_events_floor_merge_and_drop_as_the_evaluation_post_processing():
+    import evaluate
+    targets = np.zeros((40, len(config.CLASSES)))
     car, cutlery, coffee = (config.CLASSES.index(c) for c in ('car', 'cutlery and dishes', 'coffee machine'))
     targets[5:10, car] = 0.8          # 1.0 .. 2.0
     targets[11:15, car] = 0.9         # floor(2.2) = 2 .. 3: touches the previous one, merged -> 1 .. 3
@@ -95,17 +96,53 @@ def test_hard_events_from_targets_floors_merges_and_drops():
     targets[30:40, car] = 0.5         # not above the threshold
     targets[35:40, cutlery] = 1.0     # a run reaching the last frame: 7 .. 8
     targets[0:40, coffee] = 1.0       # not a hard class
-    assert ef.hard_events_from_targets(targets, 'a.wav') == [
-        ('a.wav', 1.0, 3.0, 'car'), ('a.wav', 7.0, 8.0, 'cutlery and dishes')]
+    events = evaluate.events_from_activity(evaluate.hard_labels(targets), config.HARD_CLASSES, 'a')
+    assert [(e.onset, e.offset, e.event_label) for e in events] == [(1.0, 3.0, 'car'), (7.0, 8.0, 'cutlery and dishes')]
 
 
-def test_hard_events_agree_with_the_evaluation_post_processing():
+@pytest.fixture(scope='module')
+def one_ulp_above_half(tmp_path_factory):
+    """The module's 5 demo files, one annotation replaced: car at 0.5000000000000001 (1 ulp above 0.5) over
+    seconds 1-3, footsteps at exactly 0.5 over seconds 2-3; extracted."""
+    tmp = tmp_path_factory.mktemp('ulp')
+    root, folds_dir, workdir = tmp / 'data', tmp / 'folds', tmp / 'work'
+    demo_data.generate_demo_dataset(root, scale=0.02, seed=1, file_ids=IDS, progress=False)
+    utils.annotation_path(root, IDS[1]).write_text('1.0\t3.0\tcar\t0.5000000000000001\n2.0\t3.0\tfootsteps\t0.5\n')
+    (tmp / 'split.csv').write_text('filename\n' + ''.join(f'{i}\n' for i in IDS))
+    for fold in range(1, config.N_FOLDS + 1):
+        parts = {'test': [IDS[fold - 1]], 'val': [IDS[fold % 5]]}
+        parts['train'] = [i for i in IDS if i not in parts['test'] + parts['val']]
+        for part, ids in parts.items():
+            utils.fold_file(fold, part, folds_dir).parent.mkdir(parents=True, exist_ok=True)
+            utils.fold_file(fold, part, folds_dir).write_text('filename\n' + ''.join(f'{i}\n' for i in ids))
+    ef.extract(root, workdir, folds_dir, jobs=1, split_file=tmp / 'split.csv')
+    return workdir
+
+
+def test_a_soft_value_one_ulp_above_half_is_a_hard_label_in_gt_dev(one_ulp_above_half):
+    gt = pd.read_csv(one_ulp_above_half / config.METADATA_DIR / config.GT_FILE, sep='\t')
+    rows = gt[gt['filename'] == f'{utils.file_stem(IDS[1])}.wav']
+    assert rows[['onset', 'offset', 'event_label']].values.tolist() == [[1.0, 3.0, 'car']]
+
+
+def test_a_soft_value_one_ulp_above_half_is_in_the_test_reference(one_ulp_above_half):
     import evaluate
-    rng = np.random.default_rng(0)
-    seconds = (rng.random((60, len(config.CLASSES))) > 0.4) * rng.uniform(0.3, 1.0, len(config.CLASSES))
-    targets = np.repeat(seconds, 5, axis=0)[:-2]                    # whole-second runs, a partial last second
-    targets[:100] *= rng.random((100, len(config.CLASSES))) > 0.3   # and runs of 1-4 frames within seconds
-    hard = targets[:, [config.CLASSES.index(c) for c in config.HARD_CLASSES]]
-    theirs = evaluate.post_process_events(hard, config.HARD_CLASSES, 'a.wav')
-    ours = ef.hard_events_from_targets(targets, 'a.wav')
-    assert sorted((e.onset, e.offset, e.event_label) for e in theirs) == sorted(e[1:] for e in ours)
+    stem = utils.file_stem(IDS[1])
+    hard = evaluate.read_reference_frames(one_ulp_above_half, [stem])[stem]      # (frames, 11)
+    car, footsteps = config.HARD_CLASSES.index('car'), config.HARD_CLASSES.index('footsteps')
+    assert np.flatnonzero(hard[:, car]).tolist() == list(range(5, 15))             # 1.0 .. 3.0 s
+    assert not hard[:, footsteps].any()                                            # 0.5 is not above 0.5
+
+
+def test_a_soft_value_one_ulp_above_half_is_in_the_validation_reference(one_ulp_above_half):
+    import data_generator
+    fold = ef.load_fold(one_ulp_above_half, 1)                     # IDS[1] is fold 1's validation file
+    assert fold['Y_val'].dtype == np.float64
+    fold['X_val'] = np.zeros((1, 20, config.N_MELS), np.float32)  # the 4-6 s files make no 200-frame sequence:
+    fold['Y_val'] = np.zeros((1, 20, len(config.CLASSES)))        # put the file's targets into one of 20 frames
+    targets = np.load(utils.file_features_path(one_ulp_above_half, IDS[1]))['targets']
+    fold['Y_val'][0] = targets[:20]
+    fold['X_train'], fold['Y_train'] = fold['X_val'], fold['Y_val']
+    val_hard = data_generator.fold_tensors(fold)['val_hard']                       # (20, 11)
+    assert np.flatnonzero(val_hard[:, config.HARD_CLASSES.index('car')]).tolist() == list(range(5, 15))
+    assert float(np.float32(targets[5, config.CLASSES.index('car')])) == 0.5       # what a float32 cast would see

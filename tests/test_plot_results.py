@@ -198,6 +198,7 @@ def test_per_class_data_has_the_hard_classes_and_gt_dev_seconds(workdir):
 def test_per_class_f1_thop_missing_from_the_metrics_is_computed_from_the_scores(workdir, tmp_path):
     wd = tmp_path / 'work'
     shutil.copytree(workdir['workdir'] / config.METADATA_DIR, wd / config.METADATA_DIR)
+    shutil.copytree(workdir['workdir'] / config.FEATURES_DIR, wd / config.FEATURES_DIR)
     shutil.copytree(workdir['workdir'] / config.RUNS_DIR / 'run1', wd / config.RUNS_DIR / 'run0')
     metrics = json.loads((wd / config.RUNS_DIR / 'run0' / 'metrics.json').read_text())
     for c in config.HARD_CLASSES:
@@ -214,6 +215,7 @@ def test_per_class_f1_thop_missing_from_the_metrics_is_computed_from_the_scores(
 def test_per_class_reference_seconds_of_a_partial_run_count_only_its_files(workdir, tmp_path):
     wd, part = tmp_path / 'work', STEMS[:2]
     shutil.copytree(workdir['workdir'] / config.METADATA_DIR, wd / config.METADATA_DIR)
+    shutil.copytree(workdir['workdir'] / config.FEATURES_DIR, wd / config.FEATURES_DIR)
     scores_dir = wd / config.RUNS_DIR / 'run0' / 'scores'
     scores_dir.mkdir(parents=True)
     for stem in part:

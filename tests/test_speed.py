@@ -119,7 +119,7 @@ def test_jobs_2_gives_the_scores_and_metrics_of_a_sequential_run(sequential, dem
     assert {k: a[k] for k in ('ER_m', 'F1_m', 'F1_M', 'F1_thop', 'n_files')} == \
         {k: b[k] for k in ('ER_m', 'F1_m', 'F1_M', 'F1_thop', 'n_files')}
     a, b = json.loads((sequential / 'results.json').read_text()), json.loads((workdir / 'results.json').read_text())
-    assert a['mean'] == b['mean'] and a['seeds'] == b['seeds']
+    assert a['mean'] == b['mean'] and [r['seed'] for r in a['runs']] == [r['seed'] for r in b['runs']] == [3]
     assert (workdir / config.RUNS_DIR / 'run0' / 'fold2.log').is_file()
 
 

@@ -3,6 +3,7 @@ import json
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -45,22 +46,25 @@ def run_schedule(max_epochs, losses):
     return schedule, improved, decays, stops
 
 
-def test_schedule_decays_after_03E_epochs_without_a_best_and_stops_after_06E_since_the_best():
-    # E = 10: decay after 3 epochs without a new best (counted from the last best or decay), stop when more
-    # than 6 epochs have passed since the best.
-    losses = [1.0, 0.9, 0.95, 0.95, 0.95, 0.8, 0.85, 0.85, 0.85, 0.85, 0.85, 0.85, 0.85]
-    schedule, improved, decays, stops = run_schedule(10, losses)
-    assert improved == [1, 2, 6]
-    assert decays == [5, 9, 12]          # 5 - 2 = 3; 9 - 6 = 3; 12 - 9 = 3 (since the decay at 9)
-    assert stops == [13]                 # 13 - 6 = 7 > 6
-    assert (schedule.best_epoch, schedule.best_loss) == (6, 0.8)
+def test_schedule_of_150_epochs_decays_once_at_best_plus_45_and_stops_after_best_plus_90():
+    # best at epoch 10; both counters reset there, incremented after every epoch: decay when > int(0.3 x 150)
+    # = 45 (epoch 55), stop when > int(0.6 x 150) = 90 (epoch 100); the decay counter, reset at 55, is 45 at 100
+    losses = [1.0 - 0.01 * e for e in range(10)] + [2.0] * 90
+    _, improved, decays, stops = run_schedule(150, losses)
+    assert improved == list(range(1, 11))
+    assert decays == [55]
+    assert stops == [100]
 
 
-def test_schedule_of_150_epochs_decays_at_45_and_stops_after_90_epochs_without_improvement():
-    _, improved, decays, stops = run_schedule(150, [1.0] + [2.0] * 100)
-    assert improved == [1]
-    assert decays == [46, 91]
-    assert stops[0] == 92
+def test_schedule_of_7_epochs_truncates_the_patience_with_int():
+    # int(0.3 x 7) = 2, int(0.6 x 7) = 4: decay when 3 epochs have passed without a new best (then 3 more),
+    # stop after the 5th; a new best at epoch 3 resets both counters
+    _, improved, decays, stops = run_schedule(7, [1.0, 1.1, 0.9, 1.0, 1.0, 1.0, 1.0])
+    assert improved == [1, 3]
+    assert decays == [5]
+    assert stops == [7]
+    _, improved, decays, stops = run_schedule(7, [1.0] + [2.0] * 4)
+    assert decays == [3] and stops == [5]
 
 
 def test_schedule_equal_loss_is_not_a_new_best():
@@ -173,7 +177,7 @@ def test_training_writes_scores_results_history_curves_and_learns(demo_workdir, 
     data = data_generator.load_fold_tensors(workdir, 1)
     untrained_dir = tmp_path / 'untrained_scores'
     stems = task4b.write_test_scores(untrained, data, untrained_dir, config.LOSS)
-    untrained_f1 = evaluate.evaluate_scores(untrained_dir, workdir, file_stems=stems)['F1_m']
+    untrained_f1 = evaluate.evaluate_scores(untrained_dir / 'scores', workdir, file_stems=stems)['F1_m']
     assert fold_metrics['F1_m'] > untrained_f1 + 15, (fold_metrics['F1_m'], untrained_f1)
 
 
@@ -234,8 +238,11 @@ def test_mse_option_trains_and_scores_are_the_raw_outputs(tmp_path):
     data = data_generator.fold_tensors(synthetic_fold())
     model, best_epoch, _ = task4b.train_fold(data, tmp_path / 'fold1', 0, epochs=1, device='cpu', loss_kind='mse')
     assert best_epoch == 1
-    stems = task4b.write_test_scores(model, data, tmp_path / 'scores', 'mse')
+    stems = task4b.write_test_scores(model, data, tmp_path, 'mse')
     written = evaluate.read_score_files(tmp_path / 'scores')[stems[0]][config.HARD_CLASSES].to_numpy()
+    all_classes = pd.read_csv(tmp_path / 'scores_all_classes' / f'{stems[0]}.tsv', sep='\t')
     with torch.inference_mode():
-        outputs = model(data['X_test'][0].unsqueeze(0))[0][:, task4b.HARD_INDEX].numpy()
-    np.testing.assert_allclose(written, outputs, rtol=1e-6, atol=1e-7)
+        outputs = model(data['X_test'][0].unsqueeze(0))[0].numpy()                # (frames, 17)
+    np.testing.assert_allclose(written, outputs[:, config.HARD_INDEX], rtol=1e-6, atol=1e-7)
+    assert list(all_classes.columns) == ['onset', 'offset'] + config.CLASSES
+    np.testing.assert_allclose(all_classes[config.CLASSES].to_numpy(), outputs, rtol=1e-6, atol=1e-7)
