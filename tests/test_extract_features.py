@@ -1,4 +1,5 @@
-"""extract_features.py: SPEC 3 features and targets, per-fold arrays, bad input, the cache (issues 2 and 5)."""
+"""extract_features.py: features and targets (docs/method.md, Features), per-fold arrays, metadata, bad input,
+and load_fold refusing features older than their inputs."""
 import json
 import os
 import types
@@ -71,6 +72,44 @@ def audio_reads(monkeypatch):
     return calls
 
 
+def compute_mel_features_reference(audio):
+    """The features of config.py computed by librosa in float64: slow, the yardstick of the float32 fast path."""
+    mel = librosa.feature.melspectrogram(
+        y=np.asarray(audio, dtype=np.float64), sr=config.SAMPLE_RATE, n_fft=config.N_FFT,
+        hop_length=config.HOP_LENGTH, win_length=config.N_FFT, window=config.WINDOW, center=config.CENTER,
+        pad_mode=config.PAD_MODE, power=config.MEL_POWER, n_mels=config.N_MELS, fmin=config.FMIN,
+        fmax=config.FMAX, dtype=np.float64).T                                  # (frames, 64) float64
+    return np.log(mel + config.LOG_OFFSET) if config.LOG_MEL else mel
+
+
+def file_arrays(workdir, file_id):
+    with np.load(utils.file_features_path(workdir, file_id)) as data:
+        return {name: data[name] for name in data.files}
+
+
+def outputs(workdir):
+    """{relative path: arrays of an npz, or the text of a CSV} of everything extract() wrote but the manifest."""
+    found = {}
+    for path in sorted(workdir.rglob('*')):
+        if path.suffix == '.npz':
+            with np.load(path) as data:
+                found[str(path.relative_to(workdir))] = {name: data[name] for name in data.files}
+        elif path.suffix == '.csv':
+            found[str(path.relative_to(workdir))] = path.read_text()
+    return found
+
+
+def assert_same_outputs(one, two):
+    assert one.keys() == two.keys()
+    for name, value in one.items():
+        if isinstance(value, str):
+            assert value == two[name], name
+        else:
+            assert value.keys() == two[name].keys(), name
+            for key in value:
+                np.testing.assert_array_equal(value[key], two[name][key], err_msg=f'{name} {key}')
+
+
 # -----------------------------------------------------------------------------
 # Features
 
@@ -96,7 +135,7 @@ def test_features_equal_an_independent_librosa_computation():
 def test_float32_path_within_1e5_of_the_float64_reference(tmp_path):
     write_audio(tmp_path / 'a.wav', seconds=4.0, gain=0.8, seed=3)
     audio = ef.read_audio(tmp_path / 'a.wav')
-    fast, reference = ef.compute_mel_features(audio), ef.compute_mel_features_reference(audio)
+    fast, reference = ef.compute_mel_features(audio), compute_mel_features_reference(audio)
     assert reference.dtype == np.float64
     assert np.abs(fast - reference).max() <= 1e-5 * np.abs(reference).max()
 
@@ -126,7 +165,6 @@ def test_another_sample_rate_is_resampled_to_44100(tmp_path):
     assert len(audio) == 44100
     spectrum = np.abs(np.fft.rfft(audio))
     assert np.argmax(spectrum) * config.SAMPLE_RATE / len(audio) == pytest.approx(1000, abs=2)
-    assert ef.audio_duration(tmp_path / 'a.wav') == 1.0
 
 
 def test_unreadable_wav_is_an_error_naming_the_file(tmp_path):
@@ -213,7 +251,7 @@ def test_bad_annotation_row_is_an_error_naming_file_and_line(tmp_path, case):
 def test_extract_writes_per_file_and_per_fold_arrays(dataset, monkeypatch):
     monkeypatch.setattr(config, 'SEQUENCE_LENGTH', 4)
     report = dataset.run()
-    assert report['computed'] == IDS and not report['reused']
+    assert report['files'] == IDS and report['audio_seconds'] == pytest.approx(5 * 3.0)
     n_frames = 1 + int(3.0 * 44100) // config.HOP_LENGTH
     with np.load(dataset.workdir / 'features' / 'files' / 'cafe_restaurant_00.npz') as data:
         assert data['features'].shape == (n_frames, config.N_MELS) and data['features'].dtype == np.float32
@@ -299,6 +337,7 @@ def test_empty_annotation_file_and_other_sample_rate_run_without_error(dataset):
         assert not data['targets'].any()
     with np.load(dataset.workdir / 'features' / 'files' / f'{utils.file_stem(IDS[1])}.npz') as data:
         assert len(data['features']) == 1 + 3 * 44100 // config.HOP_LENGTH
+        assert float(data['duration']) == 3.0                                # samples / the file's own rate
 
 
 # -----------------------------------------------------------------------------
@@ -337,11 +376,10 @@ def test_bad_annotation_after_a_good_run_leaves_the_old_manifest_and_load_fold_r
 
 def test_main_prints_the_error_and_exits_2(dataset, capsys):
     utils.audio_path(dataset.root, IDS[0]).unlink()
-    with pytest.raises(SystemExit) as exit_info:
-        ef.main(['--data-root', str(dataset.root), '--workdir', str(dataset.workdir), '--folds-dir',
-                 str(dataset.folds_dir), '--split-file', str(dataset.root.parent / 'split.csv'), '--jobs', '1'])
+    code = ef.main(['--data-root', str(dataset.root), '--workdir', str(dataset.workdir), '--folds-dir',
+                    str(dataset.folds_dir), '--split-file', str(dataset.root.parent / 'split.csv'), '--jobs', '1'])
     err = capsys.readouterr().err
-    assert exit_info.value.code == 2
+    assert code == 2
     assert err.startswith('error: ') and 'Traceback' not in err and 'cafe_restaurant_00.wav: not found' in err
 
 
@@ -358,35 +396,47 @@ def test_missing_fold_file_names_it_and_the_command(dataset):
 
 
 # -----------------------------------------------------------------------------
-# The cache
+# Every run recomputes; the manifest tells load_fold what the files were computed from
 
 
-def test_second_run_with_nothing_changed_does_no_work(dataset, audio_reads):
+def test_second_run_reads_all_audio_again_and_writes_identical_files(dataset, audio_reads):
     dataset.run()
-    assert len(audio_reads) == len(IDS)
-    files = {p: p.stat().st_mtime_ns for p in dataset.workdir.rglob('*') if p.is_file()}
-    report = dataset.run()
-    assert len(audio_reads) == len(IDS)                                  # no audio read the second time
-    assert report['reused'] == IDS and not report['computed'] and not report['relabelled']
-    assert not report['folds_built'] and not report['metadata_written']
-    assert {p: p.stat().st_mtime_ns for p in dataset.workdir.rglob('*') if p.is_file()} == files
-
-
-def test_changed_feature_parameter_recomputes_everything(dataset, monkeypatch, audio_reads):
+    first = outputs(dataset.workdir)
     dataset.run()
-    monkeypatch.setattr(config, 'FMAX', 12000.0)
-    report = dataset.run()
-    assert report['computed'] == IDS and report['folds_built'] == [1, 2, 3, 4, 5] and len(audio_reads) == 2 * len(IDS)
-    fold = ef.load_fold(dataset.workdir, 1)                               # consistent with FMAX 12000
-    assert fold['mean'].shape == (config.N_MELS,)
+    assert len(audio_reads) == 2 * len(IDS)
+    assert_same_outputs(first, outputs(dataset.workdir))
 
 
-def test_load_fold_names_the_parameter_changed_since_extraction(dataset, monkeypatch):
+def test_second_run_replaces_edited_or_deleted_outputs(dataset):
     dataset.run()
-    monkeypatch.setattr(config, 'N_MELS', 40)
-    with pytest.raises(DataError, match=r'feature parameter n_mels changed since extraction \(64 -> 40\); '
-                                        r'run: python extract_features.py'):
-        ef.load_fold(dataset.workdir, 2)
+    first = outputs(dataset.workdir)
+    (dataset.workdir / config.METADATA_DIR / config.GT_FILE).write_text('edited\n')
+    (dataset.workdir / config.METADATA_DIR / config.DURATIONS_FILE).unlink()
+    (dataset.workdir / 'features' / 'fold3.npz').unlink()
+    np.savez(utils.file_features_path(dataset.workdir, IDS[1]), **file_arrays(dataset.workdir, IDS[0]))
+    dataset.run()
+    assert_same_outputs(first, outputs(dataset.workdir))
+
+
+def test_manifest_records_the_settings_and_every_input_file(dataset):
+    dataset.run()
+    manifest = json.loads((dataset.workdir / 'features' / 'manifest.json').read_text())
+    assert manifest['params'] == ef.feature_params() and manifest['dataset'] == 'MAESTRO Real'
+    assert manifest['data_root'] == str(dataset.root.resolve())
+    assert manifest['folds_dir'] == str(dataset.folds_dir.resolve())
+    assert manifest['folds_sha256'] == utils.folds_sha256(dataset.folds_dir)
+    assert list(manifest['files']) == IDS
+    audio = utils.audio_path(dataset.root, IDS[2]).stat()
+    assert manifest['files'][IDS[2]]['audio'] == {'size': audio.st_size, 'mtime_ns': audio.st_mtime_ns}
+    annotation = utils.annotation_path(dataset.root, IDS[2]).stat()
+    assert manifest['files'][IDS[2]]['annotation'] == {'size': annotation.st_size, 'mtime_ns': annotation.st_mtime_ns}
+    assert manifest['files'][IDS[2]]['duration'] == 3.0
+
+
+def test_manifest_names_a_demo_data_root_demo(dataset):
+    (dataset.root / config.DEMO_MARKER).write_text('demo\n')
+    dataset.run()
+    assert json.loads((dataset.workdir / 'features' / 'manifest.json').read_text())['dataset'] == 'demo'
 
 
 def test_load_fold_without_features_says_what_to_run(tmp_path):
@@ -395,76 +445,86 @@ def test_load_fold_without_features_says_what_to_run(tmp_path):
         ef.load_fold(tmp_path, 1)
 
 
-def test_changed_annotation_recomputes_the_targets_of_that_file_only(dataset, audio_reads):
+def test_load_fold_with_an_unreadable_manifest_says_features_not_extracted_yet(dataset):
     dataset.run()
-    path = utils.annotation_path(dataset.root, IDS[2])
-    path.write_text('0.0\t1.0\tbirds_singing\t0.6\n')
-    report = dataset.run()
-    assert report['relabelled'] == [IDS[2]] and not report['computed'] and len(audio_reads) == len(IDS)
-    assert report['reused'] == [i for i in IDS if i != IDS[2]]
-    with np.load(dataset.workdir / 'features' / 'files' / f'{utils.file_stem(IDS[2])}.npz') as data:
-        assert np.count_nonzero(data['targets']) == 5 and data['targets'][0, 0] == pytest.approx(0.6)
-    os.utime(path)                                                        # touched: recomputed, never trusted stale
-    assert dataset.run()['relabelled'] == [IDS[2]]
+    (dataset.workdir / 'features' / 'manifest.json').write_text('{"params": ')
+    with pytest.raises(DataError, match='features not extracted yet; run: python extract_features.py'):
+        ef.load_fold(dataset.workdir, 1)
 
 
-def test_changed_audio_recomputes_that_file_only(dataset, audio_reads):
+def test_load_fold_names_the_parameter_changed_since_extraction(dataset, monkeypatch):
     dataset.run()
-    write_audio(utils.audio_path(dataset.root, IDS[4]), seconds=2.0, seed=9)
-    report = dataset.run()
-    assert report['computed'] == [IDS[4]] and len(audio_reads) == len(IDS) + 1
-    assert len(ef.load_fold(dataset.workdir, 5)['X_test'][0]) == 1 + 2 * 44100 // config.HOP_LENGTH
+    monkeypatch.setattr(config, 'FMAX', 13000.0)
+    with pytest.raises(DataError, match=r'feature parameter fmax changed since extraction \(14000.0 -> 13000.0\); '
+                                        r'run: python extract_features.py --data-root '):
+        ef.load_fold(dataset.workdir, 2)
 
 
-def test_changed_fold_file_rebuilds_that_fold_from_the_stored_files(dataset, audio_reads):
+def test_rerun_after_a_parameter_change_is_accepted_by_load_fold(dataset, monkeypatch):
     dataset.run()
-    write_list(utils.fold_file(1, 'test', dataset.folds_dir), [IDS[0], IDS[2]])
-    write_list(utils.fold_file(1, 'train', dataset.folds_dir), IDS[3:])
-    report = dataset.run()
-    assert report['folds_built'] == [1] and not report['computed'] and len(audio_reads) == len(IDS)
-    assert ef.load_fold(dataset.workdir, 1)['test_files'] == [IDS[0], IDS[2]]
-
-
-def test_deleted_fold_array_is_rebuilt(dataset):
+    before = file_arrays(dataset.workdir, IDS[0])['features']
+    monkeypatch.setattr(config, 'FMAX', 12000.0)
     dataset.run()
-    (dataset.workdir / 'features' / 'fold4.npz').unlink()
-    with pytest.raises(DataError, match='fold4.npz: missing'):
-        ef.load_fold(dataset.workdir, 4)
-    assert dataset.run()['folds_built'] == [4]
-    assert json.loads((dataset.workdir / 'features' / 'manifest.json').read_text())['folds']['4']['test'] == [IDS[3]]
+    assert ef.load_fold(dataset.workdir, 1)['mean'].shape == (config.N_MELS,)
+    assert not np.array_equal(file_arrays(dataset.workdir, IDS[0])['features'], before)
 
 
-def test_changed_fold_file_after_extraction_is_refused_by_load_fold(dataset):
+def test_load_fold_refuses_after_an_annotation_file_was_touched(dataset):
+    dataset.run()
+    path = utils.annotation_path(dataset.root, IDS[3])
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))          # same content, newer
+    with pytest.raises(DataError, match=f'{path}: changed since extraction; run: python extract_features.py'):
+        ef.load_fold(dataset.workdir, 1)
+
+
+def test_load_fold_refuses_after_an_audio_file_changed(dataset):
+    dataset.run()
+    path = utils.audio_path(dataset.root, IDS[4])
+    write_audio(path, seconds=2.0, seed=9)
+    with pytest.raises(DataError, match=f'{path}: changed since extraction; run: python extract_features.py'):
+        ef.load_fold(dataset.workdir, 1)
+
+
+def test_load_fold_accepts_features_whose_data_root_was_deleted(dataset):
+    dataset.run()
+    for path in dataset.root.rglob('*.wav'):
+        path.unlink()
+    assert ef.load_fold(dataset.workdir, 1)['test_files'] == [IDS[0]]
+
+
+def test_load_fold_refuses_after_a_fold_file_changed(dataset):
     dataset.run()
     write_list(utils.fold_file(2, 'val', dataset.folds_dir), IDS[:1])
-    with pytest.raises(DataError, match=f'fold 2 files changed since extraction; run: python extract_features.py '
+    with pytest.raises(DataError, match=f'fold files changed since extraction; run: python extract_features.py '
                                         f'.* --folds-dir {dataset.folds_dir}'):
         ef.load_fold(dataset.workdir, 2)
-    ef.load_fold(dataset.workdir, 1)                                        # the other folds are still good
 
 
-def test_interrupted_run_is_never_trusted_and_its_finished_files_are_reused(dataset, monkeypatch, audio_reads):
-    def interrupted(*args):
+def test_load_fold_refuses_a_deleted_fold_array(dataset):
+    dataset.run()
+    (dataset.workdir / 'features' / 'fold4.npz').unlink()
+    with pytest.raises(DataError, match='fold4.npz: missing; run: python extract_features.py'):
+        ef.load_fold(dataset.workdir, 4)
+
+
+@pytest.mark.parametrize('step', ['build_fold', 'write_metadata'])
+def test_killed_extraction_leaves_no_manifest_and_load_fold_says_not_extracted(dataset, monkeypatch, step):
+    dataset.run()                                              # a good run first: its manifest must go too
+
+    def killed(*args):
         raise KeyboardInterrupt
-    build_fold = ef.build_fold
-    monkeypatch.setattr(ef, 'build_fold', interrupted)
+    monkeypatch.setattr(ef, step, killed)
     with pytest.raises(KeyboardInterrupt):
         dataset.run()
     assert not (dataset.workdir / 'features' / 'manifest.json').exists()
     assert not [p for p in dataset.workdir.rglob('*') if p.name.endswith('.tmp')]   # nothing half-written
     with pytest.raises(DataError, match='features not extracted yet'):
         ef.load_fold(dataset.workdir, 1)
-    monkeypatch.setattr(ef, 'build_fold', build_fold)
-    report = dataset.run()
-    assert report['reused'] == IDS and report['folds_built'] == [1, 2, 3, 4, 5] and len(audio_reads) == len(IDS)
 
 
-def test_deleted_or_edited_metadata_is_written_again(dataset):
-    dataset.run()
-    gt = dataset.workdir / config.METADATA_DIR / config.GT_FILE
-    text = gt.read_text()
-    gt.write_text('edited\n')
-    (dataset.workdir / config.METADATA_DIR / config.DURATIONS_FILE).unlink()
-    report = dataset.run()
-    assert report['metadata_written'] and not report['computed'] and gt.read_text() == text
-    assert (dataset.workdir / config.METADATA_DIR / config.DURATIONS_FILE).is_file()
+def test_main_prints_one_summary_line(dataset, capsys):
+    ef.main(['--data-root', str(dataset.root), '--workdir', str(dataset.workdir), '--folds-dir',
+             str(dataset.folds_dir), '--split-file', str(dataset.root.parent / 'split.csv'), '--jobs', '1'])
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith('5 files, 0.2 min of audio, ') and 'x real time, ' in out[0]
