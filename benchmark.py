@@ -1,25 +1,22 @@
-"""Benchmark of the pipeline: feature extraction, training epochs, validation, test inference, memory (issue 5).
+"""Benchmark of the pipeline: feature extraction, training epochs, validation, test inference, memory.
 
     python demo_data.py --out /tmp/demo_full --scale 1.0                    # the real-size demo set (once)
     python benchmark.py --data-root /tmp/demo_full --workdir /tmp/wd_full --json benchmark.json
-    python benchmark.py --data-root DIR --workdir WD --allocator glibc tcmalloc jemalloc   # compare allocators
+    python benchmark.py --workdir WD --skip-extraction --malloc kept plain   # task4b's malloc settings vs glibc's
     python benchmark.py --workdir WD --skip-extraction --device cuda
 
 Each part runs in its own child process (this script with a hidden --phase flag), so that one part's memory
-does not count for another and the allocator is preloaded before Python starts:
-- extraction: extract_features.extract into a fresh temporary workdir (cold: no cached features; the audio
-  files may sit in the page cache from earlier reads), its wall time, the multiple of real time (audio
-  seconds / wall) and its peak memory, two ways: the resident set of the whole process tree (the child and
+does not count for another:
+- extraction: extract_features.extract into a fresh temporary workdir, its wall time, the multiple of real time
+  (audio seconds / wall) and its peak memory, two ways: the resident set of the whole process tree (the child and
   its worker processes) summed from /proc every 20 ms, and the largest single process (getrusage ru_maxrss of
   the child and of its workers);
-- training, per allocator: fold 1 of --workdir's features (extract_features.py must have run there): with
-  task4b's own functions, seconds per training epoch (train_one_epoch), per validation pass
-  (validation_loss_and_scores + validation_f1_er) and of both, the median over --epochs epochs; the floor:
-  forward + backward + optimizer step alone over the same batches prepared beforehand, in the same process
-  (median over as many passes); test inference seconds per hour of audio (fold 1's test files, whole, through
-  the model in inference mode, and through task4b.write_test_scores with its score files); peak memory of the
-  training process (ru_maxrss) and the /proc tree peak.
-Prints a table and writes --json (atomically); records torch version, threads, allocator (LD_PRELOAD), CPU.
+- training, per malloc setting: fold --fold of --workdir's features (extract_features.py must have run there),
+  with task4b's own functions: seconds per training epoch (train_one_epoch), per validation pass (validate) and
+  of both, the median over --epochs epochs; test inference seconds per hour of audio (write_test_scores: the
+  fold's test files, whole, with their score files); peak memory of the training process (ru_maxrss) and the
+  /proc tree peak.
+Prints a table and writes --json (atomically); records torch version, threads, CPU, LD_PRELOAD.
 """
 import argparse
 import json
@@ -36,9 +33,7 @@ from pathlib import Path
 
 import config
 import utils
-
-ALLOCATORS = ('glibc', 'tcmalloc', 'jemalloc')
-
+from model import build_model
 
 # -----------------------------------------------------------------------------
 # Memory of a process tree
@@ -108,76 +103,52 @@ def phase_extract(data_root, result):
         'maxrss_workers_bytes': max_rss_bytes(resource.RUSAGE_CHILDREN)})
 
 
-def phase_train(workdir, device, epochs, fold, result):
+def phase_train(workdir, device, epochs, fold, malloc, result):
     import torch
+    import runtime
     import task4b
-    from data_generator import load_fold_tensors, training_batches
-    from model import build_model, soft_label_loss
+    from data_generator import load_fold_tensors
 
     def sync():
         if device == 'cuda':
             torch.cuda.synchronize()
 
+    tuned = runtime.keep_freed_memory() if malloc == 'kept' else False
     loss_kind = config.LOSS
     data = load_fold_tensors(workdir, fold, device)
     task4b.seed_everything(config.SEED, device)
     model = build_model(device)
     optimizer = task4b.new_optimizer(model)
     generator = torch.Generator().manual_seed(config.SEED)
-    reference = task4b.validation_reference(data['Y_val'])
 
     train_s, val_s = [], []
-    for _ in range(epochs):                            # as task4b.train_fold does it, without the records
+    for _ in range(epochs):                            # task4b's own epoch and validation, without the records
         start = time.perf_counter()
         losses = task4b.train_one_epoch(model, optimizer, data['X_train'], data['Y_train'], generator, loss_kind)
         float(losses.mean())
         sync()
         middle = time.perf_counter()
-        _, scores = task4b.validation_loss_and_scores(model, data['X_val'], data['Y_val'], loss_kind)
-        task4b.validation_f1_er(scores, reference)
+        task4b.validate(model, data['X_val'], data['Y_val'], data['val_reference'], loss_kind)
         sync()
         train_s.append(middle - start)
         val_s.append(time.perf_counter() - middle)
 
-    batches = list(training_batches(data['X_train'], data['Y_train'], config.BATCH_SIZE, generator))
-    model.train()
-    floor_s = []
-    for _ in range(epochs):                            # the same batches, the arithmetic alone
-        sync()
-        start = time.perf_counter()
-        for x, y in batches:
-            optimizer.zero_grad(set_to_none=True)
-            loss = soft_label_loss(model(x), y, loss_kind)
-            loss.backward()
-            optimizer.step()
-        float(loss.detach())
-        sync()
-        floor_s.append(time.perf_counter() - start)
-
     test_frames = sum(len(x) for x in data['X_test'])
-    model_s, write_s = [], []
+    test_s = []
     for _ in range(3):
-        start = time.perf_counter()
-        with torch.inference_mode():
-            model.eval()
-            for x in data['X_test']:
-                model(x.unsqueeze(0)).float().cpu()
-        sync()
-        model_s.append(time.perf_counter() - start)
-        with tempfile.TemporaryDirectory() as scores_dir:
+        with tempfile.TemporaryDirectory() as run_dir:
             start = time.perf_counter()
-            task4b.write_test_scores(model, data, scores_dir, loss_kind)
-            write_s.append(time.perf_counter() - start)
+            task4b.write_test_scores(model, data, run_dir, loss_kind)
+            test_s.append(time.perf_counter() - start)
     test_hours = test_frames * config.FRAME_SECONDS / 3600
     out = {
-        'fold': fold, 'train_sequences': len(data['X_train']), 'val_sequences': len(data['X_val']),
-        'batches': len(batches), 'test_files': len(data['X_test']), 'test_audio_hours': test_hours,
-        'train_epoch_s': train_s, 'val_pass_s': val_s, 'floor_s': floor_s,
+        'fold': fold, 'malloc': malloc, 'malloc_tuned': tuned, 'train_sequences': len(data['X_train']),
+        'val_sequences': len(data['X_val']), 'batches': -(-len(data['X_train']) // config.BATCH_SIZE),
+        'test_files': len(data['X_test']), 'test_audio_hours': test_hours,
+        'train_epoch_s': train_s, 'val_pass_s': val_s,
         'train_epoch_median_s': statistics.median(train_s), 'val_pass_median_s': statistics.median(val_s),
         'epoch_median_s': statistics.median(t + v for t, v in zip(train_s, val_s)),
-        'floor_median_s': statistics.median(floor_s),
-        'test_model_s_per_hour': statistics.median(model_s) / test_hours,
-        'test_with_scores_s_per_hour': statistics.median(write_s) / test_hours,
+        'test_s_per_hour': statistics.median(test_s) / test_hours,
         'maxrss_bytes': max_rss_bytes(resource.RUSAGE_SELF),
         'torch_threads': torch.get_num_threads(), 'ld_preload': os.environ.get('LD_PRELOAD', ''),
     }
@@ -204,7 +175,7 @@ def machine_info(device):
     import torch
     info = {'torch': torch.__version__, 'python': platform.python_version(), 'cpu': cpu_model(),
             'cpu_count': os.cpu_count(), 'torch_threads': torch.get_num_threads(), 'device': device,
-            'load_average': os.getloadavg(), 'gomp_spincount': os.environ.get('GOMP_SPINCOUNT', '1000 (task4b)'),
+            'load_average': os.getloadavg(), 'gomp_spincount': os.environ.get('GOMP_SPINCOUNT'),
             'ld_preload_outside': os.environ.get('LD_PRELOAD', '')}
     if device == 'cuda':
         info['gpu'] = torch.cuda.get_device_name()
@@ -230,9 +201,7 @@ def table(report):
                  ('  epoch: train + validation', f'{t["epoch_median_s"]:.2f} s'),
                  ('  training epoch', f'{t["train_epoch_median_s"]:.2f} s  ({", ".join(f"{s:.2f}" for s in t["train_epoch_s"])})'),
                  ('  validation pass', f'{t["val_pass_median_s"]:.2f} s  ({t["val_sequences"]} sequences, loss + F1/ER)'),
-                 ('  floor: fwd+bwd+opt alone', f'{t["floor_median_s"]:.2f} s  ({", ".join(f"{s:.2f}" for s in t["floor_s"])})'),
-                 ('  test inference', f'{t["test_model_s_per_hour"]:.2f} s per hour of audio (model), '
-                  f'{t["test_with_scores_s_per_hour"]:.2f} s with score files'),
+                 ('  test inference', f'{t["test_s_per_hour"]:.2f} s per hour of audio, with the score files'),
                  ('  peak memory', f'{gib(t["maxrss_bytes"])} (ru_maxrss of the training process), '
                   f'{gib(t["tree_peak_bytes"])} (/proc)')]
     width = max(len(r[0]) for r in rows)
@@ -244,15 +213,15 @@ def table(report):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--data-root', type=Path, default=config.DATA_ROOT, help='audio and annotations (SPEC 1)')
+    parser.add_argument('--data-root', type=Path, default=config.DATA_ROOT, help='audio and annotations')
     parser.add_argument('--workdir', type=Path, default=config.WORKDIR,
                         help='holds the features the training part uses (extract_features.py --workdir)')
     parser.add_argument('--device', choices=['cpu', 'cuda'], default='cpu')
     parser.add_argument('--epochs', type=int, default=3, help='epochs timed (the median is reported); at least 3')
     parser.add_argument('--fold', type=int, default=1, choices=range(1, config.N_FOLDS + 1))
-    parser.add_argument('--allocator', nargs='+', choices=ALLOCATORS, default=[config.ALLOCATOR or 'glibc'],
-                        help=f'malloc of the training process, one part each (default config.ALLOCATOR = '
-                             f'{config.ALLOCATOR}); tcmalloc/jemalloc with decay off, preloaded')
+    parser.add_argument('--malloc', nargs='+', choices=['kept', 'plain'], default=['kept'],
+                        help="glibc malloc of the training part, one part each: 'kept' as task4b.py sets it "
+                             "(freed memory kept for reuse, the default), 'plain' glibc's defaults")
     parser.add_argument('--skip-extraction', action='store_true')
     parser.add_argument('--skip-training', action='store_true')
     parser.add_argument('--json', type=Path, help='write the results here (atomically)')
@@ -262,30 +231,20 @@ def main(argv=None):
     if args.phase == 'extract':
         return phase_extract(args.data_root, args.result)
     if args.phase == 'train':
-        return phase_train(args.workdir, args.device, args.epochs, args.fold, args.result)
+        return phase_train(args.workdir, args.device, args.epochs, args.fold, args.malloc[0], args.result)
     if args.epochs < 3:
         parser.error('--epochs: at least 3 (a median)')
 
-    os.environ.setdefault('GOMP_SPINCOUNT', '1000')       # as task4b.py sets it
     report = {'command': ' '.join(['python', *sys.argv]), 'machine': machine_info(args.device)}
     if not args.skip_extraction:
         result, peak = run_child(['--phase', 'extract', '--data-root', str(args.data_root)])
         report['extraction'] = dict(result, tree_peak_bytes=peak)
     if not args.skip_training:
         report['training'] = {}
-        for name in args.allocator:
-            env = dict(os.environ)
-            env['LD_PRELOAD'] = ''
-            if name != 'glibc':
-                env, path = utils.allocator_env(name, env)
-                if env is None:
-                    print(f'note: {name} not installed (apt-get install -y {config.ALLOCATOR_PACKAGES[name]}), '
-                          f'skipped', file=sys.stderr)
-                    continue
-            env[utils.ALLOCATOR_GUARD] = name
+        for malloc in args.malloc:
             result, peak = run_child(['--phase', 'train', '--workdir', str(args.workdir), '--device', args.device,
-                                      '--epochs', str(args.epochs), '--fold', str(args.fold)], env=env)
-            report['training'][name] = dict(result, tree_peak_bytes=peak)
+                                      '--epochs', str(args.epochs), '--fold', str(args.fold), '--malloc', malloc])
+            report['training'][malloc] = dict(result, tree_peak_bytes=peak)
     text = table(report)
     report['table'] = text
     print(text)

@@ -2,12 +2,12 @@
 
 Edit this file to try an idea; the scripts take their defaults from here and
 their command-line flags override only paths and per-run choices.
-Section numbers refer to the technical specification (SPEC.md).
+The method behind each group of values is described in docs/method.md.
 """
 from pathlib import Path
 
 # -----------------------------------------------------------------------------
-# Paths (SPEC 1, 2)
+# Paths
 REPO_ROOT = Path(__file__).resolve().parent
 DATA_ROOT = REPO_ROOT / 'data' / 'MAESTRO_Real'      # holds development_audio/ and development_annotation/
 WORKDIR = REPO_ROOT                                  # features, metadata/, runs/, results go here
@@ -30,7 +30,7 @@ DURATIONS_FILE = 'development_metadata.csv'          # filename, duration (s)
 RUNS_DIR = 'runs'                                    # <workdir>/runs/run{r}/...
 
 # -----------------------------------------------------------------------------
-# Data set (SPEC 1)
+# Data set
 SCENES = {                                           # scene -> NN of its development files
     'cafe_restaurant': ['00', '04', '06', '07', '08', '10', '11', '12', '13', '14'],
     'city_center': ['02', '04', '05', '06', '07', '09', '10', '11', '12', '14'],
@@ -49,8 +49,7 @@ HARD_CLASSES = [                                     # the 11 classes that are e
     'brakes_squeaking', 'large_vehicle', 'cutlery and dishes', 'metro approaching', 'metro leaving',
 ]
 HARD_INDEX = [CLASSES.index(c) for c in HARD_CLASSES]       # model outputs -> the 11 evaluated
-AUDIO_CHANNELS = 2                                   # the real recordings are stereo ...
-AUDIO_SUBTYPE = 'PCM_24'                             # ... 24-bit PCM WAV (soundfile subtype)
+AUDIO_SUBTYPE = 'PCM_24'                             # the real recordings are 24-bit PCM WAV (soundfile subtype)
 HARD_LABEL_THRESHOLD = 0.5                           # hard label: active where soft > this
 ZENODO_URL = 'https://zenodo.org/records/{record}/files/{name}?download=1'
 DEVELOPMENT_ARCHIVES = {                             # name -> (Zenodo record, md5)
@@ -62,7 +61,7 @@ EVALUATION_ARCHIVES = {
 }
 
 # -----------------------------------------------------------------------------
-# Features (SPEC 3)
+# Features
 SAMPLE_RATE = 44100                                  # Hz; other rates are resampled to this
 HOP_LENGTH = 8820                                    # samples: 0.2 s frames
 N_FFT = 17640                                        # samples: 0.4 s window, 50% overlap
@@ -80,7 +79,7 @@ SEQUENCE_LENGTH = 200                                # frames per training/valid
 FEATURE_JOBS = 2                                     # processes for extraction (math libraries capped at 1 thread each)
 
 # -----------------------------------------------------------------------------
-# Model (SPEC 4)
+# Model
 CONV_CHANNELS = 128                                  # filters of each of the 3 conv blocks
 CONV_KERNEL = 3
 POOL_SIZES = [5, 2, 2]                               # max-pool over frequency per conv block
@@ -90,17 +89,7 @@ DENSE_UNITS = 32
 CHANNELS_LAST = True                                 # conv activations in (batch, frames, bands, channels) memory order: faster, same function up to rounding
 
 # -----------------------------------------------------------------------------
-# Training (SPEC 5)
-ALLOCATOR = 'tcmalloc'                               # preloaded by a re-exec of task4b.py: 'tcmalloc', 'jemalloc' or None (glibc)
-ALLOCATOR_LIBRARIES = {                              # allocator -> shared libraries tried in order (Debian/Ubuntu names)
-    'tcmalloc': ['libtcmalloc_minimal.so.4', 'libtcmalloc.so.4'],
-    'jemalloc': ['libjemalloc.so.2'],
-}
-ALLOCATOR_ENV = {                                    # keep freed memory for reuse: no decay back to the system
-    'tcmalloc': {'TCMALLOC_RELEASE_RATE': '0'},
-    'jemalloc': {'MALLOC_CONF': 'dirty_decay_ms:-1,muzzy_decay_ms:-1'},
-}
-ALLOCATOR_PACKAGES = {'tcmalloc': 'libtcmalloc-minimal4', 'jemalloc': 'libjemalloc2'}   # apt-get install -y ...
+# Training
 LOSS = 'bce'                                         # 'bce' on sigmoid(logits), or 'mse' on raw outputs (reference code)
 LEARNING_RATE = 1e-3
 ADAM_BETAS = (0.9, 0.999)
@@ -114,7 +103,7 @@ SEED = 42                                            # run k uses SEED + k
 RUNS = 1                                             # independent runs of the 5 folds; the published table is 10
 
 # -----------------------------------------------------------------------------
-# Evaluation (SPEC 6)
+# Evaluation
 THRESHOLD = 0.5                                      # frame score -> active
 SEGMENT_LENGTH = 1.0                                 # s, sed_eval / sed_scores_eval segments
 MERGE_GAP = 0.1                                      # s, events of a class closer than this are merged

@@ -1,4 +1,4 @@
-"""Training data of one fold as tensors, built once, and the shuffled mini-batches of an epoch (SPEC 3, 5).
+"""Training data of one fold as tensors, built once, and the shuffled mini-batches of an epoch (docs/method.md, Features and Training).
 
     from data_generator import load_fold_tensors, training_batches
     data = load_fold_tensors(workdir, fold, device)          # X_train (n, 200, 64), Y_train (n, 200, 17), ...
@@ -21,9 +21,9 @@ def fold_tensors(fold_data, device='cpu'):
     """The arrays of a fold dict (extract_features.load_fold's keys) as float32 tensors on `device`.
 
     'X_train' (n, 200, 64), 'Y_train' (n, 200, 17), 'X_val', 'Y_val' likewise; 'X_test' a list of (frames, 64),
-    one per file of 'test_files'; 'val_hard' (n x 200, 11) numpy bool, the hard labels of the validation
-    sequences taken on the float64 soft targets, before the cast; 'mean' and 'scale' (64,) stay numpy (they go
-    into best_model.pt for inference on new audio).
+    one per file of 'test_files'; 'val_reference' the events of the validation sequences as one timeline, from
+    their hard labels taken on the float64 soft targets, before the cast; 'mean' and 'scale' (64,) stay numpy
+    (they go into best_model.pt for inference on new audio).
     """
     import evaluate
     def tensor(a):
@@ -31,7 +31,8 @@ def fold_tensors(fold_data, device='cpu'):
 
     out = {key: tensor(fold_data[key]) for key in ('X_train', 'Y_train', 'X_val', 'Y_val')}
     out['X_test'] = [tensor(x) for x in fold_data['X_test']]
-    out['val_hard'] = evaluate.hard_labels(fold_data['Y_val']).reshape(-1, len(config.HARD_CLASSES))
+    val_hard = evaluate.hard_labels(fold_data['Y_val']).reshape(-1, len(config.HARD_CLASSES))   # (n x 200, 11)
+    out['val_reference'] = evaluate.events_from_activity(val_hard, config.HARD_CLASSES, 'validation')
     out['test_files'] = list(fold_data['test_files'])
     out['mean'] = np.asarray(fold_data['mean'], dtype=np.float32)
     out['scale'] = np.asarray(fold_data['scale'], dtype=np.float32)

@@ -1,10 +1,12 @@
-"""Generate the synthetic demo data set: MAESTRO Real's layout and format, learnable classes (SPEC 7).
+"""Generate the synthetic demo data set: MAESTRO Real's layout and format, learnable classes.
+
+See docs/method.md, The demo data set.
 
     python demo_data.py                                   # 49 files at scale 0.1 (~20 min, 320 MB, ~5 s) in data/demo
     python demo_data.py --out /tmp/demo --scale 1.0       # real lengths (~200 min, 3.2 GB of WAV, ~1 min)
     python demo_data.py --scale 0.02 --seed 3 --files cafe_restaurant/cafe_restaurant_07
 
-Writes, for the 49 development file ids of the real set (SPEC 1):
+Writes, for the 49 development file ids of the real set (docs/method.md, Data):
 
     <out>/development_audio/<scene>/<scene>_NN.wav                          44.1 kHz, stereo, 24-bit PCM
     <out>/development_annotation/soft_labels_<scene>/<scene>_NN.txt         onset  offset  label  soft
@@ -26,7 +28,6 @@ bytes, and a subset (`file_ids`, `--files`) gives the same bytes for the files i
 """
 import argparse
 import hashlib
-import sys
 import time
 from pathlib import Path
 
@@ -323,12 +324,13 @@ def check_file_ids(file_ids):
 
 
 def generate_demo_dataset(out_dir, scale=config.DEMO_SCALE, seed=config.DEMO_SEED, file_ids=None, progress=True):
-    """Write the demo data set (SPEC 1 layout) under `out_dir`; returns the file ids written."""
+    """Write the demo data set (MAESTRO Real's layout) under `out_dir`; returns the file ids written."""
     from tqdm import tqdm
     file_ids = list(file_ids) if file_ids is not None else utils.development_file_ids()
     check_file_ids(file_ids)
     if not scale > 0:
-        raise ValueError(f'scale must be positive, got {scale}')
+        raise utils.DataError(f'--scale {scale}: the scale of the file lengths must be positive (e.g. 0.1, or 1.0 '
+                              f'for the real lengths)')
     utils.write_text_atomic(Path(out_dir) / config.DEMO_MARKER,
                             f'Synthetic demo data set written by demo_data.py (scale {scale}, seed {seed}); '
                             f'not MAESTRO Real.\n')
@@ -340,6 +342,7 @@ def generate_demo_dataset(out_dir, scale=config.DEMO_SCALE, seed=config.DEMO_SEE
     return file_ids
 
 
+@utils.command
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -354,15 +357,11 @@ def main(argv=None):
                         help='only these file ids, e.g. cafe_restaurant/cafe_restaurant_07 (default: all 49)')
     args = parser.parse_args(argv)
     start = time.time()
-    try:
-        file_ids = generate_demo_dataset(args.out, args.scale, args.seed, args.files)
-    except utils.DataError as error:
-        print(f'error: {error}', file=sys.stderr)
-        return 2
+    file_ids = generate_demo_dataset(args.out, args.scale, args.seed, args.files)
     print(f'wrote {len(file_ids)} files to {args.out} in {time.time() - start:.1f} s '
           f'(use: --data-root {args.out})')
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    raise SystemExit(main())

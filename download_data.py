@@ -1,4 +1,4 @@
-"""Download MAESTRO Real from Zenodo: development audio and soft labels, optionally the evaluation audio (SPEC 1).
+"""Download MAESTRO Real from Zenodo: development audio and soft labels, optionally the evaluation audio.
 
     python download_data.py                                  # development set into data/MAESTRO_Real
     python download_data.py --data-root /data/maestro --evaluation
@@ -24,7 +24,6 @@ import argparse
 import hashlib
 import http.client
 import shutil
-import sys
 import urllib.error
 import urllib.request
 import zipfile
@@ -158,6 +157,7 @@ def download_archives(archives, data_root, url_base=config.ZENODO_URL, keep_arch
             if download_archive(name, record, md5, data_root, url_base, keep_archives, progress)]
 
 
+@utils.command
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -175,14 +175,10 @@ def main(argv=None):
     archives = dict(config.DEVELOPMENT_ARCHIVES)
     if args.evaluation:
         archives.update(config.EVALUATION_ARCHIVES)
-    try:
-        download_archives(archives, args.data_root, args.url_base, args.keep_archives)
-    except utils.DataError as error:
-        print(f'error: {error}', file=sys.stderr)
-        return 2
+    download_archives(archives, args.data_root, args.url_base, args.keep_archives)
     print(f'data ready in {args.data_root}; next: python extract_features.py --data-root {args.data_root}')
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,22 +1,24 @@
-"""Evaluation of the DCASE2023 Task 4B baseline (SPEC 6): post-processing, the challenge metrics, the results table.
+"""Evaluation of the DCASE2023 Task 4B baseline: post-processing, the challenge metrics, the results table.
 
     python evaluate.py --workdir DIR                      # re-score every DIR/runs/run*/scores -> DIR/results.json, .md
     python evaluate.py --workdir DIR --scores DIR/runs/run0/scores   # one folder -> DIR/runs/run0/evaluation.json, .md
     python evaluate.py --workdir DIR --json OUT.json       # write the JSON (and OUT.md) elsewhere
-    python evaluate.py --workdir DIR --concatenate         # ER_m, F1_m, F1_M on one timeline per fold (reference code)
+    python evaluate.py --workdir DIR --timeline file       # ER_m, F1_m, F1_M with each file on its own timeline
+    python evaluate.py --workdir DIR --time-decimals 6     # F1_thop with sed_scores_eval's default rounding
 
-Inputs: score files `<stem>.tsv` in sed_scores_eval's format (onset, offset, one column per hard class, rows of
-config.FRAME_SECONDS), written by task4b.py or infer.py with `write_score_file`; the ground truth
-`<workdir>/metadata/gt_dev.csv` and durations `<workdir>/metadata/development_metadata.csv` (extract_features.py).
+Inputs: score files `<stem>.tsv` in sed_scores_eval's format (onset, offset, one column per evaluated class,
+rows of config.FRAME_SECONDS), written by task4b.py or infer.py with `write_score_file`; the ground truth
+`<workdir>/metadata/gt_dev.csv`, the durations `<workdir>/metadata/development_metadata.csv` and, for the
+per-fold timeline, the soft targets in `<workdir>/features/files/` (all from extract_features.py).
 
-Metrics (over the files that have scores; the report says how many of the ground truth's files that is):
-- ER_m, F1_m: sed_eval segment-based (1 s segments), micro over the 11 hard classes; every file is evaluated on
-  its own timeline of its duration (config.CONCATENATE_FILES = True or --concatenate: the frame scores of a fold's
-  test files, in its list order, concatenated into one timeline before post-processing, as the reference code did;
-  the reference frames are each file's gt events put back on its 0.2 s grid);
-- F1_M: sed_eval class-wise F averaged over the 11 hard classes, an undefined F counted as 0;
+Metrics (over the files that have scores; the report says how many of the ground truth's files that is), as
+docs/method.md, Evaluation, describes them:
+- ER_m, F1_m: sed_eval segment-based (1 s segments), micro over the 11 evaluated classes; by default each fold's
+  test files concatenated in its list order into one timeline (scores and hard labels), as the challenge did;
+  `--timeline file`: each file on its own timeline of its duration, against gt_dev.csv;
+- F1_M: sed_eval class-wise F averaged over the 11 classes, an undefined F counted as 0;
 - F1_thop: sed_scores_eval segment-based best F-score, each class at its own optimal threshold, macro average
-  (always per file);
+  (per file, time_decimals=30 as the challenge called it), with each class's precision, recall and threshold;
 - pAUC: sed_scores_eval segment-based partial AUROC up to config.PAUC_MAX_FPR, divided by it (0..1, as DCASE
   2024's mpAUC for MAESTRO), macro average.
 A class with no defined value (no reference and no system segment; for F1_thop and pAUC: no reference event among
@@ -25,7 +27,6 @@ the scored files) counts 0 in the macro averages. F-scores in percent, ER and pA
 import argparse
 import json
 import math
-import sys
 import warnings
 from pathlib import Path
 
@@ -62,7 +63,8 @@ def find_contiguous_regions(active):
 
 
 def events_from_activity(active, class_labels, filename):
-    """Frame activity (frames, len(class_labels)) bool -> dcase_util MetaDataContainer of events (docs/method.md).
+    """Frame activity (frames, len(class_labels)) bool -> dcase_util MetaDataContainer of events (docs/method.md,
+    Evaluation).
 
     Per class: a run of active frames [i, j) -> event [floor(i x 0.2), floor(j x 0.2)) in whole seconds; then
     events of a class closer than config.MERGE_GAP are merged and events shorter than config.MIN_EVENT_LENGTH
@@ -290,7 +292,7 @@ def fold_test_groups(stems, folds_dir):
 
 
 def _timelines(stems, scores, ground_truth, durations, timeline, workdir, folds_dir=None):
-    """(name, reference events, estimated events, evaluated length s) per timeline sed_eval sees."""
+    """(reference events, estimated events, evaluated length s) per timeline sed_eval sees."""
     if timeline == 'file':
         for stem in stems:
             reference = dcase_util.containers.MetaDataContainer([
@@ -299,7 +301,7 @@ def _timelines(stems, scores, ground_truth, durations, timeline, workdir, folds_
             estimated = post_process_events(scores[stem][config.HARD_CLASSES].to_numpy(), config.HARD_CLASSES, stem)
             # the timeline is the file's duration; never shorter than an event (sed_eval would cut it off)
             length = max(durations[stem], reference.max_offset, estimated.max_offset)
-            yield stem, reference, estimated, length
+            yield reference, estimated, length
         return
     if timeline != 'fold':
         raise DataError(f"timeline {timeline!r}: expected 'fold' or 'file' (config.TIMELINE, --timeline)")
@@ -315,7 +317,16 @@ def _timelines(stems, scores, ground_truth, durations, timeline, workdir, folds_
                             f'{group}; scores of other features? {EXTRACT_HINT}')
         reference = events_from_activity(hard, config.HARD_CLASSES, name)
         estimated = post_process_events(score_frames, config.HARD_CLASSES, name)
-        yield name, reference, estimated, len(score_frames) * config.FRAME_SECONDS
+        yield reference, estimated, len(score_frames) * config.FRAME_SECONDS
+
+
+def segment_metrics(timelines):
+    """One sed_eval SegmentBasedMetrics (1 s segments, the 11 classes) accumulating every (reference events,
+    estimated events, length in s) of `timelines`."""
+    metrics = sed_eval.sound_event.SegmentBasedMetrics(config.HARD_CLASSES, time_resolution=config.SEGMENT_LENGTH)
+    for reference, estimated, length in timelines:
+        metrics.evaluate(reference_event_list=reference, estimated_event_list=estimated, evaluated_length_seconds=length)
+    return metrics
 
 
 def folds_dir_of_features(workdir):
@@ -353,12 +364,7 @@ def evaluate_scores(scores_dir, workdir=config.WORKDIR, file_stems=None, timelin
         scores = {s: scores[s] for s in file_stems}
     stems = sorted(scores)
 
-    # sed_eval: ER_m, F1_m, class-wise F and ER
-    metrics = sed_eval.sound_event.SegmentBasedMetrics(
-        event_label_list=config.HARD_CLASSES, time_resolution=config.SEGMENT_LENGTH)
-    for _, reference, estimated, length in _timelines(stems, scores, ground_truth, durations, timeline, workdir,
-                                                      folds_dir):
-        metrics.evaluate(reference_event_list=reference, estimated_event_list=estimated, evaluated_length_seconds=length)
+    metrics = segment_metrics(_timelines(stems, scores, ground_truth, durations, timeline, workdir, folds_dir))
     class_f = {c: metrics.class_wise_f_measure(c)['f_measure'] for c in config.HARD_CLASSES}
     class_er = {c: metrics.class_wise_error_rate(c)['error_rate'] for c in config.HARD_CLASSES}
 
@@ -547,15 +553,19 @@ def write_results(json_path, summary):
     utils.write_text_atomic(json_path.with_suffix('.md'), results_table_markdown(summary))
 
 
+def run_order(run_dir):
+    """Sort key of run folders: run2 before run10."""
+    digits = Path(run_dir).name[len('run'):]
+    return (int(digits) if digits.isdigit() else math.inf, Path(run_dir).name)
+
+
 def find_run_dirs(workdir):
     """`<workdir>/runs/run*` folders whose scores/ holds score files, in run order."""
-    def run_number(path):
-        digits = path.name[len('run'):]
-        return (int(digits) if digits.isdigit() else math.inf, path.name)
     dirs = [p.parent for p in (Path(workdir) / config.RUNS_DIR).glob('run*/scores') if any(p.glob('*.tsv'))]
-    return sorted(dirs, key=run_number)
+    return sorted(dirs, key=run_order)
 
 
+@utils.command
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -573,31 +583,27 @@ def main(argv=None):
                         help="F1_thop's best_fscore(time_decimals=...): 30 as the challenge called it, 6 the "
                              'library default (default: %(default)s)')
     args = parser.parse_args(argv)
-    try:
-        if args.scores is not None:
-            metrics = evaluate_scores(args.scores, args.workdir, timeline=args.timeline,
-                                      time_decimals=args.time_decimals)
-            print(metrics['report'])
-            print(format_thresholds(metrics))
-            print(format_headline(metrics))
-            summary = summarize_runs([metrics])
-            summary['protocol'] = read_protocol(args.workdir, [args.scores.resolve().parent], args.timeline,
-                                                args.time_decimals)
-            json_path = args.json or args.scores.resolve().parent / 'evaluation.json'
-        else:
-            run_dirs = find_run_dirs(args.workdir)
-            if not run_dirs:
-                raise DataError(f'{args.workdir / config.RUNS_DIR}: no run*/scores folder with score files; {TRAIN_HINT}')
-            summary = evaluate_runs(args.workdir, run_dirs, args.timeline, args.time_decimals, verbose=True)
-            json_path = args.json or args.workdir / 'results.json'
-        print(results_table_markdown(summary))
-        write_results(json_path, summary)
-        print(f'wrote {json_path} and {Path(json_path).with_suffix(".md")}')
-    except DataError as error:
-        print(f'error: {error}', file=sys.stderr)
-        return 2
+    if args.scores is not None:
+        metrics = evaluate_scores(args.scores, args.workdir, timeline=args.timeline,
+                                  time_decimals=args.time_decimals)
+        print(metrics['report'])
+        print(format_thresholds(metrics))
+        print(format_headline(metrics))
+        summary = summarize_runs([metrics])
+        summary['protocol'] = read_protocol(args.workdir, [args.scores.resolve().parent], args.timeline,
+                                            args.time_decimals)
+        json_path = args.json or args.scores.resolve().parent / 'evaluation.json'
+    else:
+        run_dirs = find_run_dirs(args.workdir)
+        if not run_dirs:
+            raise DataError(f'{args.workdir / config.RUNS_DIR}: no run*/scores folder with score files; {TRAIN_HINT}')
+        summary = evaluate_runs(args.workdir, run_dirs, args.timeline, args.time_decimals, verbose=True)
+        json_path = args.json or args.workdir / 'results.json'
+    print(results_table_markdown(summary))
+    write_results(json_path, summary)
+    print(f'wrote {json_path} and {Path(json_path).with_suffix(".md")}')
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    raise SystemExit(main())

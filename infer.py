@@ -9,13 +9,12 @@ then for every trained model `WD/runs/run*/fold*/best_model.pt` its fold's norma
 pass, frame scores averaged over the models. Written:
 
     OUT/scores/<stem>.tsv    frame scores of the 11 hard classes (sed_scores_eval format, as task4b's test scores)
-    OUT/events/<stem>.tsv    onset<TAB>offset<TAB>label, the SPEC 6 post-processing of those scores
+    OUT/events/<stem>.tsv    onset<TAB>offset<TAB>label, the post-processing of those scores (docs/method.md, Evaluation)
     OUT/events.tsv           filename<TAB>onset<TAB>offset<TAB>event_label for every file (a submission)
 
 Each file is processed on its own (batch of one, eval mode), so its scores are the same alone or in a folder.
 """
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +25,10 @@ import config
 import evaluate
 import extract_features
 import model as model_module
+import runtime
 import utils
 from utils import DataError
 
-HARD_INDEX = [config.CLASSES.index(c) for c in config.HARD_CLASSES]   # model outputs -> the 11 evaluated
 
 
 def find_audio_files(audio_dir):
@@ -50,8 +49,10 @@ def find_audio_files(audio_dir):
 
 
 def find_models(workdir):
-    """Paths of the trained fold models `<workdir>/runs/run*/fold*/best_model.pt`, sorted."""
-    paths = sorted((Path(workdir) / config.RUNS_DIR).glob('run*/fold*/best_model.pt'))
+    """Paths of the trained fold models `<workdir>/runs/run*/fold*/best_model.pt`, in run and fold order."""
+    run_dirs = sorted({p.parent.parent for p in (Path(workdir) / config.RUNS_DIR).glob('run*/fold*/best_model.pt')},
+                      key=evaluate.run_order)
+    paths = [p for d in run_dirs for p in sorted(d.glob('fold*/best_model.pt'))]
     if not paths:
         raise DataError(f'{Path(workdir) / config.RUNS_DIR}: no trained models (run*/fold*/best_model.pt); '
                         f'run: python task4b.py --workdir {workdir}')
@@ -60,8 +61,7 @@ def find_models(workdir):
 
 def load_model(path, device='cpu'):
     """best_model.pt -> (CRNN in eval mode, mean (64,), scale (64,), loss kind), checked against this config."""
-    # weights_only=False: our own file, which holds numpy arrays and a dict besides the weights
-    checkpoint = torch.load(path, map_location='cpu', weights_only=False)
+    checkpoint = runtime.load_torch_file(path, 'best_model.pt of task4b.py')
     missing = [k for k in ('model', 'mean', 'scale', 'feature_params', 'loss') if k not in checkpoint]
     if missing:
         raise DataError(f'{path}: not a best_model.pt of task4b.py (missing {missing})')
@@ -73,8 +73,8 @@ def load_model(path, device='cpu'):
     net = model_module.build_model(device)   # the layout task4b.py trains in: the same kernels, the same scores
     net.load_state_dict(checkpoint['model'])
     net.eval()
-    mean = np.asarray(checkpoint['mean'], dtype=np.float32)
-    scale = np.asarray(checkpoint['scale'], dtype=np.float32)
+    mean = checkpoint['mean'].numpy().astype(np.float32)
+    scale = checkpoint['scale'].numpy().astype(np.float32)
     return net, mean, scale, checkpoint['loss']
 
 
@@ -108,7 +108,7 @@ def infer(audio_dir, workdir, out_dir, device='cpu'):
     out_dir = Path(out_dir)
     combined = ['filename\tonset\toffset\tevent_label\n']
     for path in tqdm(audio_paths, desc='infer', unit='file', disable=len(audio_paths) < 3):
-        scores = score_file(path, models, device)[:, HARD_INDEX]                                       # (frames, 11)
+        scores = score_file(path, models, device)[:, config.HARD_INDEX]                                       # (frames, 11)
         evaluate.write_score_file(out_dir / 'scores' / f'{path.stem}.tsv', scores)
         events = evaluate.post_process_events(scores, config.HARD_CLASSES, path.stem)
         write_event_list(out_dir / 'events' / f'{path.stem}.tsv', events)
@@ -117,6 +117,7 @@ def infer(audio_dir, workdir, out_dir, device='cpu'):
     return [p.stem for p in audio_paths]
 
 
+@utils.command
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -128,14 +129,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: no CUDA device visible to torch')
-    try:
-        stems = infer(args.audio, args.workdir, args.out, args.device)
-    except DataError as error:
-        print(f'error: {error}', file=sys.stderr)
-        return 2
+    stems = infer(args.audio, args.workdir, args.out, args.device)
     print(f'wrote {args.out}/scores, {args.out}/events ({len(stems)} files) and {args.out}/events.tsv')
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    raise SystemExit(main())

@@ -20,7 +20,6 @@ Any fold files of this format (header `filename`, one id per line) can be given 
 everything downstream uses the fold lists that extraction recorded.
 """
 import argparse
-import sys
 from pathlib import Path
 
 import config
@@ -63,6 +62,7 @@ def write_folds(folds, folds_dir=config.FOLDS_DIR):
             utils.write_text_atomic(utils.fold_file(k, part, folds_dir), file_list_text(parts[part]))
 
 
+@utils.command
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -72,9 +72,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     for given, official in ((args.split, config.DEVELOPMENT_SPLIT), (args.folds_dir, config.FOLDS_DIR)):
         if given.resolve() == official.resolve():
-            print(f'error: {given}: the official split and folds of the challenge are kept as they are; '
-                  f'write these elsewhere (e.g. --split my_split.csv --folds-dir my_folds)', file=sys.stderr)
-            return 2
+            raise utils.DataError(f'{given}: the official split and folds of the challenge are kept as they are; '
+                                  f'write these elsewhere (e.g. --split my_split.csv --folds-dir my_folds)')
     file_ids = utils.development_file_ids()
     folds = make_folds(file_ids)
     write_split(file_ids, args.split)
@@ -87,4 +86,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""The CRNN of the DCASE2023 Task 4B baseline (SPEC 4) and its soft-label losses (SPEC 5).
+"""The CRNN of the DCASE2023 Task 4B baseline and its soft-label losses (docs/method.md, Model and Training).
 
     python model.py            # prints the torchinfo summary: 380,113 trainable parameters
 

@@ -44,7 +44,6 @@ from tqdm import tqdm  # noqa: E402
 
 import config  # noqa: E402
 import evaluate  # noqa: E402  (first: it silences dcase_util's pkg_resources warning, which sed_eval imports)
-import sed_eval  # noqa: E402
 import extract_features  # noqa: E402
 import utils  # noqa: E402
 from utils import DataError  # noqa: E402
@@ -62,6 +61,36 @@ BAR_BOTTOM, BAR_TOP, BAND_BOTTOM, BAND_TOP = 0.06, 0.24, 0.30, 0.94
 
 
 # -----------------------------------------------------------------------------
+# Learning curves (task4b.py draws them after each fold)
+
+def plot_learning_curves(path, history, best_epoch, loss_kind, title):
+    """PNG: train and validation loss, validation F1 and ER, learning rate over the epochs; the best epoch marked."""
+    epochs = [h['epoch'] for h in history]
+    fig, axes = plt.subplots(3, 1, figsize=(7, 8), sharex=True)
+    axes[0].plot(epochs, [h['train_loss'] for h in history], label='train loss')
+    axes[0].plot(epochs, [h['val_loss'] for h in history], label='validation loss')
+    axes[0].set_ylabel(f'loss ({loss_kind})')
+    axes[1].plot(epochs, [h['val_F1'] for h in history], label='validation F1 (%)', color='tab:green')
+    axes[1].set_ylabel('segment F1 (%)')
+    er_axis = axes[1].twinx()
+    er_axis.plot(epochs, [h['val_ER'] for h in history], label='validation ER', color='tab:red', alpha=0.6)
+    er_axis.set_ylabel('segment ER')
+    axes[2].plot(epochs, [h['lr'] for h in history], color='tab:purple')
+    axes[2].set_yscale('log')
+    axes[2].set_ylabel('learning rate')
+    axes[2].set_xlabel('epoch')
+    for ax in axes:
+        ax.axvline(best_epoch, color='grey', linestyle=':', label=f'best epoch {best_epoch}')
+    axes[0].legend()
+    handles = axes[1].get_legend_handles_labels()[0] + er_axis.get_legend_handles_labels()[0]
+    axes[1].legend(handles=handles, loc='best')
+    fig.suptitle(title)
+    fig.tight_layout()
+    utils.atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=90))
+    plt.close(fig)
+
+
+# -----------------------------------------------------------------------------
 # Detection picture: data
 
 def scene_of_stem(stem):
@@ -73,11 +102,8 @@ def scene_of_stem(stem):
 def file_metrics(stem, scores_df, reference, duration):
     """Segment-based F1 (%) and ER of one file on its own timeline: evaluate.py's timeline (its post-processing,
     reference and length) through sed_eval, i.e. F1_m and ER_m of evaluate.evaluate_scores for this file alone."""
-    metrics = sed_eval.sound_event.SegmentBasedMetrics(
-        event_label_list=config.HARD_CLASSES, time_resolution=config.SEGMENT_LENGTH)
-    for _, ref, est, length in evaluate._timelines([stem], {stem: scores_df}, {stem: reference}, {stem: duration},
-                                                   timeline='file', workdir=None):
-        metrics.evaluate(reference_event_list=ref, estimated_event_list=est, evaluated_length_seconds=length)
+    metrics = evaluate.segment_metrics(evaluate._timelines([stem], {stem: scores_df}, {stem: reference},
+                                                           {stem: duration}, timeline='file', workdir=None))
     return {'F1': 100 * float(metrics.overall_f_measure()['f_measure']),
             'ER': float(metrics.overall_error_rate()['error_rate'])}
 
@@ -403,6 +429,7 @@ def plot_per_class(workdir, path):
     return Path(path)
 
 
+@utils.command
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -424,33 +451,29 @@ def main(argv=None):
     parser.add_argument('--out', type=Path, default=None,
                         help=f'output folder (default: <workdir>/{PICTURES_DIR}, or <infer-out>/{PICTURES_DIR})')
     args = parser.parse_args(argv)
-    try:
-        written = []
-        if args.infer_out is not None:
-            if args.only == 'per-class':
-                parser.error('--infer-out has no reference: no per-class picture')
-            out = args.out or args.infer_out / PICTURES_DIR
-            written += plot_infer_files(args.infer_out, out, args.files, args.all_classes, args.data_root)
-        else:
-            out = args.out or args.workdir / PICTURES_DIR
-            if args.only != 'per-class':
-                scores_dir = args.scores
-                if scores_dir is None:
-                    found = [d / 'scores' for d in evaluate.find_run_dirs(args.workdir)]
-                    if not found:
-                        raise DataError(f'{args.workdir / config.RUNS_DIR}: no run*/scores folder with score files; '
-                                        f'{evaluate.TRAIN_HINT}')
-                    scores_dir = found[0]
-                written += plot_workdir_files(args.workdir, scores_dir, out, args.files, args.all_classes,
-                                              args.data_root)
-            if args.only != 'files':
-                written.append(plot_per_class(args.workdir, out / 'per_class.png'))
-    except DataError as error:
-        print(f'error: {error}', file=sys.stderr)
-        return 2
+    written = []
+    if args.infer_out is not None:
+        if args.only == 'per-class':
+            parser.error('--infer-out has no reference: no per-class picture')
+        out = args.out or args.infer_out / PICTURES_DIR
+        written += plot_infer_files(args.infer_out, out, args.files, args.all_classes, args.data_root)
+    else:
+        out = args.out or args.workdir / PICTURES_DIR
+        if args.only != 'per-class':
+            scores_dir = args.scores
+            if scores_dir is None:
+                found = [d / 'scores' for d in evaluate.find_run_dirs(args.workdir)]
+                if not found:
+                    raise DataError(f'{args.workdir / config.RUNS_DIR}: no run*/scores folder with score files; '
+                                    f'{evaluate.TRAIN_HINT}')
+                scores_dir = found[0]
+            written += plot_workdir_files(args.workdir, scores_dir, out, args.files, args.all_classes,
+                                          args.data_root)
+        if args.only != 'files':
+            written.append(plot_per_class(args.workdir, out / 'per_class.png'))
     print(f'wrote {len(written)} picture{"s" if len(written) != 1 else ""} to {out}')
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    raise SystemExit(main())

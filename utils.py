@@ -1,7 +1,9 @@
 """Small helpers shared by the scripts: file ids and paths, fold lists, atomic writes."""
+import functools
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -9,7 +11,7 @@ import config
 
 
 def development_file_ids():
-    """The 49 development file ids `<scene>/<scene>_NN` of SPEC 1, in a fixed order."""
+    """The 49 development file ids `<scene>/<scene>_NN` (config.SCENES), in a fixed order."""
     return [f'{scene}/{scene}_{nn}' for scene, nns in config.SCENES.items() for nn in nns]
 
 
@@ -102,68 +104,24 @@ def first_difference(saved, current):
 
 def limit_math_threads(n=1):
     """Cap BLAS/OpenMP threads of this process (for worker processes that run side by side)."""
+    from threadpoolctl import threadpool_limits
     for var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS', 'NUMBA_NUM_THREADS'):
         os.environ[var] = str(n)
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(n)
-    except ImportError:
-        pass
+    threadpool_limits(n)
 
 
 class DataError(ValueError):
     """Bad input (a file that is missing, malformed or stale): the message names the file and what to do."""
 
 
-
-ALLOCATOR_GUARD = 'DCASE_ALLOCATOR_REEXEC'   # set in the re-executed process: never re-exec twice
-LIBRARY_DIRS = ('/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/usr/lib64', '/usr/lib', '/usr/local/lib')
-
-
-def find_allocator(name):
-    """Path of the shared library of allocator `name` ('tcmalloc', 'jemalloc'), or None when not installed."""
-    dirs = list(LIBRARY_DIRS) + ([os.path.join(os.environ['CONDA_PREFIX'], 'lib')] if 'CONDA_PREFIX' in os.environ else [])
-    for library in config.ALLOCATOR_LIBRARIES.get(name, []):
-        for directory in dirs:
-            if os.path.isfile(os.path.join(directory, library)):
-                return os.path.join(directory, library)
-    return None
-
-
-def allocator_env(name, environ=None):
-    """(environment that preloads allocator `name`, its library path), or (None, None) when it is not installed."""
-    path = find_allocator(name) if name else None
-    if path is None:
-        return None, None
-    env = dict(os.environ if environ is None else environ)
-    env['LD_PRELOAD'] = ' '.join(p for p in (path, env.get('LD_PRELOAD', '')) if p)
-    for key, value in config.ALLOCATOR_ENV.get(name, {}).items():
-        env.setdefault(key, value)
-    return env, path
-
-
-def reexec_with_allocator(name=None):
-    """Re-execute this Python process (same interpreter, same arguments) with allocator `name` preloaded.
-
-    name: 'tcmalloc', 'jemalloc', or None/'glibc' for nothing; default config.ALLOCATOR. Call it before the
-    work starts (LD_PRELOAD acts only when a process starts). Training frees and reallocates the 210 MB output
-    of the first convolution every step: glibc hands it back to the system and faults it in again page by page;
-    tcmalloc/jemalloc with decay off keep it. Returns without doing anything when the allocator is already
-    preloaded, in the re-executed process (guard variable), or when the library is not installed (one line
-    then says how to install it); otherwise does not return.
-    """
-    import sys
-    name = config.ALLOCATOR if name is None else name
-    if not name or name == 'glibc' or os.environ.get(ALLOCATOR_GUARD):
-        return
-    env, path = allocator_env(name)
-    if env is None:
-        print(f'note: {name} not found, using glibc malloc (training is slower); install it: '
-              f'apt-get install -y {config.ALLOCATOR_PACKAGES[name]}  (or set config.ALLOCATOR = None)', file=sys.stderr)
-        return
-    if os.path.basename(path) in os.environ.get('LD_PRELOAD', ''):
-        return
-    env[ALLOCATOR_GUARD] = name
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+def command(main):
+    """The error convention of every script: main(argv) -> exit status; a DataError is one line on stderr
+    (`error: <file>: <what is wrong>; <what to do>`) and exit status 2, never a traceback."""
+    @functools.wraps(main)
+    def run(argv=None):
+        try:
+            return main(argv) or 0
+        except DataError as error:
+            print(f'error: {error}', file=sys.stderr)
+            return 2
+    return run

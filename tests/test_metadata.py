@@ -143,6 +143,6 @@ def test_a_soft_value_one_ulp_above_half_is_in_the_validation_reference(one_ulp_
     targets = np.load(utils.file_features_path(one_ulp_above_half, IDS[1]))['targets']
     fold['Y_val'][0] = targets[:20]
     fold['X_train'], fold['Y_train'] = fold['X_val'], fold['Y_val']
-    val_hard = data_generator.fold_tensors(fold)['val_hard']                       # (20, 11)
-    assert np.flatnonzero(val_hard[:, config.HARD_CLASSES.index('car')]).tolist() == list(range(5, 15))
+    reference = data_generator.fold_tensors(fold)['val_reference']
+    assert [(e.onset, e.offset, e.event_label) for e in reference] == [(1.0, 3.0, 'car')]
     assert float(np.float32(targets[5, config.CLASSES.index('car')])) == 0.5       # what a float32 cast would see

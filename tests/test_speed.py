@@ -1,6 +1,5 @@
-"""Speed levers that must not change the function (issue 5): the preloaded allocator, --jobs, --run."""
+"""Speed levers that must not change the function: the malloc settings, --jobs, --run."""
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -12,16 +11,17 @@ import torch
 
 import config
 import task4b
-import utils
 
 REPO = Path(__file__).resolve().parent.parent
 
-# A few training steps of the CRNN in a fresh process; parameters and losses into argv[1] (torch.save).
+# A few training steps of the CRNN in a fresh process (argv[2] == 'keep': runtime.keep_freed_memory() first);
+# parameters and losses into argv[1].
 TRAIN_STEPS = """
-import sys, os, torch
+import sys, torch
 sys.path.insert(0, {repo!r})
-import config, task4b
-from model import build_model, soft_label_loss
+import config, runtime, task4b
+from model import build_model
+tuned = runtime.keep_freed_memory() if sys.argv[2] == 'keep' else False
 torch.set_num_threads(1)
 task4b.seed_everything(0, 'cpu')
 model = build_model('cpu')
@@ -30,53 +30,22 @@ g = torch.Generator().manual_seed(1)
 X = torch.randn(12, 60, config.N_MELS, generator=g)
 Y = torch.rand(12, 60, len(config.CLASSES), generator=g)
 losses = [task4b.train_one_epoch(model, optimizer, X, Y, g, config.LOSS) for _ in range(2)]
-torch.save({{'losses': torch.cat(losses), 'params': model.state_dict(),
-            'ld_preload': os.environ.get('LD_PRELOAD', '')}}, sys.argv[1])
+torch.save({{'losses': torch.cat(losses), 'params': model.state_dict(), 'tuned': tuned}}, sys.argv[1])
 """
 
-TUNED_GLIBC = {'MALLOC_MMAP_THRESHOLD_': str(1 << 30), 'MALLOC_TRIM_THRESHOLD_': str(1 << 31)}
 
-
-def train_in_subprocess(tmp_path, name, extra_env):
-    env = {k: v for k, v in os.environ.items() if k not in ('LD_PRELOAD', *TUNED_GLIBC)}
-    env.update(extra_env)
-    out = tmp_path / f'{name}.pt'
-    subprocess.run([sys.executable, '-c', TRAIN_STEPS.format(repo=str(REPO)), str(out)], env=env, check=True,
+def train_in_subprocess(tmp_path, malloc):
+    out = tmp_path / f'{malloc}.pt'
+    subprocess.run([sys.executable, '-c', TRAIN_STEPS.format(repo=str(REPO)), str(out), malloc], check=True,
                    timeout=300)
-    return torch.load(out, weights_only=False)
+    return torch.load(out, weights_only=True)
 
 
-def test_allocators_give_bit_identical_training(tmp_path):
-    """glibc, glibc with tuned mmap/trim thresholds, and every installed allocator of config: the same bits."""
-    variants = {'glibc_tuned': TUNED_GLIBC}
-    for name in config.ALLOCATOR_LIBRARIES:
-        env, path = utils.allocator_env(name, {})
-        if env is not None:
-            variants[name] = env
-    plain = train_in_subprocess(tmp_path, 'glibc', {})
-    assert plain['ld_preload'] == ''
-    for name, env in variants.items():
-        other = train_in_subprocess(tmp_path, name, env)
-        if name in config.ALLOCATOR_LIBRARIES:
-            assert other['ld_preload'] == utils.find_allocator(name)
-        assert torch.equal(plain['losses'], other['losses']), name
-        assert plain['params'].keys() == other['params'].keys()
-        for key, value in plain['params'].items():
-            assert torch.equal(value, other['params'][key]), (name, key)
-
-
-def test_reexec_preloads_the_allocator_once_or_says_how_to_install_it():
-    code = ('import os, sys; sys.path.insert(0, sys.argv[1]); import utils; utils.reexec_with_allocator("tcmalloc");'
-            'print(os.environ.get("LD_PRELOAD", ""), os.environ.get("TCMALLOC_RELEASE_RATE"), sep="|")')
-    env = {k: v for k, v in os.environ.items() if k not in ('LD_PRELOAD', utils.ALLOCATOR_GUARD)}
-    done = subprocess.run([sys.executable, '-c', code, str(REPO)], env=env, capture_output=True, text=True,
-                          check=True, timeout=60)
-    path = utils.find_allocator('tcmalloc')
-    if path:
-        assert done.stdout.strip() == f'{path}|0'
-    else:
-        assert done.stdout.strip() == '|None'
-        assert 'apt-get install -y libtcmalloc-minimal4' in done.stderr
+def test_keeping_freed_memory_gives_bit_identical_training(tmp_path):
+    plain, kept = train_in_subprocess(tmp_path, 'plain'), train_in_subprocess(tmp_path, 'keep')
+    assert kept['tuned'] and not plain['tuned']          # glibc took the settings
+    assert torch.equal(plain['losses'], kept['losses'])
+    assert all(torch.equal(value, kept['params'][key]) for key, value in plain['params'].items())
 
 
 # -----------------------------------------------------------------------------
@@ -108,6 +77,7 @@ def sequential(demo_workdir, tmp_path_factory):
     return workdir
 
 
+@pytest.mark.slow
 def test_jobs_2_gives_the_scores_and_metrics_of_a_sequential_run(sequential, demo_workdir, tmp_path, monkeypatch):
     monkeypatch.setenv('OMP_NUM_THREADS', '1')
     workdir = copy_workdir(demo_workdir, tmp_path)
@@ -123,6 +93,7 @@ def test_jobs_2_gives_the_scores_and_metrics_of_a_sequential_run(sequential, dem
     assert (workdir / config.RUNS_DIR / 'run0' / 'fold2.log').is_file()
 
 
+@pytest.mark.slow
 def test_run_selects_one_run_with_its_seed_and_evaluate_gathers_the_jobs(sequential, demo_workdir, tmp_path):
     """Run 1 fold by fold, as two jobs of a cluster array, uses seed + 1; evaluate.py gathers the run."""
     import evaluate
@@ -136,6 +107,7 @@ def test_run_selects_one_run_with_its_seed_and_evaluate_gathers_the_jobs(sequent
     finally:
         torch.set_num_threads(threads)
     assert not (workdir / config.RUNS_DIR / 'run0').exists()
+    assert not (workdir / 'results.json').exists() and not (workdir / config.RUNS_DIR / 'run1' / 'metrics.json').exists()
     assert score_files(workdir, run=1) == score_files(sequential, run=0)     # seed 2 + 1 == seed 3 + 0
     assert evaluate.main(['--workdir', str(workdir)]) == 0
     gathered = json.loads((workdir / 'results.json').read_text())

@@ -1,5 +1,7 @@
 """Training per fold (SPEC 5): batches, the decay and early-stop counters, errors, and task4b.py end to end."""
+import copy
 import json
+import math
 import shutil
 
 import numpy as np
@@ -10,6 +12,7 @@ import torch
 import config
 import data_generator
 import evaluate
+import runtime
 import task4b
 from model import build_model
 import utils
@@ -109,7 +112,7 @@ def test_nan_loss_stops_the_fold_naming_the_epoch_and_the_batch(tmp_path, monkey
     batch = int((order == 4).nonzero()[0, 0]) // 2 + 1
     data = data_generator.fold_tensors(fold)
     with pytest.raises(task4b.TrainingError, match=rf'epoch 1, batch {batch} of 3'):
-        task4b.train_fold(data, tmp_path / 'fold1', seed, epochs=2, device='cpu', name='fold 1')
+        task4b.train_fold(data, tmp_path / 'fold1', seed, epochs=2, device='cpu', loss_kind='bce', name='fold 1')
 
 
 def test_workdir_without_features_says_to_run_extract_features(tmp_path, capsys):
@@ -144,6 +147,7 @@ def history_without_seconds(path):
     return [line.rsplit(',', 1)[0] for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_training_writes_scores_results_history_curves_and_learns(demo_workdir, tmp_path, monkeypatch):
     # Batches of 4: the demo fold has 16 training sequences, so 4 updates per epoch instead of 1 and the
     # model learns in 25 epochs (the schedule, loss and optimiser are the real ones).
@@ -158,7 +162,7 @@ def test_training_writes_scores_results_history_curves_and_learns(demo_workdir, 
     history = (fold_dir / 'history.csv').read_text().splitlines()
     assert history[0] == 'epoch,train_loss,val_loss,val_F1,val_ER,lr,seconds' and len(history) == 1 + 25
     assert (fold_dir / 'learning_curves.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
-    best = torch.load(fold_dir / 'best_model.pt', weights_only=False)
+    best = torch.load(fold_dir / 'best_model.pt', weights_only=True)
     assert {'model', 'mean', 'scale', 'feature_params', 'loss'} <= set(best)
     fold_metrics = json.loads((fold_dir / 'metrics.json').read_text())
     assert fold_metrics['n_files'] == len(test_ids)
@@ -192,6 +196,7 @@ def straight_run(demo_workdir, tmp_path_factory):
     return workdir
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_scores_also_with_the_folds_trained_separately(straight_run, demo_workdir, tmp_path):
     workdir = copy_workdir(demo_workdir, tmp_path / 'again')
     fold_1, fold_2, rest = ARGS[:2], ARGS[2:3], ARGS[3:]          # ['--folds', '1'], ['2'], the other flags
@@ -203,20 +208,40 @@ def test_same_seed_gives_identical_scores_also_with_the_folds_trained_separately
     assert len(score_files(workdir)) == len(utils.read_fold(1)['test']) + len(utils.read_fold(2)['test'])
 
 
-def test_interrupted_and_resumed_run_gives_the_scores_of_an_uninterrupted_one(straight_run, demo_workdir, tmp_path):
+def kill_after_checkpoints(monkeypatch, n):
+    """Stop the process as a kill would, right after the n-th checkpoint is written."""
+    real, written = runtime.save_checkpoint, []
+
+    def save_then_die(*args):
+        real(*args)
+        written.append(1)
+        if len(written) == n:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(runtime, 'save_checkpoint', save_then_die)
+
+
+@pytest.mark.slow
+def test_interrupted_and_resumed_run_gives_the_scores_of_an_uninterrupted_one(straight_run, demo_workdir, tmp_path,
+                                                                              monkeypatch):
     workdir = copy_workdir(demo_workdir, tmp_path / 'resumed')
     run_dir = workdir / config.RUNS_DIR / 'run0'
     # killed after the last epoch of fold 1, before its test files were scored
-    assert task4b.main(['--workdir', str(workdir), '--stop-after-epochs', '2'] + ARGS) == 75
-    checkpoint = torch.load(run_dir / 'fold1' / 'checkpoint.pt', weights_only=False)
+    with monkeypatch.context() as patch:
+        kill_after_checkpoints(patch, 2)
+        with pytest.raises(KeyboardInterrupt):
+            task4b.main(['--workdir', str(workdir)] + ARGS)
+    checkpoint = torch.load(run_dir / 'fold1' / 'checkpoint.pt', weights_only=True)
     assert checkpoint['epoch'] == 2 and checkpoint['finished']
     assert not (run_dir / 'fold1' / 'metrics.json').exists() and not score_files(workdir)
 
     # resumed: fold 1 is tested without training again; killed again after epoch 1 of fold 2
-    assert task4b.main(['--workdir', str(workdir), '--resume', '--stop-after-epochs', '1'] + ARGS) == 75
+    with monkeypatch.context() as patch:
+        kill_after_checkpoints(patch, 1)
+        with pytest.raises(KeyboardInterrupt):
+            task4b.main(['--workdir', str(workdir), '--resume'] + ARGS)
     fold1_metrics = run_dir / 'fold1' / 'metrics.json'
     finished_at = fold1_metrics.stat().st_mtime_ns
-    checkpoint = torch.load(run_dir / 'fold2' / 'checkpoint.pt', weights_only=False)
+    checkpoint = torch.load(run_dir / 'fold2' / 'checkpoint.pt', weights_only=True)
     assert checkpoint['epoch'] == 1 and not checkpoint['finished']
     assert not (workdir / 'results.json').exists()
 
@@ -234,10 +259,62 @@ def test_interrupted_and_resumed_run_gives_the_scores_of_an_uninterrupted_one(st
         json.loads((straight_run / 'results.json').read_text())['mean']
 
 
+# -----------------------------------------------------------------------------
+# Selection, decay and stop inside the training loop (scripted validation losses, real training)
+
+def train_with_scripted_losses(tmp_path, monkeypatch, losses, epochs):
+    """train_fold on a small synthetic fold whose validation losses are `losses`; the model weights saved in
+    each epoch's checkpoint are kept -> (model, schedule, weights per epoch, the last checkpoint)."""
+    real_validate, scripted = task4b.validate, iter(losses)
+    monkeypatch.setattr(task4b, 'validate', lambda *args: (next(scripted),) + real_validate(*args)[1:])
+    real_save, weights = runtime.save_checkpoint, []
+
+    def keep_weights(path, state, generator):
+        weights.append(copy.deepcopy(state['model']))
+        real_save(path, state, generator)
+    monkeypatch.setattr(runtime, 'save_checkpoint', keep_weights)
+    data = data_generator.fold_tensors(synthetic_fold())
+    model, schedule = task4b.train_fold(data, tmp_path / 'fold1', 0, epochs, 'cpu', 'bce')
+    return model, schedule, weights, torch.load(tmp_path / 'fold1' / 'checkpoint.pt', weights_only=True)
+
+
+def test_the_returned_model_holds_the_weights_of_the_lowest_validation_loss(tmp_path, monkeypatch):
+    model, schedule, weights, _ = train_with_scripted_losses(tmp_path, monkeypatch, [0.5, 0.3, 0.9, 0.8], 4)
+    assert schedule.best_epoch == 2
+    state = model.state_dict()
+    assert all(torch.equal(state[k], weights[1][k]) for k in state)                    # epoch 2's weights
+    assert not all(torch.equal(state[k], weights[3][k]) for k in state)                # not the last epoch's
+
+
+def test_the_learning_rate_is_divided_in_the_optimizer_at_the_decay_epoch(tmp_path, monkeypatch):
+    # E = 7: decay when more than int(2.1) = 2 epochs passed without a new best -> after epoch 3
+    _, _, _, checkpoint = train_with_scripted_losses(tmp_path, monkeypatch, [1.0, 2.0, 2.0, 2.0, 2.0], 7)
+    history = pd.read_csv(tmp_path / 'fold1' / 'history.csv')
+    lr = config.LEARNING_RATE
+    assert history['lr'].tolist() == [lr, lr, lr, lr / 10, lr / 10]                 # the rate each epoch ran with
+    assert checkpoint['optimizer']['param_groups'][0]['lr'] == pytest.approx(lr / 10)
+
+
+def test_early_stopping_ends_the_training_loop_at_its_epoch(tmp_path, monkeypatch):
+    # E = 7: stop when more than int(4.2) = 4 epochs passed since the best (epoch 1) -> after epoch 5 of 7
+    _, schedule, weights, checkpoint = train_with_scripted_losses(tmp_path, monkeypatch, [1.0] + [2.0] * 6, 7)
+    assert len(weights) == 5 and checkpoint['epoch'] == 5 and checkpoint['finished']
+    assert len(pd.read_csv(tmp_path / 'fold1' / 'history.csv')) == 5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device visible to torch')
+def test_a_fold_trains_and_scores_on_the_gpu(tmp_path):
+    data = data_generator.fold_tensors(synthetic_fold(), device='cuda')
+    model, schedule = task4b.train_fold(data, tmp_path / 'fold1', 0, 2, 'cuda', 'bce')
+    assert next(model.parameters()).is_cuda and math.isfinite(schedule.best_loss)
+    stems = task4b.write_test_scores(model, data, tmp_path, 'bce')
+    scores = evaluate.read_score_files(tmp_path / 'scores')[stems[0]][config.HARD_CLASSES].to_numpy()
+    assert np.isfinite(scores).all() and ((scores >= 0) & (scores <= 1)).all()
+
+
 def test_mse_option_trains_and_scores_are_the_raw_outputs(tmp_path):
     data = data_generator.fold_tensors(synthetic_fold())
-    model, best_epoch, _ = task4b.train_fold(data, tmp_path / 'fold1', 0, epochs=1, device='cpu', loss_kind='mse')
-    assert best_epoch == 1
+    model, _ = task4b.train_fold(data, tmp_path / 'fold1', 0, epochs=1, device='cpu', loss_kind='mse')
     stems = task4b.write_test_scores(model, data, tmp_path, 'mse')
     written = evaluate.read_score_files(tmp_path / 'scores')[stems[0]][config.HARD_CLASSES].to_numpy()
     all_classes = pd.read_csv(tmp_path / 'scores_all_classes' / f'{stems[0]}.tsv', sep='\t')

@@ -1,0 +1,120 @@
+"""What training needs besides the method: memory settings, checkpoints to resume from, parallel jobs.
+
+task4b.py calls each of these in a line; none of them changes a number the method computes.
+"""
+import ctypes
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+import config
+import utils
+from utils import DataError
+
+# config values that cannot change what a training computes: a checkpoint need not agree with them to be resumed
+NOT_TRAINING_SETTINGS = ('DEMO_', 'ZENODO_', '_ARCHIVES', 'FEATURE_JOBS', 'RUNS', 'PUBLISHED', 'OFFICIAL_FOLDS',
+                         'CHANNELS_LAST', 'THRESHOLD', 'SEGMENT_LENGTH', 'MERGE_GAP', 'MIN_EVENT_LENGTH',
+                         'TIMELINE', 'F1_THOP_TIME_DECIMALS', 'PAUC_MAX_FPR')
+
+
+def keep_freed_memory():
+    """Tell glibc's malloc to keep freed memory for reuse instead of returning it to the system.
+
+    Every training step frees and allocates again the activations of the first convolution (210 MB for a batch
+    of 32). By default glibc serves blocks that large with mmap and unmaps them when freed, so each step faults
+    the pages in again; with both thresholds at 1 GiB they stay in the heap. Other C libraries: no change.
+    """
+    try:
+        libc = ctypes.CDLL('libc.so.6')
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3          # <malloc.h>
+    return bool(libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 1 << 30))
+
+
+# -----------------------------------------------------------------------------
+# Checkpoints: only what torch's safe loader reads (tensors, numbers, strings, lists, dicts)
+
+def training_settings(seed, epochs, loss_kind):
+    """What a checkpoint must agree with to be resumed: seed, schedule, loss and the config values of training."""
+    values = {k: v for k, v in vars(config).items() if k.isupper() and not isinstance(v, Path)
+              and not any(s in k for s in NOT_TRAINING_SETTINGS)}
+    return {'seed': seed, 'epochs': epochs, 'loss': loss_kind, 'config': values}
+
+
+def save_checkpoint(path, state, generator):
+    """state (model, optimizer, schedule, ... as state dicts) and the random states -> path, atomically."""
+    rng = {'torch': torch.get_rng_state(), 'shuffle': generator.get_state()}
+    if torch.cuda.is_available():
+        rng['cuda'] = torch.cuda.get_rng_state_all()
+    utils.atomic_write(path, lambda tmp: torch.save({**state, 'rng': rng}, tmp))
+
+
+def load_torch_file(path, what):
+    """A .pt file read by torch's safe loader (no code runs), or a one-line DataError naming the file."""
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as error:        # a foreign pickle, a truncated or old-format file: torch raises several kinds
+        reason = str(error).strip().splitlines()[0][:200]
+        raise DataError(f'{path}: not a {what} that loads safely ({type(error).__name__}: {reason}); delete it and '
+                        f'train again (python task4b.py)') from None
+
+
+def load_checkpoint(path, settings, generator):
+    """The checkpoint at path, checked against settings, with the random states restored -> dict, or None."""
+    if not Path(path).is_file():
+        return None
+    checkpoint = load_torch_file(path, 'checkpoint of task4b.py')
+    missing = [k for k in ('epoch', 'finished', 'model', 'optimizer', 'schedule', 'best_model', 'history', 'rng',
+                           'settings') if k not in checkpoint]
+    if missing:
+        raise DataError(f'{path}: not a checkpoint of this version of task4b.py (missing {missing}); '
+                        f'run without --resume to start the fold over')
+    for key in ('seed', 'epochs', 'loss'):
+        if checkpoint['settings'].get(key) != settings[key]:
+            raise DataError(f'{path}: trained with {key} {checkpoint["settings"].get(key)}, asked now '
+                            f'{settings[key]}; resume with the same flags, or run without --resume')
+    changed = utils.first_difference(checkpoint['settings']['config'], settings['config'])
+    if changed:
+        key, old, new = changed
+        raise DataError(f'{path}: config.{key} was {old!r}, is now {new!r}; restore it, or run without --resume '
+                        f'to start over')
+    torch.set_rng_state(checkpoint['rng']['torch'])
+    generator.set_state(checkpoint['rng']['shuffle'])
+    if 'cuda' in checkpoint['rng'] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(checkpoint['rng']['cuda'])
+    return checkpoint
+
+
+# -----------------------------------------------------------------------------
+# --jobs: (run, fold) trainings as child processes
+
+def run_jobs(script, pairs, jobs, child_args, workdir):
+    """Train the (run, fold) pairs as `jobs` child processes at once: `script --run R --folds K *child_args`,
+    each one's output in runs/run{r}/fold{k}.log. Every job runs to its end -> the failed [(run, fold, log)].
+
+    On the CPU each child gets cpu_count // jobs math threads (the arithmetic of a sequential run with as many),
+    and spins less while waiting for its threads: side by side, the default spinning made two processes on two
+    cores wait on each other (many times slower per step).
+    """
+    env = dict(os.environ)
+    if not torch.cuda.is_available():
+        env.setdefault('OMP_NUM_THREADS', str(max(1, (os.cpu_count() or 1) // jobs)))
+    env.setdefault('GOMP_SPINCOUNT', '1000')
+
+    def job(pair):
+        r, k = pair
+        log = Path(workdir) / config.RUNS_DIR / f'run{r}' / f'fold{k}.log'
+        log.parent.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, str(script), '--run', str(r), '--folds', str(k), *child_args]
+        with open(log, 'w') as out:
+            code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
+        print(f'run {r} fold {k}: exit status {code}, log {log}', flush=True)
+        return (r, k, log) if code else None
+
+    with ThreadPoolExecutor(jobs) as pool:
+        return [failed for failed in pool.map(job, pairs) if failed]
