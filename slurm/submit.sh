@@ -1,0 +1,46 @@
+#!/bin/bash
+# The table on SLURM: the (run, fold) trainings as one job array, then evaluate.py once every one of them has
+# succeeded. From the repository, with its venv active and the features extracted into WORKDIR:
+#   slurm/submit.sh --workdir WORKDIR [--runs 10] [--folds "1 2 3 4 5"] [--epochs 150] [--loss mse] [--resume]
+#                   [--tasks LIST] [-- sbatch options of the trainings, e.g. --gres=gpu:1 --time=02:00:00]
+# --tasks 7,12: only these array tasks (those of a failed array: slurm/failed.sh ARRAY_JOB_ID), with --resume.
+# Partition and account of both jobs: SBATCH_PARTITION=... SBATCH_ACCOUNT=... (sbatch reads them itself).
+# Logs: WORKDIR/slurm-logs/. WORKDIR must be on a file system that the compute nodes share.
+set -euo pipefail
+usage() { sed -n '2,8p' "$0" >&2; exit 2; }
+workdir='' runs=10 folds='1 2 3 4 5' epochs=150 tasks='' resume=() loss=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --workdir) workdir=$2; shift 2 ;;
+        --runs) runs=$2; shift 2 ;;
+        --folds) folds=$2; shift 2 ;;
+        --epochs) epochs=$2; shift 2 ;;
+        --loss) loss=(--loss "$2"); shift 2 ;;
+        --tasks) tasks=$2; resume=(--resume); shift 2 ;;
+        --resume) resume=(--resume); shift ;;
+        --) shift; break ;;
+        *) usage ;;
+    esac
+done
+[ -n "$workdir" ] || usage
+workdir=$(realpath -m "$workdir")
+cd "$(dirname "$0")/.."                                  # the jobs start where sbatch is called: the repository
+if [ ! -f "$workdir/features/manifest.json" ]; then
+    echo "error: $workdir/features/manifest.json: features not extracted yet; run first:" >&2
+    echo "  python extract_features.py --data-root DATA_ROOT --workdir $workdir" >&2
+    exit 1
+fi
+read -ra fold_list <<< "$folds"
+tasks=${tasks:-0-$((runs * ${#fold_list[@]} - 1))}
+logs=$workdir/slurm-logs
+mkdir -p "$logs"
+array=$(sbatch --parsable --array="$tasks" --output="$logs/table-%A_%a.out" "$@" \
+        slurm/table.sbatch "$workdir" "$epochs" "$folds" "${loss[@]}" "${resume[@]}")
+array=${array%%;*}
+# kill-on-invalid-dep: a failed training cancels the gather instead of leaving it pending forever.
+gather=$(sbatch --parsable --dependency="afterok:$array" --kill-on-invalid-dep=yes \
+         --output="$logs/gather-%j.out" slurm/gather.sbatch "$workdir")
+gather=${gather%%;*}
+echo "trainings: job array $array (tasks $tasks), gather: job $gather; logs in $logs"
+echo "if trainings fail (the gather is then cancelled), rerun only those, then the gather:"
+echo "  slurm/submit.sh --workdir $workdir --runs $runs --folds \"$folds\" --epochs $epochs ${loss[*]} --tasks \$(slurm/failed.sh $array)${*:+ -- $*}"
