@@ -51,6 +51,7 @@ HARD_CLASSES = [                                     # the 11 classes that are e
 HARD_INDEX = [CLASSES.index(c) for c in HARD_CLASSES]       # model outputs -> the 11 evaluated
 AUDIO_SUBTYPE = 'PCM_24'                             # the real recordings are 24-bit PCM WAV (soundfile subtype)
 HARD_LABEL_THRESHOLD = 0.5                           # hard label: active where soft > this
+ANNOTATION_RESOLUTION = 1.0                          # s, one soft value per second and class
 ZENODO_URL = 'https://zenodo.org/records/{record}/files/{name}?download=1'
 DEVELOPMENT_ARCHIVES = {                             # name -> (Zenodo record, md5)
     'development_audio.zip': ('7244360', '3de7cb4f92a115a6f5cc077a41ca07b3'),

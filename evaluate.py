@@ -62,13 +62,14 @@ def find_contiguous_regions(active):
     return changes.reshape(-1, 2)
 
 
-def events_from_activity(active, class_labels, filename):
+def events_from_activity(active, class_labels, filename, merge_gap=None, min_length=None):
     """Frame activity (frames, len(class_labels)) bool -> dcase_util MetaDataContainer of events (docs/method.md,
     Evaluation).
 
     Per class: a run of active frames [i, j) -> event [floor(i x 0.2), floor(j x 0.2)) in whole seconds; then
     events of a class closer than config.MERGE_GAP are merged and events shorter than config.MIN_EVENT_LENGTH
-    dropped (a run of 1-4 frames inside one second floors to a zero-length event).
+    dropped (a run of 1-4 frames inside one second floors to a zero-length event); merge_gap and min_length
+    default to those config values.
     """
     active = np.asarray(active)
     if active.ndim != 2 or active.shape[1] != len(class_labels):
@@ -81,11 +82,17 @@ def events_from_activity(active, class_labels, filename):
         for i, j in find_contiguous_regions(active[:, c]):
             items.append(dcase_util.containers.MetaDataItem({
                 **file_field, 'onset': seconds_floor(i), 'offset': seconds_floor(j), 'event_label': label}))
-    events = dcase_util.containers.MetaDataContainer(items)
+    return clean_events(dcase_util.containers.MetaDataContainer(items), class_labels, merge_gap, min_length)
+
+
+def clean_events(events, class_labels, merge_gap=None, min_length=None):
+    """Events of a class closer than merge_gap merged, then events shorter than min_length dropped (default:
+    config.MERGE_GAP, config.MIN_EVENT_LENGTH), sorted by onset and class."""
+    merge_gap = config.MERGE_GAP if merge_gap is None else merge_gap
+    min_length = config.MIN_EVENT_LENGTH if min_length is None else min_length
     # Two calls, merge first: in one call dcase_util drops short events BEFORE merging, the reverse of the
     # reference code. (dcase_util merges when gap <= minimum_event_gap and keeps length >= minimum.)
-    events = events.process_events(minimum_event_gap=config.MERGE_GAP)
-    events = events.process_events(minimum_event_length=config.MIN_EVENT_LENGTH)
+    events = events.process_events(minimum_event_gap=merge_gap).process_events(minimum_event_length=min_length)
     order = {label: k for k, label in enumerate(class_labels)}
     return dcase_util.containers.MetaDataContainer(
         sorted(events, key=lambda e: (e.onset, order[e.event_label], e.offset)))
@@ -295,9 +302,9 @@ def _timelines(stems, scores, ground_truth, durations, timeline, workdir, folds_
     """(reference events, estimated events, evaluated length s) per timeline sed_eval sees."""
     if timeline == 'file':
         for stem in stems:
-            reference = dcase_util.containers.MetaDataContainer([
+            reference = clean_events(dcase_util.containers.MetaDataContainer([
                 {'filename': stem, 'onset': onset, 'offset': offset, 'event_label': label}
-                for onset, offset, label in ground_truth[stem]])
+                for onset, offset, label in ground_truth[stem]]), config.HARD_CLASSES)
             estimated = post_process_events(scores[stem][config.HARD_CLASSES].to_numpy(), config.HARD_CLASSES, stem)
             # the timeline is the file's duration; never shorter than an event (sed_eval would cut it off)
             length = max(durations[stem], reference.max_offset, estimated.max_offset)
@@ -470,7 +477,8 @@ def read_protocol(workdir, run_dirs, timeline, time_decimals):
     settings.json), the timeline and the F1_thop call; keys as in config.PUBLISHED_PROTOCOL plus 'data set'."""
     manifest = _read_json(Path(workdir) / config.FEATURES_DIR / 'manifest.json')
     official = manifest.get('folds_sha256') == config.OFFICIAL_FOLDS_SHA256
-    losses = sorted({str(_read_json(Path(d) / 'settings.json').get('loss', 'unknown')) for d in run_dirs})
+    losses = sorted({str(_read_json(Path(d) / 'settings.json').get('record', {}).get('training', {}).get('loss'))
+                     for d in run_dirs})
     return {'data set': manifest.get('dataset', 'unknown'), 'loss': '+'.join(losses),
             'folds': 'official' if official else manifest.get('folds_dir', 'unknown'),
             'timeline': timeline, 'F1_thop time_decimals': time_decimals}
@@ -482,8 +490,57 @@ def protocol_differences(protocol):
             for key, value in config.PUBLISHED_PROTOCOL.items() if protocol.get(key) != value]
 
 
+def read_settings(run_dir):
+    """run_dir/settings.json, the run's record (task4b.py writes it when the run starts), or a DataError."""
+    path = Path(run_dir) / 'settings.json'
+    settings = _read_json(path)
+    if not {'seed', 'record_id', 'record'} <= set(settings):
+        raise DataError(f'{path}: missing or written by an older version (no record of the run\'s settings); '
+                        f'train the run again with task4b.py --restart, or evaluate its score files with --scores')
+    return settings
+
+
+def select_runs(workdir, runs=None):
+    """The run folders of workdir to combine -> (run dirs in run order, their record). runs: run numbers (default
+    every run with score files). Runs of different records (apart from the seed) are refused, naming the
+    differences."""
+    if runs is None:
+        run_dirs = find_run_dirs(workdir)
+        if not run_dirs:
+            raise DataError(f'{Path(workdir) / config.RUNS_DIR}: no run*/scores folder with score files; {TRAIN_HINT}')
+    else:
+        run_dirs = [Path(workdir) / config.RUNS_DIR / f'run{r}' for r in runs]
+        absent = [str(d) for d in run_dirs if not d.is_dir()]
+        if absent:
+            raise DataError(f'{", ".join(absent)}: no such run; the runs there: '
+                            f'{[d.name for d in find_run_dirs(workdir)]}')
+    settings = {d: read_settings(d) for d in run_dirs}
+    first = run_dirs[0]
+    for run_dir in run_dirs[1:]:
+        if settings[run_dir]['record_id'] != settings[first]['record_id']:
+            differences = utils.record_differences(settings[first]['record'], settings[run_dir]['record'])
+            shown = '; '.join(f'{key}: {a!r} vs {b!r}' for key, a, b in differences[:3])
+            raise DataError(f'{first.name} and {run_dir.name} of {Path(workdir) / config.RUNS_DIR} were trained with '
+                            f'other settings ({shown}); choose runs of one kind, e.g. --runs '
+                            f'{" ".join(d.name[3:] for d in run_dirs if settings[d]["record_id"] == settings[first]["record_id"])}')
+    return run_dirs, settings[first]['record']
+
+
+def finished_files(run_dir):
+    """Stems of the test files of the run's finished folds trained under its current record."""
+    record_id = read_settings(run_dir)['record_id']
+    stems = set()
+    for path in sorted(Path(run_dir).glob('fold*/metrics.json')):
+        metrics = _read_json(path)
+        if metrics.get('record_id') == record_id:
+            stems.update(metrics.get('files', []))
+    if not stems:
+        raise DataError(f'{run_dir}: no finished fold of its current settings (fold*/metrics.json); {TRAIN_HINT}')
+    return sorted(stems)
+
+
 def evaluate_runs(workdir, run_dirs, timeline=None, time_decimals=None, verbose=False):
-    """Re-score the score files of each run folder -> the summary (summarize_runs) with its 'protocol'.
+    """Re-score each run folder's finished folds -> the summary (summarize_runs) with its 'protocol'.
 
     Writes each run's metrics.json. verbose: print each run's sed_eval report and its headline.
     """
@@ -491,8 +548,10 @@ def evaluate_runs(workdir, run_dirs, timeline=None, time_decimals=None, verbose=
     time_decimals = config.F1_THOP_TIME_DECIMALS if time_decimals is None else time_decimals
     run_metrics = []
     for run_dir in run_dirs:
-        metrics = evaluate_scores(Path(run_dir) / 'scores', workdir, timeline=timeline, time_decimals=time_decimals)
-        metrics['seed'] = _read_json(Path(run_dir) / 'settings.json').get('seed')
+        metrics = evaluate_scores(Path(run_dir) / 'scores', workdir, file_stems=finished_files(run_dir),
+                                  timeline=timeline, time_decimals=time_decimals)
+        settings = read_settings(run_dir)
+        metrics['seed'], metrics['record_id'] = settings['seed'], settings['record_id']
         utils.write_json_atomic(Path(run_dir) / 'metrics.json', metrics)
         if verbose:
             print(f'== {run_dir}')
@@ -576,6 +635,8 @@ def main(argv=None):
     parser.add_argument('--json', type=Path, default=None,
                         help='where to write the metrics (default: <workdir>/results.json, or with --scores '
                              '<scores>/../evaluation.json); the Markdown table goes beside it (.md)')
+    parser.add_argument('--runs', type=int, nargs='+', metavar='R',
+                        help='combine these runs (default: every run; runs of other settings are refused)')
     parser.add_argument('--timeline', choices=['fold', 'file'], default=config.TIMELINE,
                         help="'fold': each fold's test files on one timeline, as the challenge; 'file': each file "
                              'on its own (default: config.TIMELINE = %(default)s)')
@@ -594,9 +655,7 @@ def main(argv=None):
                                             args.time_decimals)
         json_path = args.json or args.scores.resolve().parent / 'evaluation.json'
     else:
-        run_dirs = find_run_dirs(args.workdir)
-        if not run_dirs:
-            raise DataError(f'{args.workdir / config.RUNS_DIR}: no run*/scores folder with score files; {TRAIN_HINT}')
+        run_dirs, _ = select_runs(args.workdir, args.runs)
         summary = evaluate_runs(args.workdir, run_dirs, args.timeline, args.time_decimals, verbose=True)
         json_path = args.json or args.workdir / 'results.json'
     print(results_table_markdown(summary))

@@ -54,8 +54,7 @@ def feature_params():
         'mel_power': config.MEL_POWER, 'n_mels': config.N_MELS, 'fmin': config.FMIN, 'fmax': config.FMAX,
         'log_mel': config.LOG_MEL, 'log_offset': config.LOG_OFFSET,
         'classes': list(config.CLASSES), 'hard_classes': list(config.HARD_CLASSES),
-        'hard_label_threshold': config.HARD_LABEL_THRESHOLD, 'merge_gap': config.MERGE_GAP,
-        'min_event_length': config.MIN_EVENT_LENGTH, 'sequence_length': config.SEQUENCE_LENGTH,
+        'hard_label_threshold': config.HARD_LABEL_THRESHOLD, 'sequence_length': config.SEQUENCE_LENGTH,
     }
 
 
@@ -153,7 +152,8 @@ def compute_mel_features(audio):
     n_fft = config.N_FFT
     if config.CENTER:  # centred frames: n_fft // 2 zeros each side (librosa's 'constant' pad mode)
         if config.PAD_MODE != 'constant':
-            raise ValueError(f'config.PAD_MODE {config.PAD_MODE!r}: the fast path implements only "constant"')
+            raise DataError(f"config.PAD_MODE = {config.PAD_MODE!r}: only 'constant' (zeros, as librosa pads by "
+                            f"default) is implemented; set it in config.py")
         audio = np.pad(audio, n_fft // 2)
     frames = np.lib.stride_tricks.sliding_window_view(audio, n_fft)[::config.HOP_LENGTH]  # (frames, n_fft), a view
     window = _window(config.WINDOW, n_fft)
@@ -361,7 +361,10 @@ def write_metadata(workdir, file_ids, targets, durations):
     gt_lines, duration_lines = ['filename\tonset\toffset\tevent_label'], ['filename\tduration']
     for file_id in file_ids:
         stem = utils.file_stem(file_id)
-        events = evaluate.events_from_activity(evaluate.hard_labels(targets[file_id]), config.HARD_CLASSES, stem)
+        # runs of whole seconds: touching ones merged, none shorter than a second (the floor of a run of a few
+        # frames inside one second); no evaluation setting changes this file
+        events = evaluate.events_from_activity(evaluate.hard_labels(targets[file_id]), config.HARD_CLASSES, stem,
+                                               merge_gap=0.0, min_length=config.ANNOTATION_RESOLUTION)
         gt_lines += [f'{stem}.wav\t{e.onset}\t{e.offset}\t{e.event_label}' for e in events]
         duration_lines.append(f'{stem}\t{durations[file_id]!r}')
     utils.write_text_atomic(metadata_dir / config.GT_FILE, '\n'.join(gt_lines) + '\n')
@@ -434,13 +437,10 @@ def extract(data_root, workdir, folds_dir=None, jobs=None, split_file=None):
             'seconds': time.perf_counter() - started}
 
 
-def load_fold(workdir, fold):
-    """The arrays of one fold: mean, scale (64,) float32; X_train, X_val (n, 200, 64) float32; Y_train, Y_val
-    (n, 200, 17) float64; test_files (ids, fold order); X_test (one (frames, 64) float32 array per test file).
-
-    Refused (DataError naming the file and the command to run) when the features are older than config.py's
-    feature parameters, the fold files, or an audio or annotation file still present.
-    """
+def read_manifest(workdir):
+    """The manifest of workdir's features, checked: refused (DataError naming the file and the command to run)
+    when it is missing or from an older version, or the features are older than config.py's feature
+    parameters, the fold files, or an audio or annotation file still present."""
     workdir = Path(workdir)
     manifest_path = features_dir(workdir) / MANIFEST
     try:
@@ -448,9 +448,14 @@ def load_fold(workdir, fold):
     except (OSError, ValueError):
         raise DataError(f'{manifest_path}: features not extracted yet; run: python extract_features.py '
                         f'--data-root DIR --workdir {workdir}') from None
-    run = (f'python extract_features.py --data-root {manifest.get("data_root")} --workdir {workdir} '
-           f'--folds-dir {manifest.get("folds_dir")} --split-file {manifest.get("split_file")}')
-    changed = changed_feature_param(manifest.get('params', {}))
+    missing = [k for k in ('params', 'dataset', 'data_root', 'folds_dir', 'split_file', 'folds_sha256', 'files')
+               if k not in manifest]
+    if missing:
+        raise DataError(f'{manifest_path}: written by an older version (no {", ".join(missing)}); run: python '
+                        f'extract_features.py --data-root DIR --workdir {workdir}')
+    run = (f'python extract_features.py --data-root {manifest["data_root"]} --workdir {workdir} '
+           f'--folds-dir {manifest["folds_dir"]} --split-file {manifest["split_file"]}')
+    changed = changed_feature_param(manifest['params'])
     if changed:
         name, old, new = changed
         raise DataError(f'{manifest_path}: feature parameter {name} changed since extraction '
@@ -470,6 +475,15 @@ def load_fold(workdir, fold):
                            ('annotation', utils.annotation_path(data_root, file_id))):
             if path.is_file() and _stat(path) != recorded[kind]:  # a deleted data root is no reason to stop
                 raise DataError(f'{path}: changed since extraction; run: {run}')
+    manifest['run'] = run
+    return manifest
+
+
+def load_fold(workdir, fold):
+    """The arrays of one fold: mean, scale (64,) float32; X_train, X_val (n, 200, 64) float32; Y_train, Y_val
+    (n, 200, 17) float64; test_files (ids, fold order); X_test (one (frames, 64) float32 array per test file).
+    Refused as read_manifest refuses."""
+    run = read_manifest(workdir)['run']
     path = features_dir(workdir) / f'fold{fold}.npz'
     if not path.is_file():
         raise DataError(f'{path}: missing; run: {run}')

@@ -48,11 +48,10 @@ def find_audio_files(audio_dir):
     return paths
 
 
-def find_models(workdir):
-    """Paths of the trained fold models `<workdir>/runs/run*/fold*/best_model.pt`, in run and fold order."""
-    run_dirs = sorted({p.parent.parent for p in (Path(workdir) / config.RUNS_DIR).glob('run*/fold*/best_model.pt')},
-                      key=evaluate.run_order)
-    paths = [p for d in run_dirs for p in sorted(d.glob('fold*/best_model.pt'))]
+def find_models(workdir, runs=None):
+    """Paths of the trained fold models of the runs evaluate.select_runs chooses (runs of other settings are
+    refused), `<workdir>/runs/run{r}/fold*/best_model.pt`, in run and fold order."""
+    paths = [p for d in evaluate.select_runs(workdir, runs)[0] for p in sorted(d.glob('fold*/best_model.pt'))]
     if not paths:
         raise DataError(f'{Path(workdir) / config.RUNS_DIR}: no trained models (run*/fold*/best_model.pt); '
                         f'run: python task4b.py --workdir {workdir}')
@@ -62,7 +61,7 @@ def find_models(workdir):
 def load_model(path, device='cpu'):
     """best_model.pt -> (CRNN in eval mode, mean (64,), scale (64,), loss kind), checked against this config."""
     checkpoint = runtime.load_torch_file(path, 'best_model.pt of task4b.py')
-    missing = [k for k in ('model', 'mean', 'scale', 'feature_params', 'loss') if k not in checkpoint]
+    missing = [k for k in ('model', 'mean', 'scale', 'feature_params', 'architecture', 'loss') if k not in checkpoint]
     if missing:
         raise DataError(f'{path}: not a best_model.pt of task4b.py (missing {missing})')
     changed = extract_features.changed_feature_param(checkpoint['feature_params'])
@@ -70,6 +69,11 @@ def load_model(path, device='cpu'):
         name, saved, now = changed
         raise DataError(f'{path}: trained with feature parameter {name} = {saved!r}, config.py now gives '
                         f'{now!r}; restore config.py or retrain (python task4b.py --workdir DIR)')
+    changed = utils.first_difference(checkpoint['architecture'], model_module.architecture())
+    if changed:
+        name, saved, now = changed
+        raise DataError(f'{path}: a network of config.{name} = {saved!r}, config.py now gives {now!r}; restore '
+                        f'config.py or retrain (python task4b.py --workdir DIR)')
     net = model_module.build_model(device)   # the layout task4b.py trains in: the same kernels, the same scores
     net.load_state_dict(checkpoint['model'])
     net.eval()
@@ -98,10 +102,10 @@ def write_event_list(path, events):
     utils.write_text_atomic(path, lines)
 
 
-def infer(audio_dir, workdir, out_dir, device='cpu'):
-    """Scores and events for every WAV under audio_dir -> list of stems written."""
+def infer(audio_dir, workdir, out_dir, device='cpu', runs=None):
+    """Scores and events for every WAV under audio_dir, from the fold models of the runs -> stems written."""
     audio_paths = find_audio_files(audio_dir)
-    model_paths = find_models(workdir)
+    model_paths = find_models(workdir, runs)
     models = [load_model(p, device) for p in model_paths]
     runs = sorted({p.parent.parent.name for p in model_paths})
     print(f'{len(audio_paths)} recordings, {len(models)} models ({", ".join(runs)}), device {device}')
@@ -124,12 +128,14 @@ def main(argv=None):
     parser.add_argument('--audio', type=Path, required=True, help='folder of WAV files (searched recursively)')
     parser.add_argument('--workdir', type=Path, default=config.WORKDIR, help='holds runs/run*/fold*/best_model.pt')
     parser.add_argument('--out', type=Path, required=True, help='output folder (scores/, events/, events.tsv)')
+    parser.add_argument('--runs', type=int, nargs='+', metavar='R',
+                        help='the models of these runs (default: every run; runs of other settings are refused)')
     parser.add_argument('--device', choices=['cpu', 'cuda'], default='cpu',
                         help='cpu (default; reproduces scores of a CPU training run to the last bit) or cuda')
     args = parser.parse_args(argv)
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: no CUDA device visible to torch')
-    stems = infer(args.audio, args.workdir, args.out, args.device)
+    stems = infer(args.audio, args.workdir, args.out, args.device, args.runs)
     print(f'wrote {args.out}/scores, {args.out}/events ({len(stems)} files) and {args.out}/events.tsv')
     return 0
 

@@ -61,6 +61,14 @@ class CRNN(nn.Module):
         return self.dense2(x)                     # (batch, frames, 17) logits (raw outputs for 'mse')
 
 
+ARCHITECTURE = ('N_MELS', 'CLASSES', 'CONV_CHANNELS', 'CONV_KERNEL', 'POOL_SIZES', 'GRU_UNITS', 'DENSE_UNITS')
+
+
+def architecture():
+    """The config values that shape the network's weights (saved with them in best_model.pt)."""
+    return {name: getattr(config, name) for name in ARCHITECTURE}
+
+
 def build_model(device='cpu'):
     """A new CRNN on `device`, in the memory layout of config.CHANNELS_LAST (the same function, faster on CPU)."""
     net = CRNN().to(device)

@@ -265,37 +265,27 @@ def reference_seconds(gt_path, stems=None):
     return seconds
 
 
-def read_run_metrics(workdir):
-    """[(run name, metrics dict)] of `<workdir>/runs/run*/metrics.json`, else of `<workdir>/results.json`'s runs."""
-    workdir = Path(workdir)
-    paths = sorted((workdir / config.RUNS_DIR).glob('run*/metrics.json'),
-                   key=lambda p: (len(p.parent.name), p.parent.name))      # run2 before run10
-    if paths:
-        return [(p.parent.name, json.loads(p.read_text())) for p in paths]
-    results = workdir / 'results.json'
-    if results.is_file():
-        runs = json.loads(results.read_text()).get('runs', [])
-        return [(Path(m.get('scores_dir', f'run{r}/scores')).parent.name, m) for r, m in enumerate(runs)]
-    raise DataError(f'{workdir / config.RUNS_DIR}: no run*/metrics.json and no {results}; '
-                    f'run: python task4b.py --workdir {workdir}')
+def read_run_metrics(workdir, runs=None):
+    """[(run name, metrics dict)] of the runs evaluate.select_runs chooses (runs: run numbers; runs of other
+    settings are refused): their metrics.json, re-scored from the finished folds when it lacks the per-class
+    F1_thop."""
+    found = []
+    for run_dir in evaluate.select_runs(workdir, runs)[0]:
+        path = run_dir / 'metrics.json'
+        metrics = json.loads(path.read_text()) if path.is_file() else {}
+        if any('F1_thop' not in metrics.get('class_wise', {}).get(c, {}) for c in config.HARD_CLASSES):
+            metrics = evaluate.evaluate_scores(run_dir / 'scores', workdir, file_stems=evaluate.finished_files(run_dir))
+        found.append((run_dir.name, metrics))
+    return found
 
 
-def per_class_data(workdir):
+def per_class_data(workdir, run_numbers=None):
     """The per-class picture as plain values: 'classes' (config.HARD_CLASSES), 'runs' (names),
     'f1' and 'f1_thop' {label: [% per run]} (an undefined F counted as 0, as in F1_M), 'thresholds'
     {label: [per run]}, 'reference_seconds' {label: s in gt_dev.csv over the files the runs scored: all of them
     after a complete run}, 'n_files' [per run], 'n_files_total'."""
     workdir = Path(workdir)
-    runs = []
-    for name, metrics in read_run_metrics(workdir):
-        class_wise = metrics.get('class_wise', {})
-        if any('F1_thop' not in class_wise.get(c, {}) for c in config.HARD_CLASSES):
-            scores_dir = workdir / config.RUNS_DIR / name / 'scores'
-            if not scores_dir.is_dir():
-                raise DataError(f'{workdir / config.RUNS_DIR / name}: metrics without per-class F1_thop and no '
-                                f'score files to compute it from; run: python evaluate.py --workdir {workdir}')
-            metrics = evaluate.evaluate_scores(scores_dir, workdir)
-        runs.append((name, metrics))
+    runs = read_run_metrics(workdir, run_numbers)
 
     # the files the runs scored (a partial run scores fewer): their reference is what the F-scores are about
     scored = None if any('files' not in m for _, m in runs) else {s for _, m in runs for s in m['files']}
@@ -424,8 +414,8 @@ def plot_infer_files(infer_out, out_dir, files=None, all_classes=False, data_roo
     return written
 
 
-def plot_per_class(workdir, path):
-    draw_per_class_picture(per_class_data(workdir), path)
+def plot_per_class(workdir, path, runs=None):
+    draw_per_class_picture(per_class_data(workdir, runs), path)
     return Path(path)
 
 
@@ -446,6 +436,9 @@ def main(argv=None):
                              f'{len(config.HARD_CLASSES)} evaluated ones)')
     parser.add_argument('--data-root', type=Path, default=None,
                         help='read the soft labels from the annotation files here (default: the features npz)')
+    parser.add_argument('--runs', type=int, nargs='+', metavar='R',
+                        help='these runs (default: every run; runs of other settings are refused); the detection '
+                             'pictures draw the first')
     parser.add_argument('--only', choices=['files', 'per-class'], default=None,
                         help='draw only the detection pictures or only the per-class picture')
     parser.add_argument('--out', type=Path, default=None,
@@ -462,15 +455,11 @@ def main(argv=None):
         if args.only != 'per-class':
             scores_dir = args.scores
             if scores_dir is None:
-                found = [d / 'scores' for d in evaluate.find_run_dirs(args.workdir)]
-                if not found:
-                    raise DataError(f'{args.workdir / config.RUNS_DIR}: no run*/scores folder with score files; '
-                                    f'{evaluate.TRAIN_HINT}')
-                scores_dir = found[0]
+                scores_dir = evaluate.select_runs(args.workdir, args.runs)[0][0] / 'scores'
             written += plot_workdir_files(args.workdir, scores_dir, out, args.files, args.all_classes,
                                           args.data_root)
         if args.only != 'files':
-            written.append(plot_per_class(args.workdir, out / 'per_class.png'))
+            written.append(plot_per_class(args.workdir, out / 'per_class.png', args.runs))
     print(f'wrote {len(written)} picture{"s" if len(written) != 1 else ""} to {out}')
     return 0
 

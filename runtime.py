@@ -3,7 +3,9 @@
 task4b.py calls each of these in a line; none of them changes a number the method computes.
 """
 import ctypes
+import json
 import os
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -90,31 +92,105 @@ def load_checkpoint(path, settings, generator):
     return checkpoint
 
 
+def start_fold_over(fold_dir, test_files):
+    """Remove what an earlier training of this fold left (its metrics, checkpoint, model and the score files of
+    its test files): nothing of it may pass for the new training's."""
+    run_dir = Path(fold_dir).parent
+    stale = [Path(fold_dir) / name for name in ('metrics.json', 'checkpoint.pt', 'best_model.pt')]
+    stale += [run_dir / d / f'{utils.file_stem(i)}.tsv' for i in test_files for d in ('scores', 'scores_all_classes')]
+    for path in stale:
+        path.unlink(missing_ok=True)
+
+
+# -----------------------------------------------------------------------------
+# The record of a run: what its numbers depend on
+
+def run_record(manifest, epochs, loss_kind):
+    """Everything but the seed that can change a run's numbers: the training settings, and the features'
+    (their parameters, data set and fold lists, as extraction recorded them)."""
+    training = training_settings(None, epochs, loss_kind)
+    del training['seed']
+    features = {'params': manifest['params'], 'dataset': manifest['dataset'], 'folds_sha256': manifest['folds_sha256']}
+    return json.loads(json.dumps({'training': training, 'features': features}))   # as settings.json reads back
+
+
+def versions():
+    """Versions of python and the libraries behind the numbers, and the repository's git commit (or None)."""
+    from importlib.metadata import version
+    import platform
+    found = {'python': platform.python_version()}
+    found.update({name: version(name) for name in ('torch', 'numpy', 'librosa', 'sed_eval', 'sed_scores_eval')})
+    try:
+        commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=config.REPO_ROOT, capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return found, commit
+
+
+def start_run(run_dir, record, seed, restart=False):
+    """Write run_dir/settings.json, the run's record, when the run starts -> its record id. A run folder whose
+    record differs is refused, naming the differences, unless restart: then the old run is removed first."""
+    path = Path(run_dir) / 'settings.json'
+    record_id = utils.record_id(record)
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except ValueError:
+            old = {}
+        if old.get('record_id') == record_id and old.get('seed') == seed:
+            return record_id
+        if not restart:
+            differences = utils.record_differences(old.get('record', {}), record)
+            if old.get('seed') != seed:
+                differences.insert(0, ('seed', old.get('seed'), seed))
+            shown = '; '.join(f'{key}: {a!r} there, {b!r} now' for key, a, b in differences[:3])
+            raise DataError(f'{run_dir}: a run of other settings ({shown}{"; ..." if len(differences) > 3 else ""}); '
+                            f'start it over with --restart (removes it), or use another --workdir')
+        shutil.rmtree(run_dir)
+    found, commit = versions()
+    utils.write_json_atomic(path, {'seed': seed, 'record_id': record_id, 'record': record, 'versions': found,
+                                   'git_commit': commit, 'command': sys.argv})
+    return record_id
+
+
 # -----------------------------------------------------------------------------
 # --jobs: (run, fold) trainings as child processes
 
-def run_jobs(script, pairs, jobs, child_args, workdir):
-    """Train the (run, fold) pairs as `jobs` child processes at once: `script --run R --folds K *child_args`,
-    each one's output in runs/run{r}/fold{k}.log. Every job runs to its end -> the failed [(run, fold, log)].
+def run_jobs(script, args, run_ids, folds):
+    """Train the (run, fold) pairs as args.jobs child processes at once: `script --run R --folds K` with the
+    other flags of args, each one's output in runs/run{r}/fold{k}.log. Every job runs to its end; then a
+    DataError names each failed (run, fold) and its log.
 
-    On the CPU each child gets cpu_count // jobs math threads (the arithmetic of a sequential run with as many),
-    and spins less while waiting for its threads: side by side, the default spinning made two processes on two
-    cores wait on each other (many times slower per step).
+    The runs are started here (settings.json, and --restart), once, before the children. On the CPU each child
+    gets cpu_count // jobs math threads (the arithmetic of a sequential run with as many) and spins less while
+    waiting for its threads: side by side, the default spinning made two processes on two cores wait on each
+    other (many times slower per step).
     """
+    import extract_features
+    record = run_record(extract_features.read_manifest(args.workdir), args.epochs, args.loss)
+    for r in run_ids:
+        start_run(Path(args.workdir) / config.RUNS_DIR / f'run{r}', record, args.seed + r, args.restart)
+    child_args = ['--workdir', str(args.workdir), '--seed', str(args.seed), '--epochs', str(args.epochs),
+                  '--loss', args.loss] + (['--device', args.device] if args.device else []) + \
+                 (['--resume'] if args.resume else [])
     env = dict(os.environ)
     if not torch.cuda.is_available():
-        env.setdefault('OMP_NUM_THREADS', str(max(1, (os.cpu_count() or 1) // jobs)))
+        env.setdefault('OMP_NUM_THREADS', str(max(1, (os.cpu_count() or 1) // args.jobs)))
     env.setdefault('GOMP_SPINCOUNT', '1000')
 
     def job(pair):
         r, k = pair
-        log = Path(workdir) / config.RUNS_DIR / f'run{r}' / f'fold{k}.log'
-        log.parent.mkdir(parents=True, exist_ok=True)
+        log = Path(args.workdir) / config.RUNS_DIR / f'run{r}' / f'fold{k}.log'
         command = [sys.executable, str(script), '--run', str(r), '--folds', str(k), *child_args]
         with open(log, 'w') as out:
             code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
         print(f'run {r} fold {k}: exit status {code}, log {log}', flush=True)
         return (r, k, log) if code else None
 
-    with ThreadPoolExecutor(jobs) as pool:
-        return [failed for failed in pool.map(job, pairs) if failed]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        failed = [f for f in pool.map(job, [(r, k) for r in run_ids for k in folds]) if f]
+    if failed:
+        raise DataError(f'{len(failed)} trainings failed: ' + '; '.join(
+            f'run {r} fold {k} (log {log})' for r, k, log in failed) + '; the others finished. Fix the cause, '
+            'then run the same command with --resume')

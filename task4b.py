@@ -5,6 +5,7 @@
     python task4b.py --workdir WD --runs 10 --loss mse          # the published table: 10 runs, seeds 42..51
     python task4b.py --workdir WD --folds 1 3 --epochs 20       # a subset of folds, a shorter schedule
     python task4b.py --workdir WD --resume                      # continue a killed run where it stopped
+    python task4b.py --workdir WD --loss mse --restart          # a run folder of other settings: start it over
     python task4b.py --workdir WD --runs 10 --jobs 4            # 4 (run, fold) trainings at once (e.g. one GPU)
     python task4b.py --workdir WD --run 3 --folds 2             # run 3 (seed 45), fold 2 only: one cluster job;
     python evaluate.py --workdir WD                             #   when all jobs are done, the table of every run
@@ -17,14 +18,16 @@ test file of the fold, whole (docs/method.md, Training). Outputs:
     WD/runs/run{r}/fold{k}/  checkpoint.pt (resume), best_model.pt, history.csv, learning_curves.png, metrics.json
     WD/runs/run{r}/scores/<stem>.tsv               frame scores of the 11 evaluated classes (sed_scores_eval format)
     WD/runs/run{r}/scores_all_classes/<stem>.tsv   frame scores of the 17 classes
-    WD/runs/run{r}/settings.json, metrics.json     the run's seed and loss; its metrics over its score files
+    WD/runs/run{r}/settings.json                   the run's record: seed, settings, versions, git commit
+    WD/runs/run{r}/metrics.json                    its metrics over the score files of its finished folds
     WD/results.json, WD/results.md                 every run's metrics, mean and std over runs, the table
 
 Every fold starts from its run's seed, so a fold trained alone (`--run R --folds K`, one job of a cluster array)
 gives the same scores as inside a full run; on the CPU the same seed gives identical scores. Such a job writes
 only its fold's files; `evaluate.py` gathers them. A fold is finished when its metrics.json exists; `--resume`
 skips finished folds and continues an unfinished one from the checkpoint of its last finished epoch, with the
-scores of a run that was never interrupted. Without --resume a fold starts over.
+scores of a run that was never interrupted. Without --resume a fold starts over, replacing its own score files.
+A run folder whose settings.json records other settings is refused (naming them) unless --restart.
 """
 import argparse
 import copy
@@ -43,7 +46,7 @@ import evaluate
 import runtime
 import utils
 from data_generator import load_fold_tensors, sequence_batches, training_batches
-from model import CRNN, build_model, scores_from_outputs, soft_label_loss
+from model import CRNN, architecture, build_model, scores_from_outputs, soft_label_loss
 from utils import DataError
 
 
@@ -227,18 +230,21 @@ def save_best_model(path, model, data, loss_kind):
     utils.atomic_write(path, lambda tmp: torch.save({
         'model': {k: v.detach().cpu() for k, v in model.state_dict().items()},
         'mean': torch.from_numpy(data['mean']), 'scale': torch.from_numpy(data['scale']),
-        'feature_params': extract_features.feature_params(), 'loss': loss_kind}, tmp))
+        'feature_params': extract_features.feature_params(), 'architecture': architecture(), 'loss': loss_kind}, tmp))
 
 
 # -----------------------------------------------------------------------------
 # The experiment: runs x folds, then the metrics
 
 def run_experiment(workdir, folds=None, runs=config.RUNS, seed=config.SEED, epochs=config.MAX_EPOCHS,
-                   device=None, resume=False, loss_kind=config.LOSS, run_ids=None, summarize=True):
+                   device=None, resume=False, loss_kind=config.LOSS, run_ids=None, summarize=True, restart=False):
     """Train and test every (run, fold); write the fold metrics, then (summarize) each run's metrics and the
-    table -> the summary dict, or None. run_ids: the runs to do (default range(runs))."""
+    table -> the summary dict, or None. run_ids: the runs to do (default range(runs)). restart: remove a run
+    folder of other settings instead of refusing it."""
+    import extract_features
     import torchinfo
     workdir = Path(workdir)
+    record = runtime.run_record(extract_features.read_manifest(workdir), epochs, loss_kind)
     folds = list(folds or range(1, config.N_FOLDS + 1))
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
     run_ids = list(range(runs) if run_ids is None else run_ids)
@@ -248,24 +254,23 @@ def run_experiment(workdir, folds=None, runs=config.RUNS, seed=config.SEED, epoc
           f'loss {loss_kind}, device {device}')
     for r in run_ids:
         run_dir = workdir / config.RUNS_DIR / f'run{r}'
+        record_id = runtime.start_run(run_dir, record, seed + r, restart)
         for k in folds:
             fold_dir = run_dir / f'fold{k}'
             name = f'run {r} fold {k}'
             if resume and (fold_dir / 'metrics.json').is_file():
                 print(f'{name}: finished before ({fold_dir / "metrics.json"}), skipped')
                 continue
-            if not resume:      # starting over: nothing of an earlier run of this fold may pass for this one's
-                for stale in ('metrics.json', 'checkpoint.pt', 'best_model.pt'):
-                    (fold_dir / stale).unlink(missing_ok=True)
             data = load_fold_tensors(workdir, k, device)
-            utils.write_json_atomic(run_dir / 'settings.json', {'seed': seed + r, 'loss': loss_kind, 'epochs': epochs})
+            if not resume:
+                runtime.start_fold_over(fold_dir, data['test_files'])
             print(f'{name}: {len(data["X_train"])} training and {len(data["X_val"])} validation sequences, '
                   f'{len(data["test_files"])} test files')
             model, schedule = train_fold(data, fold_dir, seed + r, epochs, device, loss_kind, resume, name)
             save_best_model(fold_dir / 'best_model.pt', model, data, loss_kind)
             stems = write_test_scores(model, data, run_dir, loss_kind)
             metrics = evaluate.evaluate_scores(run_dir / 'scores', workdir, file_stems=stems)
-            metrics['best_epoch'], metrics['best_val_loss'] = schedule.best_epoch, schedule.best_loss
+            metrics.update(best_epoch=schedule.best_epoch, best_val_loss=schedule.best_loss, record_id=record_id)
             utils.write_json_atomic(fold_dir / 'metrics.json', metrics)   # written last: the fold is finished
             print(f'{name}: best epoch {schedule.best_epoch}: {evaluate.format_headline(metrics)}')
     if summarize:
@@ -302,7 +307,13 @@ def main(argv=None):
                              '(default: config.LOSS = %(default)s)')
     parser.add_argument('--device', choices=['cpu', 'cuda'], help='default: cuda when available')
     parser.add_argument('--resume', action='store_true', help='skip finished folds, continue an unfinished one')
+    parser.add_argument('--restart', action='store_true',
+                        help='a run folder of other settings is removed and trained again (default: refused)')
     args = parser.parse_args(argv)
+    if args.loss not in ('bce', 'mse'):          # the default comes from config.py, which argparse does not check
+        raise DataError(f"config.LOSS = {args.loss!r}: expected 'bce' or 'mse'; set it in config.py")
+    if args.resume and args.restart:
+        parser.error('--resume continues a run, --restart removes it: give one of them')
     if args.runs < 1 or args.epochs < 1 or args.jobs < 1:
         parser.error('--runs, --epochs and --jobs must be at least 1')
     if args.run is not None and args.run < 0:
@@ -313,21 +324,13 @@ def main(argv=None):
     run_ids = [args.run] if args.run is not None else list(range(args.runs))
     folds = args.folds or list(range(1, config.N_FOLDS + 1))
     if args.jobs > 1:
-        child_args = ['--workdir', str(args.workdir), '--seed', str(args.seed), '--epochs', str(args.epochs),
-                      '--loss', args.loss] + (['--device', args.device] if args.device else []) + \
-                     (['--resume'] if args.resume else [])
-        failed = runtime.run_jobs(Path(__file__).resolve(), [(r, k) for r in run_ids for k in folds], args.jobs,
-                                  child_args, args.workdir)
-        if failed:
-            raise TrainingError(f'{len(failed)} trainings failed: ' + '; '.join(
-                f'run {r} fold {k} (log {log})' for r, k, log in failed) + '; the others finished. Fix the cause, '
-                'then run the same command with --resume')
+        runtime.run_jobs(Path(__file__).resolve(), args, run_ids, folds)
         gather(args.workdir, run_ids)
         return 0
     # --run R is one job of many (a cluster array, a child of --jobs): it writes its folds only; the gathering
     # (evaluate.py, or the --jobs parent) writes what belongs to a run or to the table
     run_experiment(args.workdir, folds, args.runs, args.seed, args.epochs, args.device, args.resume, args.loss,
-                   run_ids, summarize=args.run is None)
+                   run_ids, summarize=args.run is None, restart=args.restart)
     return 0
 
 

@@ -102,6 +102,23 @@ def first_difference(saved, current):
     return None
 
 
+def record_id(record):
+    """A short name of a record (a dict of settings): 12 hex digits of its hash."""
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def record_differences(a, b, prefix=''):
+    """Every leaf that differs between two nested dicts of settings -> [(dotted key, value in a, value in b)]."""
+    differences = []
+    for key in list(a) + [k for k in b if k not in a]:
+        left, right = a.get(key), b.get(key)
+        if isinstance(left, dict) and isinstance(right, dict):
+            differences += record_differences(left, right, f'{prefix}{key}.')
+        elif left != right:
+            differences.append((f'{prefix}{key}', left, right))
+    return differences
+
+
 def limit_math_threads(n=1):
     """Cap BLAS/OpenMP threads of this process (for worker processes that run side by side)."""
     from threadpoolctl import threadpool_limits

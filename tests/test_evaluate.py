@@ -10,6 +10,7 @@ import sed_scores_eval
 import config
 import evaluate
 import utils
+from helpers import write_run
 from utils import DataError
 
 A, B, C = config.HARD_CLASSES[:3]            # birds_singing, car, people talking
@@ -416,6 +417,8 @@ def test_command_gathers_every_run(two_files, capsys):
     (runs / 'run1' / 'scores').mkdir(parents=True)                      # run1: only f1 scored so far
     name = 'cafe_restaurant_00.tsv'
     (runs / 'run1' / 'scores' / name).write_bytes((runs / 'run0' / 'scores' / name).read_bytes())
+    write_run(runs / 'run0', ['cafe_restaurant_00', 'cafe_restaurant_04'])
+    write_run(runs / 'run1', ['cafe_restaurant_00'], seed=43)
     assert evaluate.main(['--workdir', str(two_files), '--timeline', 'file']) == 0
     out = capsys.readouterr().out
     assert 'Class-wise metrics' in out and 'ER_m 0.833' in out and '(1 of 2 files)' in out

@@ -132,7 +132,7 @@ def test_folder_without_wavs_is_an_error(trained, tmp_path, capsys):
 
 
 def test_workdir_without_models_says_what_to_run(trained, tmp_path):
-    with pytest.raises(DataError, match=r'no trained models .*run: python task4b.py --workdir'):
+    with pytest.raises(DataError, match=r'no run\*/scores folder with score files; run: python task4b.py'):
         infer.infer(trained['data_root'], tmp_path, tmp_path / 'out')
 
 
@@ -153,3 +153,38 @@ def test_infer_outputs_are_read_by_evaluate(trained, tmp_path):
     ours = evaluate.evaluate_scores(tmp_path / 'out' / 'scores', trained['workdir'])
     theirs = evaluate.evaluate_scores(trained['workdir'] / 'runs' / 'run0' / 'scores', trained['workdir'])
     assert ours['n_files'] == 2 and np.isclose(ours['F1_m'], theirs['F1_m'])
+
+
+def test_models_of_another_architecture_are_refused_naming_the_setting(trained, tmp_path, monkeypatch):
+    monkeypatch.setattr(config, 'GRU_UNITS', 16)
+    with pytest.raises(DataError, match=r'best_model.pt: a network of config.GRU_UNITS = 32, config.py now gives 16'):
+        infer.infer(trained['data_root'], trained['workdir'], tmp_path / 'out')
+
+
+def test_runs_of_other_settings_are_refused_and_a_selection_is_used(trained, tmp_path):
+    workdir = tmp_path / 'work'
+    shutil.copytree(trained['workdir'], workdir)
+    shutil.copytree(workdir / 'runs' / 'run0', workdir / 'runs' / 'run1')
+    settings_path = workdir / 'runs' / 'run1' / 'settings.json'
+    settings = json.loads(settings_path.read_text())
+    settings['record']['training']['epochs'] = 2
+    settings['record_id'] = utils.record_id(settings['record'])
+    settings_path.write_text(json.dumps(settings))
+    with pytest.raises(DataError, match=r'run0 and run1 .* other settings \(training.epochs: 1 vs 2\)'):
+        infer.infer(trained['data_root'], workdir, tmp_path / 'out')
+    assert infer.infer(trained['data_root'], workdir, tmp_path / 'out', runs=[1]) == [p.stem for p in
+                                                                                     infer.find_audio_files(trained['data_root'])]
+
+
+def test_an_evaluation_setting_changed_after_training_rescores_and_recomputes_nothing(trained, tmp_path, monkeypatch):
+    workdir = tmp_path / 'work'
+    shutil.copytree(trained['workdir'], workdir)
+    features = {p: p.stat().st_mtime_ns for p in (workdir / config.FEATURES_DIR).rglob('*.npz')}
+    assert evaluate.main(['--workdir', str(workdir), '--json', str(tmp_path / 'before.json')]) == 0
+    monkeypatch.setattr(config, 'MIN_EVENT_LENGTH', 3.0)
+    extract_features.load_fold(workdir, 1)                                    # the features still stand
+    assert evaluate.main(['--workdir', str(workdir), '--json', str(tmp_path / 'after.json')]) == 0
+    before, after = (json.loads((tmp_path / f'{n}.json').read_text())['mean'] for n in ('before', 'after'))
+    assert before['F1_m'] != after['F1_m']                                    # re-scored with the new setting
+    infer.infer(trained['data_root'], workdir, tmp_path / 'out')              # the models still load
+    assert {p: p.stat().st_mtime_ns for p in (workdir / config.FEATURES_DIR).rglob('*.npz')} == features

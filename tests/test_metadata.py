@@ -15,12 +15,13 @@ IDS = ['cafe_restaurant/cafe_restaurant_07', 'city_center/city_center_02', 'groc
        'metro_station/metro_station_04', 'residential_area/residential_area_09']
 
 
-@pytest.fixture(scope='module')
-def extracted(tmp_path_factory):
-    """The demo generator's files (5 ids, 4-6 s each), 5 small folds, extracted once for this module."""
-    tmp = tmp_path_factory.mktemp('metadata')
+def extract_five_files(tmp, annotation=None):
+    """The demo generator's 5 files (4-6 s each; IDS[1]'s annotation replaced by `annotation` when given), 5 small
+    folds (fold k tests IDS[k-1], validates on IDS[k % 5]), extracted -> (data root, workdir)."""
     root, folds_dir, workdir = tmp / 'data', tmp / 'folds', tmp / 'work'
     demo_data.generate_demo_dataset(root, scale=0.02, seed=1, file_ids=IDS, progress=False)
+    if annotation is not None:
+        utils.annotation_path(root, IDS[1]).write_text(annotation)
     (tmp / 'split.csv').write_text('filename\n' + ''.join(f'{i}\n' for i in IDS))
     for fold in range(1, config.N_FOLDS + 1):
         parts = {'test': [IDS[fold - 1]], 'val': [IDS[fold % 5]]}
@@ -29,6 +30,12 @@ def extracted(tmp_path_factory):
             utils.fold_file(fold, part, folds_dir).parent.mkdir(parents=True, exist_ok=True)
             utils.fold_file(fold, part, folds_dir).write_text('filename\n' + ''.join(f'{i}\n' for i in ids))
     ef.extract(root, workdir, folds_dir, jobs=1, split_file=tmp / 'split.csv')
+    return root, workdir
+
+
+@pytest.fixture(scope='module')
+def extracted(tmp_path_factory):
+    root, workdir = extract_five_files(tmp_path_factory.mktemp('metadata'))
     return root, workdir / config.METADATA_DIR
 
 
@@ -104,19 +111,8 @@ def test_gt_events_floor_merge_and_drop_as_the_evaluation_post_processing():
 def one_ulp_above_half(tmp_path_factory):
     """The module's 5 demo files, one annotation replaced: car at 0.5000000000000001 (1 ulp above 0.5) over
     seconds 1-3, footsteps at exactly 0.5 over seconds 2-3; extracted."""
-    tmp = tmp_path_factory.mktemp('ulp')
-    root, folds_dir, workdir = tmp / 'data', tmp / 'folds', tmp / 'work'
-    demo_data.generate_demo_dataset(root, scale=0.02, seed=1, file_ids=IDS, progress=False)
-    utils.annotation_path(root, IDS[1]).write_text('1.0\t3.0\tcar\t0.5000000000000001\n2.0\t3.0\tfootsteps\t0.5\n')
-    (tmp / 'split.csv').write_text('filename\n' + ''.join(f'{i}\n' for i in IDS))
-    for fold in range(1, config.N_FOLDS + 1):
-        parts = {'test': [IDS[fold - 1]], 'val': [IDS[fold % 5]]}
-        parts['train'] = [i for i in IDS if i not in parts['test'] + parts['val']]
-        for part, ids in parts.items():
-            utils.fold_file(fold, part, folds_dir).parent.mkdir(parents=True, exist_ok=True)
-            utils.fold_file(fold, part, folds_dir).write_text('filename\n' + ''.join(f'{i}\n' for i in ids))
-    ef.extract(root, workdir, folds_dir, jobs=1, split_file=tmp / 'split.csv')
-    return workdir
+    annotation = '1.0\t3.0\tcar\t0.5000000000000001\n2.0\t3.0\tfootsteps\t0.5\n'
+    return extract_five_files(tmp_path_factory.mktemp('ulp'), annotation)[1]
 
 
 def test_a_soft_value_one_ulp_above_half_is_a_hard_label_in_gt_dev(one_ulp_above_half):

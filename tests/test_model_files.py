@@ -9,8 +9,10 @@ import soundfile as sf
 import torch
 
 import config
+import evaluate
 import infer
 import task4b
+from helpers import write_run
 
 
 class TouchOnLoad:
@@ -29,6 +31,13 @@ def hostile_file(path, marker):
     return path
 
 
+def run_with_model(workdir):
+    """runs/run0 as task4b.py leaves it, with a score file; its fold1/best_model.pt is for the test to write."""
+    run_dir = write_run(workdir / config.RUNS_DIR / 'run0', ['a'])
+    evaluate.write_score_file(run_dir / 'scores' / 'a.tsv', np.zeros((5, len(config.HARD_CLASSES))))
+    return run_dir / 'fold1' / 'best_model.pt'
+
+
 def test_the_hostile_file_would_run_code_if_loaded_unsafely(tmp_path):
     marker = tmp_path / 'marker'
     torch.load(hostile_file(tmp_path / 'x.pt', marker), weights_only=False)
@@ -44,7 +53,7 @@ def audio_dir(tmp_path):
 
 def test_infer_refuses_a_best_model_that_would_run_code(tmp_path, audio_dir, capsys):
     marker = tmp_path / 'marker'
-    path = hostile_file(tmp_path / 'work' / config.RUNS_DIR / 'run0' / 'fold1' / 'best_model.pt', marker)
+    path = hostile_file(run_with_model(tmp_path / 'work'), marker)
     assert infer.main(['--audio', str(audio_dir), '--workdir', str(tmp_path / 'work'), '--out', str(tmp_path / 'out')]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f'error: {path}: not a best_model.pt of task4b.py that loads safely') and err.count('\n') == 1
@@ -64,8 +73,7 @@ def test_task4b_resume_refuses_a_checkpoint_that_would_run_code(demo_workdir, tm
 
 
 def test_a_truncated_best_model_is_refused_in_one_line(tmp_path, audio_dir, capsys):
-    path = tmp_path / 'work' / config.RUNS_DIR / 'run0' / 'fold1' / 'best_model.pt'
-    path.parent.mkdir(parents=True)
+    path = run_with_model(tmp_path / 'work')
     torch.save({'model': {'w': torch.zeros(1000)}}, path)
     path.write_bytes(path.read_bytes()[:300])
     assert infer.main(['--audio', str(audio_dir), '--workdir', str(tmp_path / 'work'), '--out', str(tmp_path / 'out')]) == 2

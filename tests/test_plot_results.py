@@ -18,6 +18,7 @@ import evaluate
 import extract_features
 import plot_results
 import utils
+from helpers import write_run
 
 STEMS = ['cafe_restaurant_00', 'city_center_02', 'metro_station_00', 'residential_area_01']
 ZERO, ONE = STEMS[2], STEMS[3]               # their scores in run0: all 0, all 1
@@ -68,6 +69,7 @@ def workdir(tmp_path_factory):
             if run == 0 and stem in (ZERO, ONE):
                 scores = np.full_like(scores, 0.0 if stem == ZERO else 1.0)
             evaluate.write_score_file(scores_dir / f'{stem}.tsv', scores)
+        write_run(scores_dir.parent, STEMS, seed=42 + run)
         utils.write_json_atomic(scores_dir.parent / 'metrics.json', evaluate.evaluate_scores(scores_dir, workdir))
     return {'workdir': workdir, 'data_root': data_root, 'targets': targets, 'root': root}
 
@@ -220,6 +222,7 @@ def test_per_class_reference_seconds_of_a_partial_run_count_only_its_files(workd
     scores_dir.mkdir(parents=True)
     for stem in part:
         shutil.copy(workdir['workdir'] / config.RUNS_DIR / 'run1' / 'scores' / f'{stem}.tsv', scores_dir)
+    write_run(scores_dir.parent, part)
     utils.write_json_atomic(scores_dir.parent / 'metrics.json', evaluate.evaluate_scores(scores_dir, wd))
     data = plot_results.per_class_data(wd)
     gt = pd.read_csv(wd / config.METADATA_DIR / config.GT_FILE, sep='\t')
