@@ -91,6 +91,8 @@ CHANNELS_LAST = True                                 # conv activations in (batc
 
 # -----------------------------------------------------------------------------
 # Training
+KEEP_FREED_MEMORY = True                             # glibc keeps freed memory for reuse: epochs about 1.5x faster on the
+                                                     # CPU, about 1 GiB more peak memory (False: glibc's defaults)
 LOSS = 'bce'                                         # 'bce' on sigmoid(logits), or 'mse' on raw outputs (reference code)
 LEARNING_RATE = 1e-3
 ADAM_BETAS = (0.9, 0.999)

@@ -477,8 +477,8 @@ def read_protocol(workdir, run_dirs, timeline, time_decimals):
     settings.json), the timeline and the F1_thop call; keys as in config.PUBLISHED_PROTOCOL plus 'data set'."""
     manifest = _read_json(Path(workdir) / config.FEATURES_DIR / 'manifest.json')
     official = manifest.get('folds_sha256') == config.OFFICIAL_FOLDS_SHA256
-    losses = sorted({str(_read_json(Path(d) / 'settings.json').get('record', {}).get('training', {}).get('loss'))
-                     for d in run_dirs})
+    records = [_read_json(Path(d) / 'settings.json').get('record', {}) for d in run_dirs]
+    losses = sorted({str(record.get('training', {}).get('loss', 'unknown')) for record in records})
     return {'data set': manifest.get('dataset', 'unknown'), 'loss': '+'.join(losses),
             'folds': 'official' if official else manifest.get('folds_dir', 'unknown'),
             'timeline': timeline, 'F1_thop time_decimals': time_decimals}

@@ -19,7 +19,7 @@ from utils import DataError
 
 # config values that cannot change what a training computes: a checkpoint need not agree with them to be resumed
 NOT_TRAINING_SETTINGS = ('DEMO_', 'ZENODO_', '_ARCHIVES', 'FEATURE_JOBS', 'RUNS', 'PUBLISHED', 'OFFICIAL_FOLDS',
-                         'CHANNELS_LAST', 'THRESHOLD', 'SEGMENT_LENGTH', 'MERGE_GAP', 'MIN_EVENT_LENGTH',
+                         'CHANNELS_LAST', 'KEEP_FREED_MEMORY', 'THRESHOLD', 'SEGMENT_LENGTH', 'MERGE_GAP', 'MIN_EVENT_LENGTH',
                          'TIMELINE', 'F1_THOP_TIME_DECIMALS', 'PAUC_MAX_FPR')
 
 
@@ -28,8 +28,11 @@ def keep_freed_memory():
 
     Every training step frees and allocates again the activations of the first convolution (210 MB for a batch
     of 32). By default glibc serves blocks that large with mmap and unmaps them when freed, so each step faults
-    the pages in again; with both thresholds at 1 GiB they stay in the heap. Other C libraries: no change.
+    the pages in again; with both thresholds at 1 GiB they stay in the heap, at the cost of a higher peak.
+    config.KEEP_FREED_MEMORY = False, or another C library: no change.
     """
+    if not config.KEEP_FREED_MEMORY:
+        return False
     try:
         libc = ctypes.CDLL('libc.so.6')
     except OSError:
