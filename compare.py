@@ -14,8 +14,8 @@ the means of A and B, the difference B - A, its 95% interval and a two-sided p-v
 - otherwise a paired bootstrap over files (A and B must have scored the same files): files drawn with
   replacement, every metric recomputed on the drawn files with evaluate.py's sed_eval and sed_scores_eval
   calls, each file on its own timeline; a side's value is the mean over its runs, each run scored on the same
-  draw. Interval: 2.5 and 97.5 percentiles of the drawn differences; p = 2 x the smaller share of differences
-  <= 0 or >= 0 (at most 1).
+  draw. Interval: 2.5 and 97.5 percentiles of the drawn differences; p = 2 (k + 1) / (n + 1), k the smaller
+  count of the n drawn differences <= 0 or >= 0 (at most 1).
 A class whose interval excludes 0 is marked. Undefined per-class values count 0, as in the macro averages.
 
 Outputs: the tables on screen, OUT/comparison.md, OUT/comparison.json and OUT/per_class.png (default OUT:
@@ -101,7 +101,9 @@ def bootstrap_test(observed, differences):
     """Observed B - A and its resampled values -> percentile interval and two-sided bootstrap p."""
     differences = np.asarray(differences, dtype=float)
     _, low, high = confidence_interval(differences, confidence=CONFIDENCE)
-    p = min(1.0, 2 * min(np.mean(differences <= 0), np.mean(differences >= 0)))
+    # (k + 1) / (n + 1): a finite bootstrap never shows p = 0, only that p is below its resolution
+    k = min(np.sum(differences <= 0), np.sum(differences >= 0))
+    p = min(1.0, 2 * (k + 1) / (len(differences) + 1))
     return {'difference': float(observed), 'low': low, 'high': high, 'p': float(p)}
 
 

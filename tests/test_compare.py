@@ -145,7 +145,7 @@ def test_paired_bootstrap_sees_a_better_system_on_the_same_files(tmp_path, capsy
 def test_bootstrap_test_takes_percentiles_and_two_sided_p():
     test = compare.bootstrap_test(2.0, np.concatenate([np.full(90, 3.0), np.full(10, -1.0)]))
     assert (test['low'], test['high']) == (-1.0, 3.0)
-    assert test['p'] == pytest.approx(0.2)                         # 2 x the 10% of differences <= 0
+    assert test['p'] == pytest.approx(2 * 11 / 101)                # 2 (k + 1) / (n + 1), k = 10 differences <= 0
 
 
 def test_a_file_drawn_twice_counts_as_two_copies(tmp_path):
