@@ -1,4 +1,4 @@
-"""Shared fixtures: the demo data set (SPEC 7) at the default scale and its extracted features, made once per session."""
+"""Shared fixtures: the demo data set at the default scale and its extracted features, made once per session."""
 import sys
 from pathlib import Path
 
@@ -23,7 +23,7 @@ def one_math_thread():
 
 @pytest.fixture(scope='session')
 def demo_root(tmp_path_factory):
-    """The 49 demo files at config.DEMO_SCALE (about 20 min of audio), in the SPEC 1 layout."""
+    """The 49 demo files at config.DEMO_SCALE (about 20 min of audio), in the MAESTRO Real layout."""
     import demo_data
     root = tmp_path_factory.mktemp('demo')
     demo_data.generate_demo_dataset(root, scale=config.DEMO_SCALE, seed=config.DEMO_SEED, progress=False)

@@ -1,4 +1,4 @@
-"""The demo data set: MAESTRO Real's layout and format, reproducible, with learnable classes (SPEC 1, 7)."""
+"""The demo data set: MAESTRO Real's layout and format, reproducible, with learnable classes."""
 import math
 
 import librosa
@@ -90,7 +90,7 @@ def test_every_hard_class_occurs_and_each_scene_holds_several(demo_root):
 
 
 def mel_and_targets(root, file_id):
-    """Linear mel magnitudes (frames, 64) as SPEC 3, and (frames, 17) soft targets."""
+    """Linear mel magnitudes (frames, 64) as the features, and (frames, 17) soft targets."""
     audio, sr = soundfile.read(str(utils.audio_path(root, file_id)), dtype='float32')
     mel = librosa.feature.melspectrogram(y=audio.mean(axis=1), sr=sr, n_fft=config.N_FFT,
                                          hop_length=config.HOP_LENGTH, power=config.MEL_POWER,

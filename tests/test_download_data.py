@@ -1,4 +1,4 @@
-"""download_data.py against a local HTTP server on 127.0.0.1: success, resume, md5 mismatch (SPEC 1)."""
+"""download_data.py against a local HTTP server on 127.0.0.1: success, resume, md5 mismatch."""
 import hashlib
 import http.server
 import io

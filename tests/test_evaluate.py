@@ -18,7 +18,7 @@ N_HARD = len(config.HARD_CLASSES)
 
 
 def n_frames(duration):
-    """Frames of a file of `duration` s (SPEC 3: 1 + N // hop)."""
+    """Frames of a file of `duration` s (1 + N // hop)."""
     return 1 + int(round(duration * config.SAMPLE_RATE)) // config.HOP_LENGTH
 
 
@@ -64,7 +64,7 @@ def write_folds(folds_dir, test_lists):
 
 
 # -----------------------------------------------------------------------------
-# Post-processing (SPEC 6)
+# Post-processing (docs/method.md, Evaluation)
 
 def test_run_becomes_event_floored_to_whole_seconds():
     # frames [7, 13) = 1.4 .. 2.6 s -> [1, 2); frames [24, 26) = 4.8 .. 5.2 s -> [4, 5): 0.4 s becomes a 1 s event

@@ -1,4 +1,4 @@
-"""metadata/gt_dev.csv and metadata/development_metadata.csv (SPEC 2): read by sed_scores_eval, and in agreement
+"""metadata/gt_dev.csv and metadata/development_metadata.csv: read by sed_scores_eval, and in agreement
 with the soft labels (soft > 0.5) and the audio lengths."""
 import numpy as np
 import pandas as pd

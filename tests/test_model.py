@@ -1,4 +1,4 @@
-"""The CRNN of SPEC 4 and the soft-label losses of SPEC 5 (model.py)."""
+"""The CRNN and the soft-label losses (model.py; docs/method.md, Model and Training)."""
 import math
 
 import pytest
@@ -8,7 +8,7 @@ from torch import nn
 import config
 import model
 
-PER_LAYER_PARAMETERS = [1280, 256, 147584, 256, 147584, 256, 80256, 2080, 561]   # SPEC 4 table
+PER_LAYER_PARAMETERS = [1280, 256, 147584, 256, 147584, 256, 80256, 2080, 561]   # docs/method.md, Model
 
 
 def layers_with_parameters(net):
@@ -101,7 +101,7 @@ def layout_gradients(seed, dtype):
 
 @pytest.mark.parametrize('seed', [1, 2, 3])
 def test_channels_last_layout_gives_the_gradients_of_plain_fp32_eager(seed):
-    """Each gradient tensor within 1e-3 of its largest magnitude (issue 5; measured: about 1e-5). Not for every
+    """Each gradient tensor within 1e-3 of its largest magnitude (measured: about 1e-5). Not for every
     input: where fp32 rounding moves a max-pool winner or a ReLU across 0 the gradient jumps (seed 0: 2e-2; plain
     fp32 against fp64 jumps the same way, 1.5e-2 at seed 1), so the function itself is checked in fp64 below.
     The conv biases are left out: BatchNorm subtracts the batch mean, their gradient is 0 up to rounding."""

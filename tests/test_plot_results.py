@@ -1,8 +1,8 @@
 """plot_results.py: the pictures are written, are valid PNGs of a sensible size, and show evaluate.py's numbers.
 
-Test data built here (no training): 4 files of 30 s with random soft-label annotations in the SPEC 1 layout,
+Test data built here (no training): 4 files of 30 s with random soft-label annotations in the MAESTRO Real layout,
 their rasterised targets in features/files/<stem>.npz, gt_dev.csv as the post-processed hard events of the
-targets (SPEC 2), two runs of score files (noisy soft labels; in run0 one file scores all zero and one all one)
+targets, two runs of score files (noisy soft labels; in run0 one file scores all zero and one all one)
 and each run's metrics.json from evaluate.evaluate_scores, as task4b.py writes it.
 """
 import json

@@ -1,4 +1,4 @@
-"""Training per fold (SPEC 5): batches, the decay and early-stop counters, errors, and task4b.py end to end."""
+"""Training per fold (docs/method.md, Training): batches, the decay and early-stop counters, errors, and task4b.py end to end."""
 import copy
 import json
 import math
