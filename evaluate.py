@@ -520,9 +520,9 @@ def select_runs(workdir, runs=None):
         if settings[run_dir]['record_id'] != settings[first]['record_id']:
             differences = utils.record_differences(settings[first]['record'], settings[run_dir]['record'])
             shown = '; '.join(f'{key}: {a!r} vs {b!r}' for key, a, b in differences[:3])
+            alike = ' '.join(d.name[3:] for d in run_dirs if settings[d]['record_id'] == settings[first]['record_id'])
             raise DataError(f'{first.name} and {run_dir.name} of {Path(workdir) / config.RUNS_DIR} were trained with '
-                            f'other settings ({shown}); choose runs of one kind, e.g. --runs '
-                            f'{" ".join(d.name[3:] for d in run_dirs if settings[d]["record_id"] == settings[first]["record_id"])}')
+                            f'other settings ({shown}); choose runs of one kind, e.g. --runs {alike}')
     return run_dirs, settings[first]['record']
 
 
