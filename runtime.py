@@ -18,9 +18,10 @@ import utils
 from utils import DataError
 
 # config values that cannot change what a training computes: a checkpoint need not agree with them to be resumed
-NOT_TRAINING_SETTINGS = ('DEMO_', 'ZENODO_', '_ARCHIVES', 'FEATURE_JOBS', 'RUNS', 'PUBLISHED', 'OFFICIAL_FOLDS',
-                         'CHANNELS_LAST', 'KEEP_FREED_MEMORY', 'THRESHOLD', 'SEGMENT_LENGTH', 'MERGE_GAP', 'MIN_EVENT_LENGTH',
-                         'TIMELINE', 'F1_THOP_TIME_DECIMALS', 'PAUC_MAX_FPR')
+# (the seed is recorded on its own: config.SEED is only --seed's default)
+NOT_TRAINING_SETTINGS = ('DEMO_', 'ZENODO_', '_ARCHIVES', 'FEATURE_JOBS', 'RUNS', 'SEED', 'PUBLISHED',
+                         'OFFICIAL_FOLDS', 'CHANNELS_LAST', 'KEEP_FREED_MEMORY', 'THRESHOLD', 'SEGMENT_LENGTH',
+                         'MERGE_GAP', 'MIN_EVENT_LENGTH', 'TIMELINE', 'F1_THOP_TIME_DECIMALS', 'PAUC_MAX_FPR')
 
 
 def keep_freed_memory():

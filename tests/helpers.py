@@ -1,7 +1,9 @@
 """Test helpers shared by several test files."""
 import json
+import shutil
 from pathlib import Path
 
+import config
 import utils
 
 RECORD = {'training': {'epochs': 150, 'loss': 'bce', 'config': {}}, 'features': {'dataset': 'demo'}}
@@ -16,3 +18,16 @@ def write_run(run_dir, stems, record=RECORD, seed=42):
     (run_dir / 'settings.json').write_text(json.dumps({'seed': seed, 'record_id': record_id, 'record': record}))
     (run_dir / 'fold1' / 'metrics.json').write_text(json.dumps({'record_id': record_id, 'files': sorted(stems)}))
     return run_dir
+
+
+def copy_workdir(workdir, path):
+    """A workdir of its own (features and metadata of the shared one), so runs do not see each other's files."""
+    for name in (config.FEATURES_DIR, config.METADATA_DIR):
+        shutil.copytree(Path(workdir) / name, Path(path) / name)
+    return Path(path)
+
+
+def score_files(workdir, run=0):
+    """{name: bytes} of a run's score files."""
+    scores_dir = Path(workdir) / config.RUNS_DIR / f'run{run}' / 'scores'
+    return {p.name: p.read_bytes() for p in sorted(scores_dir.glob('*.tsv'))}

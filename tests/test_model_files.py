@@ -1,6 +1,5 @@
 """Model files are safe to share: best_model.pt and checkpoint.pt load with torch's safe loader, and a file that
 would run code when unpickled is refused before any of it runs."""
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import config
 import evaluate
 import infer
 import task4b
-from helpers import write_run
+from helpers import copy_workdir, write_run
 
 
 class TouchOnLoad:
@@ -61,9 +60,7 @@ def test_infer_refuses_a_best_model_that_would_run_code(tmp_path, audio_dir, cap
 
 
 def test_task4b_resume_refuses_a_checkpoint_that_would_run_code(demo_workdir, tmp_path, capsys):
-    workdir = tmp_path / 'work'
-    for name in (config.FEATURES_DIR, config.METADATA_DIR):
-        shutil.copytree(demo_workdir / name, workdir / name)
+    workdir = copy_workdir(demo_workdir, tmp_path / 'work')
     marker = tmp_path / 'marker'
     path = hostile_file(workdir / config.RUNS_DIR / 'run0' / 'fold1' / 'checkpoint.pt', marker)
     assert task4b.main(['--workdir', str(workdir), '--folds', '1', '--epochs', '1', '--device', 'cpu', '--resume']) == 2

@@ -1,7 +1,6 @@
 """Results you can trust: every run carries the record of its settings, runs of other settings never mix, an
 evaluation-only setting re-scores without recomputing anything, and bad input is one line, never a traceback."""
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -14,14 +13,9 @@ import extract_features
 import runtime
 import task4b
 import utils
+from helpers import copy_workdir
 
 EPOCH = ['--epochs', '1', '--device', 'cpu']
-
-
-def copy_workdir(demo_workdir, path):
-    for name in (config.FEATURES_DIR, config.METADATA_DIR):
-        shutil.copytree(demo_workdir / name, path / name)
-    return path
 
 
 def score_stems(run_dir):

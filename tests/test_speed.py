@@ -1,6 +1,5 @@
 """Speed levers that must not change the function: the malloc settings, --jobs, --run."""
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ import torch
 
 import config
 import task4b
+from helpers import copy_workdir, score_files
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -52,17 +52,6 @@ def test_keeping_freed_memory_gives_bit_identical_training(tmp_path):
 # --jobs and --run: the same scores as a sequential run
 
 ARGS = ['--folds', '1', '2', '--epochs', '1', '--seed', '3', '--device', 'cpu']
-
-
-def copy_workdir(src, dst):
-    shutil.copytree(Path(src) / config.FEATURES_DIR, Path(dst) / config.FEATURES_DIR)
-    shutil.copytree(Path(src) / config.METADATA_DIR, Path(dst) / config.METADATA_DIR)
-    return Path(dst)
-
-
-def score_files(workdir, run=0):
-    scores = Path(workdir) / config.RUNS_DIR / f'run{run}' / 'scores'
-    return {p.name: p.read_bytes() for p in sorted(scores.glob('*.tsv'))}
 
 
 @pytest.fixture(scope='module')

@@ -2,7 +2,6 @@
 import copy
 import json
 import math
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -16,6 +15,7 @@ import runtime
 import task4b
 from model import build_model
 import utils
+from helpers import copy_workdir, score_files
 
 
 # -----------------------------------------------------------------------------
@@ -130,18 +130,6 @@ def test_features_of_other_parameters_are_refused_naming_the_parameter(demo_work
 
 # -----------------------------------------------------------------------------
 # End to end on the demo data set
-
-def copy_workdir(demo_workdir, path):
-    """A workdir of its own (features and metadata of the shared one), so runs do not see each other's files."""
-    for name in (config.FEATURES_DIR, config.METADATA_DIR):
-        shutil.copytree(demo_workdir / name, path / name)
-    return path
-
-
-def score_files(workdir, run=0):
-    scores_dir = workdir / config.RUNS_DIR / f'run{run}' / 'scores'
-    return {p.name: p.read_bytes() for p in sorted(scores_dir.glob('*.tsv'))}
-
 
 def history_without_seconds(path):
     return [line.rsplit(',', 1)[0] for line in path.read_text().splitlines()]
