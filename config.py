@@ -94,6 +94,14 @@ CHANNELS_LAST = True                                 # conv activations in (batc
 KEEP_FREED_MEMORY = True                             # glibc keeps freed memory for reuse: epochs about 1.5x faster on the
                                                      # CPU, about 1 GiB more peak memory (False: glibc's defaults)
 LOSS = 'bce'                                         # 'bce' on sigmoid(logits), or 'mse' on raw outputs (reference code)
+OUTPUT_BIAS_INIT = 'prior'                           # 'bce' only: 'prior' starts the output layer's bias at the log-odds
+                                                     # of each class's mean soft target over the fold's training frames
+                                                     # (the one departure from the original code); 'torch' keeps torch's
+                                                     # initialisation. 'mse' always keeps torch's: it reproduces the
+                                                     # published table
+OUTPUT_BIAS_CLIP = 1e-4                              # prior clipped to [1e-4, 1 - 1e-4] (bias within +/-9.2): a class absent
+                                                     # from the training frames gets a finite bias, still below the mean of
+                                                     # a class active in a handful of MAESTRO Real's ~31,000 training frames
 LEARNING_RATE = 1e-3
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8

@@ -77,6 +77,28 @@ def build_model(device='cpu'):
     return net
 
 
+def output_bias_init(loss_kind=config.LOSS):
+    """How the output layer's bias starts: config.OUTPUT_BIAS_INIT for 'bce'; 'torch' for 'mse', whose raw
+    outputs start near the mostly-zero targets already (and which reproduces the published table)."""
+    if loss_kind == 'mse':
+        return 'torch'
+    if config.OUTPUT_BIAS_INIT not in ('prior', 'torch'):
+        raise ValueError(f"unknown OUTPUT_BIAS_INIT {config.OUTPUT_BIAS_INIT!r}: expected 'prior' or 'torch'")
+    return config.OUTPUT_BIAS_INIT
+
+
+def init_output_bias(net, Y_train):
+    """dense2.bias <- logit(p), p (17,) the mean soft target of each class over every training frame, clipped to
+    [OUTPUT_BIAS_CLIP, 1 - OUTPUT_BIAS_CLIP]. sigmoid(0) = 0.5 against targets that are 0 most of the time would
+    spend hundreds of Adam steps moving the biases down; this starts every output at its class's prior. No
+    random number is drawn: every other weight is torch's initialisation from the same seed."""
+    prior = Y_train.double().mean(dim=(0, 1))                       # (17,)
+    prior = prior.clamp(config.OUTPUT_BIAS_CLIP, 1 - config.OUTPUT_BIAS_CLIP)
+    with torch.no_grad():
+        net.dense2.bias.copy_(torch.logit(prior))
+    return net
+
+
 def soft_label_loss(outputs, targets, kind=config.LOSS):
     """Mean loss of frame outputs (batch, frames, 17) against soft targets in [0, 1] of the same shape.
 

@@ -15,6 +15,7 @@ import torch
 
 import config
 import utils
+from model import output_bias_init
 from utils import DataError
 
 # config values that cannot change what a training computes: a checkpoint need not agree with them to be resumed
@@ -49,6 +50,10 @@ def training_settings(seed, epochs, loss_kind):
     """What a checkpoint must agree with to be resumed: seed, schedule, loss and the config values of training."""
     values = {k: v for k, v in vars(config).items() if k.isupper() and not isinstance(v, Path)
               and not any(s in k for s in NOT_TRAINING_SETTINGS)}
+    # the initialisation the loss really gets: 'mse' ignores OUTPUT_BIAS_INIT, so its runs never differ by it
+    values['OUTPUT_BIAS_INIT'] = output_bias_init(loss_kind)
+    if values['OUTPUT_BIAS_INIT'] != 'prior':
+        values.pop('OUTPUT_BIAS_CLIP', None)
     return {'seed': seed, 'epochs': epochs, 'loss': loss_kind, 'config': values}
 
 

@@ -46,7 +46,7 @@ import evaluate
 import runtime
 import utils
 from data_generator import load_fold_tensors, sequence_batches, training_batches
-from model import CRNN, architecture, build_model, scores_from_outputs, soft_label_loss
+from model import CRNN, architecture, build_model, init_output_bias, output_bias_init, scores_from_outputs, soft_label_loss
 from utils import DataError
 
 
@@ -165,6 +165,8 @@ def train_fold(data, fold_dir, seed, epochs, device, loss_kind, resume=False, na
     checkpoint_path = Path(fold_dir) / 'checkpoint.pt'
     seed_everything(seed, device)
     model = build_model(device)
+    if output_bias_init(loss_kind) == 'prior':         # start each output at its class's prior (bce)
+        init_output_bias(model, data['Y_train'])
     optimizer = new_optimizer(model)
     schedule = PlateauSchedule(epochs)
     generator = torch.Generator().manual_seed(seed)      # the shuffling order; its state is checkpointed
