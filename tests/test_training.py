@@ -311,3 +311,94 @@ def test_mse_option_trains_and_scores_are_the_raw_outputs(tmp_path):
     np.testing.assert_allclose(written, outputs[:, config.HARD_INDEX], rtol=1e-6, atol=1e-7)
     assert list(all_classes.columns) == ['onset', 'offset'] + config.CLASSES
     np.testing.assert_allclose(all_classes[config.CLASSES].to_numpy(), outputs, rtol=1e-6, atol=1e-7)
+
+
+
+# -----------------------------------------------------------------------------
+# The output layer's bias starts at the class priors (bce); torch's initialisation otherwise
+
+def initial_weights(monkeypatch, fold_dir, data, loss_kind, bias_init, seed=5):
+    """The network's weights as train_fold hands them to the optimizer, before the first step (one epoch runs)."""
+    monkeypatch.setattr(config, 'OUTPUT_BIAS_INIT', bias_init)
+    real_optimizer, initial = task4b.new_optimizer, {}
+
+    def keep_initial(model):
+        initial.update(copy.deepcopy(model.state_dict()))
+        return real_optimizer(model)
+    with monkeypatch.context() as patch:
+        patch.setattr(task4b, 'new_optimizer', keep_initial)
+        task4b.train_fold(data, fold_dir, seed, 1, 'cpu', loss_kind)
+    return initial
+
+
+def torch_initialisation(seed=5):
+    task4b.seed_everything(seed, 'cpu')
+    return build_model('cpu').state_dict()
+
+
+def test_bce_output_bias_starts_at_the_logit_of_each_class_mean_soft_target(demo_workdir, tmp_path, monkeypatch):
+    import extract_features
+    fold = extract_features.load_fold(demo_workdir, 1)
+    prior = np.asarray(fold['Y_train'], dtype=np.float64).mean(axis=(0, 1))                 # (17,) over every frame
+    clipped = np.clip(prior, config.OUTPUT_BIAS_CLIP, 1 - config.OUTPUT_BIAS_CLIP)
+    initial = initial_weights(monkeypatch, tmp_path / 'f', data_generator.fold_tensors(fold), 'bce', 'prior')
+    np.testing.assert_allclose(initial['dense2.bias'].numpy(), np.log(clipped / (1 - clipped)), rtol=1e-6)
+    reference = torch_initialisation()
+    assert not torch.equal(initial['dense2.bias'], reference['dense2.bias'])
+    assert all(torch.equal(initial[k], reference[k]) for k in reference if k != 'dense2.bias')
+
+
+def test_a_class_never_or_always_active_gets_the_clipped_finite_bias(tmp_path, monkeypatch):
+    fold = synthetic_fold()
+    fold['Y_train'][..., 0] = 0.0                      # never active in the training frames
+    fold['Y_train'][..., 1] = 1.0                      # always active
+    bias = initial_weights(monkeypatch, tmp_path / 'f', data_generator.fold_tensors(fold), 'bce', 'prior')['dense2.bias']
+    edge = math.log(config.OUTPUT_BIAS_CLIP / (1 - config.OUTPUT_BIAS_CLIP))
+    assert bias[0].item() == pytest.approx(edge, rel=1e-6) and bias[1].item() == pytest.approx(-edge, rel=1e-6)
+
+
+def test_torch_option_and_mse_keep_torch_initialisation_exactly(tmp_path, monkeypatch):
+    data = data_generator.fold_tensors(synthetic_fold())
+    reference = torch_initialisation()
+    for loss_kind, bias_init in (('bce', 'torch'), ('mse', 'prior'), ('mse', 'torch')):
+        initial = initial_weights(monkeypatch, tmp_path / f'{loss_kind}_{bias_init}', data, loss_kind, bias_init)
+        assert all(torch.equal(initial[k], reference[k]) for k in reference), (loss_kind, bias_init)
+
+
+@pytest.mark.slow
+def test_mse_scores_do_not_depend_on_output_bias_init_and_the_runs_combine(demo_workdir, tmp_path, monkeypatch):
+    args = ['--folds', '1', '--epochs', '3', '--loss', 'mse', '--device', 'cpu']
+    scores, records = [], []
+    for bias_init in ('prior', 'torch'):
+        monkeypatch.setattr(config, 'OUTPUT_BIAS_INIT', bias_init)
+        workdir = copy_workdir(demo_workdir, tmp_path / bias_init)
+        assert task4b.main(['--workdir', str(workdir)] + args) == 0
+        scores.append(score_files(workdir))
+        records.append(json.loads((workdir / config.RUNS_DIR / 'run0' / 'settings.json').read_text())['record_id'])
+    assert scores[0] == scores[1] and len(scores[0]) == len(utils.read_fold(1)['test'])
+    assert records[0] == records[1]                        # one kind of run: never refused as other settings
+
+
+def test_bias_init_is_in_the_run_record_of_bce_runs():
+    monkeypatch = pytest.MonkeyPatch()
+    try:
+        manifest = {'params': {}, 'dataset': 'demo', 'folds_sha256': ''}
+        monkeypatch.setattr(config, 'OUTPUT_BIAS_INIT', 'prior')
+        prior = runtime.run_record(manifest, 150, 'bce')
+        monkeypatch.setattr(config, 'OUTPUT_BIAS_INIT', 'torch')
+        torch_init = runtime.run_record(manifest, 150, 'bce')
+    finally:
+        monkeypatch.undo()
+    assert ('training.config.OUTPUT_BIAS_INIT', 'prior', 'torch') in utils.record_differences(prior, torch_init)
+
+
+@pytest.mark.slow
+def test_prior_bias_reaches_a_lower_validation_loss_than_torch_initialisation_in_20_epochs(demo_workdir, tmp_path,
+                                                                                          monkeypatch):
+    data = data_generator.load_fold_tensors(demo_workdir, 1)           # one batch of 32 per epoch: 20 steps
+    best = {}
+    for bias_init in ('prior', 'torch'):
+        monkeypatch.setattr(config, 'OUTPUT_BIAS_INIT', bias_init)
+        _, schedule = task4b.train_fold(data, tmp_path / bias_init, config.SEED, 20, 'cpu', 'bce')
+        best[bias_init] = schedule.best_loss
+    assert best['prior'] < best['torch'], best
