@@ -93,6 +93,16 @@ def check_wav_complete(path):
             pos += 8 + length + (length & 1)
 
 
+def refuse_short_audio(path, n_samples, sample_rate):
+    """DataError for audio of no samples or shorter than one frame: libsndfile reads an empty WAV without
+    complaint, and its duration of 0 s would only be refused by the evaluation, after training."""
+    if n_samples == 0:
+        raise DataError(f'{path}: no audio samples (an empty WAV); re-download or re-generate it, or leave it out')
+    if n_samples / sample_rate < config.FRAME_SECONDS:
+        raise DataError(f'{path}: {n_samples} samples ({n_samples / sample_rate:.3f} s), shorter than one frame '
+                        f'({config.FRAME_SECONDS} s); re-download or re-generate it, or leave it out')
+
+
 def read_audio(path):
     """WAV (16/24/32-bit PCM, any channel count) -> (samples,) mono float32 in [-1, 1) at config.SAMPLE_RATE."""
     path = Path(path)
@@ -102,6 +112,7 @@ def read_audio(path):
     try:
         with sf.SoundFile(str(path)) as f:
             n, channels, sample_rate = f.frames, f.channels, f.samplerate
+            refuse_short_audio(path, n, sample_rate)
             mono = np.empty(n, dtype=np.float32)
             block = np.empty((min(READ_BLOCK, max(n, 1)), channels), dtype=np.float32)
             pos = 0

@@ -173,6 +173,17 @@ def test_unreadable_wav_is_an_error_naming_the_file(tmp_path):
         ef.read_audio(tmp_path / 'a.wav')
 
 
+@pytest.mark.parametrize('n_samples, message', [(0, 'no audio samples'), (4410, 'shorter than one frame')])
+def test_audio_of_no_samples_or_shorter_than_a_frame_is_refused_at_extraction(dataset, n_samples, message, capsys):
+    path = utils.audio_path(dataset.root, IDS[2])
+    sf.write(path, np.zeros((n_samples, 2)), 44100, subtype='PCM_24')
+    code = ef.main(['--data-root', str(dataset.root), '--workdir', str(dataset.workdir), '--folds-dir',
+                    str(dataset.folds_dir), '--split-file', str(dataset.root.parent / 'split.csv'), '--jobs', '1'])
+    last = capsys.readouterr().err.splitlines()[-1]                          # after the progress bar
+    assert code == 2 and last.startswith(f'error: {path}: ') and message in last
+    assert not (dataset.workdir / config.METADATA_DIR).exists()              # no duration 0 written
+
+
 def test_truncated_wav_is_an_error_naming_the_file(tmp_path):
     write_audio(tmp_path / 'a.wav', seconds=1.0)
     data = (tmp_path / 'a.wav').read_bytes()
