@@ -48,7 +48,8 @@ HARD_CLASSES = [                                     # the 11 classes that are e
     'birds_singing', 'car', 'people talking', 'footsteps', 'children voices', 'wind_blowing',
     'brakes_squeaking', 'large_vehicle', 'cutlery and dishes', 'metro approaching', 'metro leaving',
 ]
-HARD_INDEX = [CLASSES.index(c) for c in HARD_CLASSES]       # model outputs -> the 11 evaluated
+# model outputs -> the 11 evaluated (every script refuses a class missing from CLASSES: utils.check_config)
+HARD_INDEX = [CLASSES.index(c) for c in HARD_CLASSES if c in CLASSES]
 AUDIO_SUBTYPE = 'PCM_24'                             # the real recordings are 24-bit PCM WAV (soundfile subtype)
 HARD_LABEL_THRESHOLD = 0.5                           # hard label: active where soft > this
 ANNOTATION_RESOLUTION = 1.0                          # s, one soft value per second and class
@@ -75,7 +76,7 @@ FMIN = 50.0                                          # Hz
 FMAX = 14000.0                                       # Hz
 LOG_MEL = False                                      # the reference feeds linear mel magnitudes
 LOG_OFFSET = 1e-8                                    # log(mel + LOG_OFFSET) when LOG_MEL
-FRAME_SECONDS = HOP_LENGTH / SAMPLE_RATE             # 0.2 s per frame
+FRAME_SECONDS = HOP_LENGTH / SAMPLE_RATE if SAMPLE_RATE else 0.0   # 0.2 s per frame (a rate of 0: utils.check_config)
 SEQUENCE_LENGTH = 200                                # frames per training/validation sequence (40 s)
 FEATURE_JOBS = 2                                     # processes for extraction (math libraries capped at 1 thread each)
 
