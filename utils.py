@@ -120,6 +120,12 @@ def record_differences(a, b, prefix=''):
     return differences
 
 
+def features_record(manifest):
+    """What a run's numbers depend on of its features (a part of its record): their parameters, the data set and
+    the fold lists, as extraction recorded them in its manifest."""
+    return {key: manifest.get(key) for key in ('params', 'dataset', 'folds_sha256')}
+
+
 def limit_math_threads(n=1):
     """Cap BLAS/OpenMP threads of this process (for worker processes that run side by side)."""
     from threadpoolctl import threadpool_limits

@@ -71,6 +71,15 @@ def test_a_fold_trained_again_replaces_exactly_its_own_score_files(demo_workdir,
     assert {p: p.stat().st_mtime_ns for p in fold2} == fold2                   # the other fold's untouched
 
 
+def test_the_run_record_names_settings_exactly_and_leaves_file_names_out(monkeypatch):
+    recorded = runtime.training_settings(42, 150, 'bce')['config']
+    assert recorded['HARD_LABEL_THRESHOLD'] == config.HARD_LABEL_THRESHOLD   # not taken for the evaluation's THRESHOLD
+    assert not {'THRESHOLD', 'MERGE_GAP', 'GT_FILE', 'FEATURES_DIR', 'RUNS_DIR', 'SEED', 'LOSS'} & set(recorded)
+    monkeypatch.setattr(config, 'GT_FILE', 'reference.csv')
+    monkeypatch.setattr(config, 'FEATURES_DIR', 'features_v2')
+    assert runtime.training_settings(42, 150, 'bce')['config'] == recorded     # renamed folders, the same run
+
+
 def test_evaluate_refuses_runs_of_other_settings_and_combines_a_selection(demo_workdir, tmp_path, capsys):
     from helpers import RECORD, write_run
     workdir = copy_workdir(demo_workdir, tmp_path)
