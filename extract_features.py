@@ -21,6 +21,7 @@ import concurrent.futures
 import json
 import multiprocessing
 import os
+import shlex
 import struct
 import sys
 import time
@@ -434,8 +435,8 @@ def extract(data_root, workdir, folds_dir=None, jobs=None, split_file=None):
     jobs = config.FEATURE_JOBS if jobs is None else jobs
 
     file_ids, folds = read_file_lists(split_file, folds_dir)
-    get_data = (f'get the data: python download_data.py --data-root {data_root}, or python demo_data.py '
-                f'--out {data_root}')
+    get_data = (f'get the data: python download_data.py --data-root {shlex.quote(str(data_root))}, or python '
+                f'demo_data.py --out {shlex.quote(str(data_root))}')
     if not (data_root / config.AUDIO_DIR).is_dir():
         raise DataError(f'{data_root}: no {config.AUDIO_DIR}/ folder in the data root; {get_data}')
     audio_files = {i: utils.audio_path(data_root, i) for i in file_ids}
@@ -490,14 +491,15 @@ def read_manifest(workdir):
         manifest = json.loads(manifest_path.read_text())
     except (OSError, ValueError):
         raise DataError(f'{manifest_path}: features not extracted yet; run: python extract_features.py '
-                        f'--data-root DIR --workdir {workdir}') from None
+                        f'--data-root DIR --workdir {shlex.quote(str(workdir))}') from None
     missing = [k for k in ('params', 'dataset', 'data_root', 'folds_dir', 'split_file', 'folds_sha256', 'files')
                if k not in manifest]
     if missing:
         raise DataError(f'{manifest_path}: written by an older version (no {", ".join(missing)}); run: python '
-                        f'extract_features.py --data-root DIR --workdir {workdir}')
-    run = (f'python extract_features.py --data-root {manifest["data_root"]} --workdir {workdir} '
-           f'--folds-dir {manifest["folds_dir"]} --split-file {manifest["split_file"]}')
+                        f'extract_features.py --data-root DIR --workdir {shlex.quote(str(workdir))}')
+    run = 'python extract_features.py ' + ' '.join(f'{flag} {shlex.quote(str(value))}' for flag, value in (
+        ('--data-root', manifest['data_root']), ('--workdir', workdir), ('--folds-dir', manifest['folds_dir']),
+        ('--split-file', manifest['split_file'])))
     changed = changed_feature_param(manifest['params'])
     if changed:
         name, old, new = changed

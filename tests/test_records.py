@@ -1,8 +1,9 @@
 """Results you can trust: every run carries the record of its settings, runs of other settings never mix, an
 evaluation-only setting re-scores without recomputing anything, and bad input is one line, never a traceback."""
 import json
+import shlex
+import shutil
 
-import numpy as np
 import pytest
 import torch
 
@@ -182,6 +183,43 @@ def test_runs_of_other_fold_files_than_the_workdir_now_are_refused_naming_them(r
     assert err.startswith(f'error: {run_dir}: trained on other features than ') and err.count('\n') == 1
     assert 'features.folds_sha256: the official folds then, other fold files (hash ' in err
     assert '--run 0 --restart' in err and not any(tmp_path.iterdir())
+
+
+# -----------------------------------------------------------------------------
+# Paths with spaces: the printed hints are shell commands that work when pasted
+
+def pasted(err, script):
+    """The command after 'run: ' in an error line, split as a shell splits it -> the arguments of `script`."""
+    argv = shlex.split(err.split('run: ', 1)[1])
+    assert argv[:2] == ['python', script], argv
+    return argv[2:]
+
+
+@pytest.mark.slow
+def test_a_workdir_with_a_space_runs_end_to_end_and_its_hints_work_when_pasted(demo_root, tmp_path, monkeypatch,
+                                                                               capsys):
+    workdir, folds = tmp_path / 'work dir', tmp_path / 'my folds'
+    shutil.copytree(config.FOLDS_DIR, folds)
+    train = ['--workdir', str(workdir), '--folds', '1', '--loss', 'mse'] + EPOCH
+    assert extract_features.main(['--data-root', str(demo_root), '--workdir', str(workdir), '--folds-dir',
+                                  str(folds), '--jobs', '1']) == 0
+    assert task4b.main(train) == 0 and evaluate.main(['--workdir', str(workdir)]) == 0
+
+    monkeypatch.setattr(config, 'FMAX', 13000.0)              # config.py edited after extraction
+    capsys.readouterr()
+    assert evaluate.main(['--workdir', str(workdir)]) == 2 and task4b.main(train) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and err[0] == err[1]                  # both name the features and the command to run
+    argv = pasted(err[0], 'extract_features.py')
+    assert argv[argv.index('--workdir') + 1] == str(workdir) and argv[argv.index('--folds-dir') + 1] == str(folds)
+    assert extract_features.main(argv + ['--jobs', '1']) == 0
+
+    capsys.readouterr()                                        # the run was trained on the old features
+    assert evaluate.main(['--workdir', str(workdir)]) == 2
+    argv = pasted(capsys.readouterr().err, 'task4b.py')
+    assert task4b.main(argv + ['--folds', '1', '--loss', 'mse'] + EPOCH) == 0
+    assert evaluate.main(['--workdir', str(workdir)]) == 0
+    assert json.loads((workdir / 'results.json').read_text())['n_runs'] == 1
 
 
 # -----------------------------------------------------------------------------
