@@ -552,6 +552,15 @@ def folds_name(folds_sha256):
     return f'other fold files (hash {str(folds_sha256)[:12]})' if folds_sha256 else 'unknown fold files'
 
 
+def check_scores_folder(workdir, scores_dir):
+    """A folder of score files given by hand (--scores): checked as check_features_of_runs checks runs when it is a
+    run's (its parent holds settings.json); score files of anywhere else have no record to compare."""
+    run_dir = Path(scores_dir).resolve().parent
+    record = _read_json(run_dir / 'settings.json').get('record')
+    if record:
+        check_features_of_runs(workdir, run_dir, record)
+
+
 def check_features_of_runs(workdir, run_dir, record):
     """Refuse runs trained on other features or fold lists than workdir holds now (re-extracted since, e.g. with
     other fold files): their scores would be regrouped into the new folds and scored against the new references
@@ -696,6 +705,7 @@ def main(argv=None):
                              'library default (default: %(default)s)')
     args = parser.parse_args(argv)
     if args.scores is not None:
+        check_scores_folder(args.workdir, args.scores)
         metrics = evaluate_scores(args.scores, args.workdir, timeline=args.timeline,
                                   time_decimals=args.time_decimals)
         print(metrics['report'])

@@ -164,13 +164,18 @@ def reextracted(demo_root, demo_workdir, tmp_path_factory):
     return workdir
 
 
-@pytest.mark.parametrize('script', ['evaluate', 'infer', 'plot_results', 'compare'])
+@pytest.mark.parametrize('script', ['evaluate', 'evaluate --scores', 'infer', 'plot_results', 'plot_results --scores',
+                                    'compare'])
 def test_runs_of_other_fold_files_than_the_workdir_now_are_refused_naming_them(reextracted, demo_root, script,
                                                                                tmp_path, capsys):
     import compare
     import infer
     import plot_results
+    scores = reextracted / config.RUNS_DIR / 'run0' / 'scores'
     calls = {'evaluate': (evaluate.main, ['--workdir', reextracted]),
+             'evaluate --scores': (evaluate.main, ['--workdir', reextracted, '--scores', scores]),
+             'plot_results --scores': (plot_results.main, ['--workdir', reextracted, '--scores', scores, '--only',
+                                                           'files', '--out', tmp_path / 'pictures']),
              'infer': (infer.main, ['--audio', demo_root / config.AUDIO_DIR / 'cafe_restaurant', '--workdir',
                                     reextracted, '--out', tmp_path / 'out']),
              'plot_results': (plot_results.main, ['--workdir', reextracted, '--out', tmp_path / 'pictures']),
