@@ -211,6 +211,7 @@ def table(report):
     return '\n'.join([head] + [f'{a:<{width}}  {b}' for a, b in rows])
 
 
+@utils.command
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--data-root', type=Path, default=config.DATA_ROOT, help='audio and annotations')

@@ -24,6 +24,7 @@ Outputs: the tables on screen, OUT/comparison.md, OUT/comparison.json and OUT/pe
 import argparse
 import json
 import os
+import shlex
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from itertools import repeat
@@ -63,10 +64,11 @@ def load_side(workdir, runs):
         try:
             metrics.append(json.loads(path.read_text()))
         except (OSError, ValueError):
-            raise DataError(f'{path}: missing or unreadable; run: python evaluate.py --workdir {workdir}') from None
+            raise DataError(f'{path}: missing or unreadable; run: python evaluate.py --workdir '
+                            f'{shlex.quote(str(workdir))}') from None
         if metrics[-1].get('record_id', 'unknown') != evaluate.read_settings(run_dir)['record_id']:
             raise DataError(f"{path}: scored before the run's current settings; "
-                            f'run: python evaluate.py --workdir {workdir}')
+                            f'run: python evaluate.py --workdir {shlex.quote(str(workdir))}')
     return {'workdir': Path(workdir), 'run_dirs': [Path(d) for d in run_dirs], 'record': record, 'metrics': metrics}
 
 

@@ -48,7 +48,8 @@ HARD_CLASSES = [                                     # the 11 classes that are e
     'birds_singing', 'car', 'people talking', 'footsteps', 'children voices', 'wind_blowing',
     'brakes_squeaking', 'large_vehicle', 'cutlery and dishes', 'metro approaching', 'metro leaving',
 ]
-HARD_INDEX = [CLASSES.index(c) for c in HARD_CLASSES]       # model outputs -> the 11 evaluated
+# model outputs -> the 11 evaluated (every script refuses a class missing from CLASSES: utils.check_config)
+HARD_INDEX = [CLASSES.index(c) for c in HARD_CLASSES if c in CLASSES]
 AUDIO_SUBTYPE = 'PCM_24'                             # the real recordings are 24-bit PCM WAV (soundfile subtype)
 HARD_LABEL_THRESHOLD = 0.5                           # hard label: active where soft > this
 ANNOTATION_RESOLUTION = 1.0                          # s, one soft value per second and class
@@ -75,7 +76,7 @@ FMIN = 50.0                                          # Hz
 FMAX = 14000.0                                       # Hz
 LOG_MEL = False                                      # the reference feeds linear mel magnitudes
 LOG_OFFSET = 1e-8                                    # log(mel + LOG_OFFSET) when LOG_MEL
-FRAME_SECONDS = HOP_LENGTH / SAMPLE_RATE             # 0.2 s per frame
+FRAME_SECONDS = HOP_LENGTH / SAMPLE_RATE if SAMPLE_RATE else 0.0   # 0.2 s per frame (a rate of 0: utils.check_config)
 SEQUENCE_LENGTH = 200                                # frames per training/validation sequence (40 s)
 FEATURE_JOBS = 2                                     # processes for extraction (math libraries capped at 1 thread each)
 
@@ -126,6 +127,25 @@ PAUC_MAX_FPR = 0.1                                   # segment-based partial AUR
 PUBLISHED = {                                        # mean, std over 10 runs on MAESTRO Real
     'ER_m': (0.487, 0.009), 'F1_m': (70.34, 0.766), 'F1_M': (35.83, 0.660), 'F1_thop': (42.87, 0.840),
 }
-PUBLISHED_PROTOCOL = {                               # how the published numbers were computed
-    'loss': 'mse', 'folds': 'official', 'timeline': 'fold', 'F1_thop time_decimals': 30,
+# How the published numbers were computed: the value of every setting that can change them (--epochs, --loss, the
+# training and feature values of a run's record, the evaluation's). The table says "same protocol" only when each
+# of them matches; the number of runs is shown beside it, not compared. pAUC is not in the published table, so
+# PAUC_MAX_FPR is not compared; speed-only settings (CHANNELS_LAST, KEEP_FREED_MEMORY, FEATURE_JOBS) change no number.
+PUBLISHED_PROTOCOL = {
+    'data set': 'MAESTRO Real', 'folds': 'official', 'epochs': 150, 'loss': 'mse', 'timeline': 'fold',
+    'F1_thop time_decimals': 30,
+    'THRESHOLD': 0.5, 'SEGMENT_LENGTH': 1.0, 'MERGE_GAP': 0.1, 'MIN_EVENT_LENGTH': 0.1,
+    'N_FOLDS': 5, 'HARD_LABEL_THRESHOLD': 0.5, 'ANNOTATION_RESOLUTION': 1.0,
+    'CLASSES': ['birds_singing', 'car', 'people talking', 'footsteps', 'children voices', 'wind_blowing',
+                'brakes_squeaking', 'large_vehicle', 'cutlery and dishes', 'furniture dragging', 'coffee machine',
+                'metro approaching', 'metro leaving', 'door opens/closes', 'announcement', 'shopping cart',
+                'cash register beeping'],
+    'HARD_CLASSES': ['birds_singing', 'car', 'people talking', 'footsteps', 'children voices', 'wind_blowing',
+                     'brakes_squeaking', 'large_vehicle', 'cutlery and dishes', 'metro approaching', 'metro leaving'],
+    'SAMPLE_RATE': 44100, 'HOP_LENGTH': 8820, 'N_FFT': 17640, 'WINDOW': 'hann', 'CENTER': True, 'PAD_MODE': 'constant',
+    'MEL_POWER': 1.0, 'N_MELS': 64, 'FMIN': 50.0, 'FMAX': 14000.0, 'LOG_MEL': False, 'LOG_OFFSET': 1e-8,
+    'SEQUENCE_LENGTH': 200,
+    'CONV_CHANNELS': 128, 'CONV_KERNEL': 3, 'POOL_SIZES': [5, 2, 2], 'DROPOUT': 0.2, 'GRU_UNITS': 32, 'DENSE_UNITS': 32,
+    'OUTPUT_BIAS_INIT': 'torch', 'LEARNING_RATE': 1e-3, 'ADAM_BETAS': [0.9, 0.999], 'ADAM_EPS': 1e-8, 'BATCH_SIZE': 32,
+    'LR_DECAY_PATIENCE': 0.3, 'LR_DECAY_FACTOR': 10.0, 'EARLY_STOP_PATIENCE': 0.6,
 }

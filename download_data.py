@@ -23,6 +23,7 @@ is appended.
 import argparse
 import hashlib
 import http.client
+import shlex
 import shutil
 import urllib.error
 import urllib.request
@@ -176,7 +177,8 @@ def main(argv=None):
     if args.evaluation:
         archives.update(config.EVALUATION_ARCHIVES)
     download_archives(archives, args.data_root, args.url_base, args.keep_archives)
-    print(f'data ready in {args.data_root}; next: python extract_features.py --data-root {args.data_root}')
+    print(f'data ready in {args.data_root}; next: python extract_features.py --data-root '
+          f'{shlex.quote(str(args.data_root))}')
     return 0
 
 

@@ -27,6 +27,7 @@ the scored files) counts 0 in the macro averages. F-scores in percent, ER and pA
 import argparse
 import json
 import math
+import shlex
 import warnings
 from pathlib import Path
 
@@ -472,22 +473,39 @@ def _read_json(path):
         return {}
 
 
+EVALUATION_SETTINGS = ('THRESHOLD', 'SEGMENT_LENGTH', 'MERGE_GAP', 'MIN_EVENT_LENGTH')   # read now, when scoring
+
+
 def read_protocol(workdir, run_dirs, timeline, time_decimals):
-    """How a table was computed: the data set and the folds (as extraction recorded them), the loss (the runs'
-    settings.json), the timeline and the F1_thop call; keys as in config.PUBLISHED_PROTOCOL plus 'data set'."""
+    """How a table was computed, keyed as config.PUBLISHED_PROTOCOL: the data set and the folds (as extraction
+    recorded them), the runs' record (settings.json: epochs, loss, the config values of training and features;
+    select_runs lets only runs of one record through) and this evaluation (the timeline, the F1_thop call and
+    config.py's evaluation values now)."""
     manifest = _read_json(Path(workdir) / config.FEATURES_DIR / 'manifest.json')
     official = manifest.get('folds_sha256') == config.OFFICIAL_FOLDS_SHA256
-    records = [_read_json(Path(d) / 'settings.json').get('record', {}) for d in run_dirs]
-    losses = sorted({str(record.get('training', {}).get('loss', 'unknown')) for record in records})
-    return {'data set': manifest.get('dataset', 'unknown'), 'loss': '+'.join(losses),
-            'folds': 'official' if official else manifest.get('folds_dir', 'unknown'),
-            'timeline': timeline, 'F1_thop time_decimals': time_decimals}
+    protocol = {'data set': manifest.get('dataset', 'unknown'),
+                'folds': 'official' if official else manifest.get('folds_dir', 'unknown'),
+                'loss': 'unknown', 'timeline': timeline, 'F1_thop time_decimals': time_decimals,
+                **{name: getattr(config, name) for name in EVALUATION_SETTINGS}}
+    training = _read_json(Path(run_dirs[0]) / 'settings.json').get('record', {}).get('training') if run_dirs else None
+    if training:
+        protocol.update({'epochs': training.get('epochs'), 'loss': training.get('loss'), **training.get('config', {})})
+    return json.loads(json.dumps(protocol))          # as results.json reads back: tuples are lists
 
 
 def protocol_differences(protocol):
-    """What differs from the published protocol: ['loss bce (published: mse)', ...]."""
-    return [f'{key} {protocol.get(key)} (published: {value})'
-            for key, value in config.PUBLISHED_PROTOCOL.items() if protocol.get(key) != value]
+    """Every setting of a table's protocol that differs from the published one, in config.PUBLISHED_PROTOCOL's
+    order: ['epochs 2 (published: 150)', 'THRESHOLD 0.3 (published: 0.5)', ...]; a setting the published protocol
+    does not have is listed as not used there, settings no run record states as not recorded."""
+    published = json.loads(json.dumps(config.PUBLISHED_PROTOCOL))
+    differences = [f'{key} {protocol[key]} (published: {value})' for key, value in published.items()
+                   if key in protocol and protocol[key] != value]
+    differences += [f'{key} {value} (published: not used)' for key, value in protocol.items() if key not in published]
+    missing = [key for key in published if key not in protocol]
+    if missing:
+        differences.append(f'not recorded: {", ".join(missing[:3])}{", ..." if len(missing) > 3 else ""} '
+                           f'({len(missing)} settings; no run record, settings.json)')
+    return differences
 
 
 def read_settings(run_dir):
@@ -523,7 +541,49 @@ def select_runs(workdir, runs=None):
             alike = ' '.join(d.name[3:] for d in run_dirs if settings[d]['record_id'] == settings[first]['record_id'])
             raise DataError(f'{first.name} and {run_dir.name} of {Path(workdir) / config.RUNS_DIR} were trained with '
                             f'other settings ({shown}); choose runs of one kind, e.g. --runs {alike}')
+    check_features_of_runs(workdir, first, settings[first]['record'])
     return run_dirs, settings[first]['record']
+
+
+def folds_name(folds_sha256):
+    """The fold lists of a record, for people: the official folds, or other fold files by their hash."""
+    if folds_sha256 == config.OFFICIAL_FOLDS_SHA256:
+        return 'the official folds'
+    return f'other fold files (hash {str(folds_sha256)[:12]})' if folds_sha256 else 'unknown fold files'
+
+
+def check_scores_folder(workdir, scores_dir):
+    """A folder of score files given by hand (--scores): checked as check_features_of_runs checks runs when it is a
+    run's (its parent holds settings.json); score files of anywhere else have no record to compare."""
+    run_dir = Path(scores_dir).resolve().parent
+    record = _read_json(run_dir / 'settings.json').get('record')
+    if record:
+        check_features_of_runs(workdir, run_dir, record)
+
+
+def check_features_of_runs(workdir, run_dir, record):
+    """Refuse runs trained on other features or fold lists than workdir holds now (re-extracted since, e.g. with
+    other fold files): their scores would be regrouped into the new folds and scored against the new references
+    and labels without a word. The record keeps the folds' hash, not their lists, so they cannot be scored under
+    their own folds. The features themselves are checked as training checks them (extract_features.read_manifest:
+    config.py's feature parameters, the fold files and the audio and annotation files unchanged since), as the
+    references and the per-fold timelines come from them. A workdir without features (score files and metadata
+    only) has nothing to compare."""
+    import extract_features          # here: it imports this module
+    manifest_path = Path(workdir) / config.FEATURES_DIR / extract_features.MANIFEST
+    if not manifest_path.is_file():
+        return
+    manifest = extract_features.read_manifest(workdir)
+    differences = utils.record_differences(record.get('features', {}), utils.features_record(manifest), 'features.')
+    if not differences:
+        return
+    shown = '; '.join(f'{key}: {folds_name(a)} then, {folds_name(b)} now' if key == 'features.folds_sha256' else
+                      f'{key}: {a!r} then, {b!r} now' for key, a, b in differences[:3])
+    run = Path(run_dir).name[len('run'):]
+    raise DataError(f'{run_dir}: trained on other features than {manifest_path} describes now ({shown}'
+                    f'{"; ..." if len(differences) > 3 else ""}); extract them again as the run had them, or train '
+                    f'it again on these, run: python task4b.py --workdir {shlex.quote(str(workdir))} --run {run} '
+                    f'--restart')
 
 
 def finished_files(run_dir):
@@ -585,7 +645,7 @@ def results_table_markdown(summary):
              f"{n_files} of {summary['n_files_total']} files")
     lines = ['| System | ' + ' | '.join(HEADLINE) + ' |', '| --- |' + ' --- |' * len(HEADLINE),
              f'| {label} | ' + ' | '.join(cell(k, summary['mean'][k], summary['std'][k]) for k in HEADLINE) + ' |']
-    if protocol.get('data set') == 'MAESTRO Real':
+    if protocol.get('data set') == config.PUBLISHED_PROTOCOL['data set']:
         differences = protocol_differences(protocol)
         note = 'same protocol' if not differences else 'protocol differs: ' + ', '.join(differences)
         published = [cell(k, *config.PUBLISHED[k]) if k in config.PUBLISHED else '-' for k in HEADLINE]
@@ -645,6 +705,7 @@ def main(argv=None):
                              'library default (default: %(default)s)')
     args = parser.parse_args(argv)
     if args.scores is not None:
+        check_scores_folder(args.workdir, args.scores)
         metrics = evaluate_scores(args.scores, args.workdir, timeline=args.timeline,
                                   time_decimals=args.time_decimals)
         print(metrics['report'])

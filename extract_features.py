@@ -21,6 +21,7 @@ import concurrent.futures
 import json
 import multiprocessing
 import os
+import shlex
 import struct
 import sys
 import time
@@ -93,6 +94,16 @@ def check_wav_complete(path):
             pos += 8 + length + (length & 1)
 
 
+def refuse_short_audio(path, n_samples, sample_rate):
+    """DataError for audio of no samples or shorter than one frame: libsndfile reads an empty WAV without
+    complaint, and its duration of 0 s would only be refused by the evaluation, after training."""
+    if n_samples == 0:
+        raise DataError(f'{path}: no audio samples (an empty WAV); re-download or re-generate it, or leave it out')
+    if n_samples / sample_rate < config.FRAME_SECONDS:
+        raise DataError(f'{path}: {n_samples} samples ({n_samples / sample_rate:.3f} s), shorter than one frame '
+                        f'({config.FRAME_SECONDS} s); re-download or re-generate it, or leave it out')
+
+
 def read_audio(path):
     """WAV (16/24/32-bit PCM, any channel count) -> (samples,) mono float32 in [-1, 1) at config.SAMPLE_RATE."""
     path = Path(path)
@@ -102,6 +113,7 @@ def read_audio(path):
     try:
         with sf.SoundFile(str(path)) as f:
             n, channels, sample_rate = f.frames, f.channels, f.samplerate
+            refuse_short_audio(path, n, sample_rate)
             mono = np.empty(n, dtype=np.float32)
             block = np.empty((min(READ_BLOCK, max(n, 1)), channels), dtype=np.float32)
             pos = 0
@@ -296,24 +308,56 @@ def build_fold(features, targets, parts):
 
 
 def read_file_lists(split_file, folds_dir):
-    """-> (file ids: the split's, then new ones of the fold files; {fold: {'train', 'val', 'test': ids}})."""
+    """-> (file ids: the split's, then new ones of the fold files; {fold: {'train', 'val', 'test': ids}}), checked
+    as check_folds checks them."""
     try:
         split = utils.read_file_list(split_file)
         folds = {fold: utils.read_fold(fold, folds_dir) for fold in range(1, config.N_FOLDS + 1)}
     except (FileNotFoundError, ValueError) as error:  # the message names the file
         raise DataError(f'{error}; run: python make_folds.py (it writes the split and fold files), or give the '
                         f'files with --split-file and --folds-dir') from None
-    for fold, parts in folds.items():
-        if not parts['train']:
-            raise DataError(f'{utils.fold_file(fold, "train", folds_dir)}: no training files '
-                            f'(the fold\'s scaler is fitted on them)')
     file_ids = list(dict.fromkeys(split + [i for parts in folds.values() for ids in parts.values() for i in ids]))
     for file_id in file_ids:
         scene = utils.scene_of(file_id)
         if file_id.count('/') != 1 or scene not in config.SCENES or not file_id.startswith(f'{scene}/{scene}_'):
             raise DataError(f'{split_file} or {folds_dir}: file id {file_id!r} is not of the form '
                             f'<scene>/<scene>_NN with a scene of config.SCENES')
+    check_folds(file_ids, folds, split_file, folds_dir)
     return file_ids, folds
+
+
+def check_folds(file_ids, folds, split_file, folds_dir):
+    """Refuse fold files, whoever wrote them, that break cross-validation (DataError naming the fold file and the
+    file id): a part listing a file twice, a file in two parts of one fold (a test file also trained on is
+    leakage), a fold without training files, a file in no test part or in two (it would enter two fold timelines,
+    and the second fold's training would delete the first one's score file)."""
+    fix = 'correct the fold files, or write new ones with python make_folds.py'
+    tested = {}
+    for fold, parts in folds.items():
+        if not parts['train']:
+            raise DataError(f'{utils.fold_file(fold, "train", folds_dir)}: no training files '
+                            f'(the fold\'s scaler is fitted on them)')
+        seen = {}
+        for part, ids in parts.items():
+            path = utils.fold_file(fold, part, folds_dir)
+            for file_id in ids:
+                if seen.get(file_id) == part:
+                    raise DataError(f'{path}: file id {file_id} is listed twice; {fix}')
+                if file_id in seen:
+                    other = utils.fold_file(fold, seen[file_id], folds_dir)
+                    raise DataError(f'{path}: file id {file_id} is also in {other}; the train, val and test parts of '
+                                    f'a fold must be disjoint; {fix}')
+                seen[file_id] = part
+        for file_id in parts['test']:
+            if file_id in tested:
+                raise DataError(f'{utils.fold_file(fold, "test", folds_dir)}: file id {file_id} is also in '
+                                f'{utils.fold_file(tested[file_id], "test", folds_dir)}; every file must be in exactly '
+                                f'one test part; {fix}')
+            tested[file_id] = fold
+    untested = [i for i in file_ids if i not in tested]
+    if untested:
+        raise DataError(f'{split_file} and {folds_dir}: file id {untested[0]} is in no fold{{k}}_test.csv '
+                        f'({len(untested)} such files); every file must be in exactly one test part; {fix}')
 
 
 def _file_features(audio_file):
@@ -391,8 +435,8 @@ def extract(data_root, workdir, folds_dir=None, jobs=None, split_file=None):
     jobs = config.FEATURE_JOBS if jobs is None else jobs
 
     file_ids, folds = read_file_lists(split_file, folds_dir)
-    get_data = (f'get the data: python download_data.py --data-root {data_root}, or python demo_data.py '
-                f'--out {data_root}')
+    get_data = (f'get the data: python download_data.py --data-root {shlex.quote(str(data_root))}, or python '
+                f'demo_data.py --out {shlex.quote(str(data_root))}')
     if not (data_root / config.AUDIO_DIR).is_dir():
         raise DataError(f'{data_root}: no {config.AUDIO_DIR}/ folder in the data root; {get_data}')
     audio_files = {i: utils.audio_path(data_root, i) for i in file_ids}
@@ -447,14 +491,15 @@ def read_manifest(workdir):
         manifest = json.loads(manifest_path.read_text())
     except (OSError, ValueError):
         raise DataError(f'{manifest_path}: features not extracted yet; run: python extract_features.py '
-                        f'--data-root DIR --workdir {workdir}') from None
+                        f'--data-root DIR --workdir {shlex.quote(str(workdir))}') from None
     missing = [k for k in ('params', 'dataset', 'data_root', 'folds_dir', 'split_file', 'folds_sha256', 'files')
                if k not in manifest]
     if missing:
         raise DataError(f'{manifest_path}: written by an older version (no {", ".join(missing)}); run: python '
-                        f'extract_features.py --data-root DIR --workdir {workdir}')
-    run = (f'python extract_features.py --data-root {manifest["data_root"]} --workdir {workdir} '
-           f'--folds-dir {manifest["folds_dir"]} --split-file {manifest["split_file"]}')
+                        f'extract_features.py --data-root DIR --workdir {shlex.quote(str(workdir))}')
+    run = 'python extract_features.py ' + ' '.join(f'{flag} {shlex.quote(str(value))}' for flag, value in (
+        ('--data-root', manifest['data_root']), ('--workdir', workdir), ('--folds-dir', manifest['folds_dir']),
+        ('--split-file', manifest['split_file'])))
     changed = changed_feature_param(manifest['params'])
     if changed:
         name, old, new = changed

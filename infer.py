@@ -15,6 +15,7 @@ pass, frame scores averaged over the models. Written:
 Each file is processed on its own (batch of one, eval mode), so its scores are the same alone or in a folder.
 """
 import argparse
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,7 @@ def find_models(workdir, runs=None):
     paths = [p for d in evaluate.select_runs(workdir, runs)[0] for p in sorted(d.glob('fold*/best_model.pt'))]
     if not paths:
         raise DataError(f'{Path(workdir) / config.RUNS_DIR}: no trained models (run*/fold*/best_model.pt); '
-                        f'run: python task4b.py --workdir {workdir}')
+                        f'run: python task4b.py --workdir {shlex.quote(str(workdir))}')
     return paths
 
 

@@ -456,6 +456,7 @@ def main(argv=None):
             scores_dir = args.scores
             if scores_dir is None:
                 scores_dir = evaluate.select_runs(args.workdir, args.runs)[0][0] / 'scores'
+            evaluate.check_scores_folder(args.workdir, scores_dir)
             written += plot_workdir_files(args.workdir, scores_dir, out, args.files, args.all_classes,
                                           args.data_root)
         if args.only != 'files':

@@ -18,12 +18,26 @@ import utils
 from model import output_bias_init
 from utils import DataError
 
-# config values that cannot change what a training computes: a checkpoint need not agree with them to be resumed
-# (the seed is recorded on its own: config.SEED is only --seed's default)
-NOT_TRAINING_SETTINGS = ('DEMO_', 'ZENODO_', '_ARCHIVES', 'FEATURE_JOBS', 'RUNS', 'SEED', 'PUBLISHED',
-                         'OFFICIAL_FOLDS', 'CHANNELS_LAST', 'KEEP_FREED_MEMORY', 'THRESHOLD', 'SEGMENT_LENGTH',
-                         'MERGE_GAP', 'MIN_EVENT_LENGTH', 'TIMELINE', 'F1_THOP_TIME_DECIMALS', 'PAUC_MAX_FPR')
-
+# config values that cannot change what a training computes, by exact name: a checkpoint need not agree with them
+# to be resumed, and a run's record leaves them out; every other upper-case value of config.py (a new one too) is
+# a training setting
+NOT_TRAINING_SETTINGS = {
+    # names of files and folders: a renamed folder holds the same run
+    'AUDIO_DIR', 'ANNOTATION_DIR', 'FEATURES_DIR', 'METADATA_DIR', 'GT_FILE', 'DURATIONS_FILE', 'RUNS_DIR',
+    'DEMO_MARKER', 'SCENES',
+    # the demo generator, the download, the recognition of the official folds (recorded by their hash)
+    'DEMO_SCALE', 'DEMO_SEED', 'DEMO_LENGTH_RANGE', 'AUDIO_SUBTYPE', 'ZENODO_URL', 'DEVELOPMENT_ARCHIVES',
+    'EVALUATION_ARCHIVES', 'OFFICIAL_FOLDS_SHA256',
+    # speed only
+    'FEATURE_JOBS', 'CHANNELS_LAST', 'KEEP_FREED_MEMORY',
+    # defaults of flags, recorded on their own (seed, epochs, loss), and the number of runs
+    'SEED', 'MAX_EPOCHS', 'LOSS', 'RUNS',
+    # derived from the settings recorded
+    'HARD_INDEX', 'FRAME_SECONDS',
+    # evaluation only: evaluate.py re-scores with their values now, and the table's protocol names them
+    'THRESHOLD', 'SEGMENT_LENGTH', 'MERGE_GAP', 'MIN_EVENT_LENGTH', 'TIMELINE', 'F1_THOP_TIME_DECIMALS',
+    'PAUC_MAX_FPR', 'PUBLISHED', 'PUBLISHED_PROTOCOL',
+}
 
 def keep_freed_memory():
     """Tell glibc's malloc to keep freed memory for reuse instead of returning it to the system.
@@ -49,7 +63,7 @@ def keep_freed_memory():
 def training_settings(seed, epochs, loss_kind):
     """What a checkpoint must agree with to be resumed: seed, schedule, loss and the config values of training."""
     values = {k: v for k, v in vars(config).items() if k.isupper() and not isinstance(v, Path)
-              and not any(s in k for s in NOT_TRAINING_SETTINGS)}
+              and k not in NOT_TRAINING_SETTINGS}
     # the initialisation the loss really gets: 'mse' ignores OUTPUT_BIAS_INIT, so its runs never differ by it
     values['OUTPUT_BIAS_INIT'] = output_bias_init(loss_kind)
     if values['OUTPUT_BIAS_INIT'] != 'prior':
@@ -119,8 +133,7 @@ def run_record(manifest, epochs, loss_kind):
     (their parameters, data set and fold lists, as extraction recorded them)."""
     training = training_settings(None, epochs, loss_kind)
     del training['seed']
-    features = {'params': manifest['params'], 'dataset': manifest['dataset'], 'folds_sha256': manifest['folds_sha256']}
-    return json.loads(json.dumps({'training': training, 'features': features}))   # as settings.json reads back
+    return json.loads(json.dumps({'training': training, 'features': utils.features_record(manifest)}))  # as read back
 
 
 def versions():

@@ -312,8 +312,6 @@ def main(argv=None):
     parser.add_argument('--restart', action='store_true',
                         help='a run folder of other settings is removed and trained again (default: refused)')
     args = parser.parse_args(argv)
-    if args.loss not in ('bce', 'mse'):          # the default comes from config.py, which argparse does not check
-        raise DataError(f"config.LOSS = {args.loss!r}: expected 'bce' or 'mse'; set it in config.py")
     if args.resume and args.restart:
         parser.error('--resume continues a run, --restart removes it: give one of them')
     if args.runs < 1 or args.epochs < 1 or args.jobs < 1:

@@ -2,6 +2,7 @@
 import functools
 import hashlib
 import json
+import math
 import os
 import sys
 import tempfile
@@ -119,6 +120,12 @@ def record_differences(a, b, prefix=''):
     return differences
 
 
+def features_record(manifest):
+    """What a run's numbers depend on of its features (a part of its record): their parameters, the data set and
+    the fold lists, as extraction recorded them in its manifest."""
+    return {key: manifest.get(key) for key in ('params', 'dataset', 'folds_sha256')}
+
+
 def limit_math_threads(n=1):
     """Cap BLAS/OpenMP threads of this process (for worker processes that run side by side)."""
     from threadpoolctl import threadpool_limits
@@ -131,12 +138,114 @@ class DataError(ValueError):
     """Bad input (a file that is missing, malformed or stale): the message names the file and what to do."""
 
 
+# -----------------------------------------------------------------------------
+# config.py: values no script can work with, refused before any work starts (an edit that breaks the network or
+# the batches would otherwise end in a traceback of torch or of range() that names neither setting)
+
+def _integer(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+CONFIG_CHOICES = {'LOSS': ('bce', 'mse'), 'OUTPUT_BIAS_INIT': ('prior', 'torch'), 'TIMELINE': ('fold', 'file'),
+                  'LOG_MEL': (False, True), 'CENTER': (False, True)}
+CONFIG_COUNTS = {name: 1 for name in ('SAMPLE_RATE', 'HOP_LENGTH', 'N_FFT', 'N_MELS', 'SEQUENCE_LENGTH', 'FEATURE_JOBS',
+                                      'CONV_CHANNELS', 'CONV_KERNEL', 'GRU_UNITS', 'DENSE_UNITS', 'BATCH_SIZE',
+                                      'MAX_EPOCHS', 'RUNS')}
+CONFIG_COUNTS.update(N_FOLDS=2, F1_THOP_TIME_DECIMALS=0, SEED=0)          # name -> the smallest integer it may be
+CONFIG_RANGES = {                                                        # name -> (test, what it must be)
+    'THRESHOLD': (lambda v: 0 <= v <= 1, 'a number in [0, 1]'),
+    'HARD_LABEL_THRESHOLD': (lambda v: 0 <= v <= 1, 'a number in [0, 1]'),
+    'DROPOUT': (lambda v: 0 <= v < 1, 'a number in [0, 1)'),
+    'OUTPUT_BIAS_CLIP': (lambda v: 0 < v < 0.5, 'a number in (0, 0.5)'),
+    'PAUC_MAX_FPR': (lambda v: 0 < v <= 1, 'a number in (0, 1]'),
+    'FMIN': (lambda v: v >= 0, 'a number >= 0'),
+    'MERGE_GAP': (lambda v: v >= 0, 'a number >= 0'),
+    'MIN_EVENT_LENGTH': (lambda v: v >= 0, 'a number >= 0'),
+    'ADAM_EPS': (lambda v: v >= 0, 'a number >= 0'),
+    'LR_DECAY_PATIENCE': (lambda v: v >= 0, 'a number >= 0'),
+    'EARLY_STOP_PATIENCE': (lambda v: v >= 0, 'a number >= 0'),
+    **{name: (lambda v: v > 0, 'a number > 0') for name in (
+        'FMAX', 'MEL_POWER', 'LOG_OFFSET', 'LEARNING_RATE', 'LR_DECAY_FACTOR', 'SEGMENT_LENGTH',
+        'ANNOTATION_RESOLUTION', 'DEMO_SCALE')},
+}
+
+
+def config_problem():
+    """The first value of config.py that no script can work with -> 'config.NAME = value: expected ...', or None."""
+    for name, choices in CONFIG_CHOICES.items():
+        if getattr(config, name) not in choices:
+            return f'config.{name} = {getattr(config, name)!r}: expected {" or ".join(map(repr, choices))}'
+    for name, smallest in CONFIG_COUNTS.items():
+        value = getattr(config, name)
+        if not _integer(value) or value < smallest:
+            return f'config.{name} = {value!r}: expected an integer of at least {smallest}'
+    for name, (test, what) in CONFIG_RANGES.items():
+        value = getattr(config, name)
+        if not _number(value) or not test(value):
+            return f'config.{name} = {value!r}: expected {what}'
+    return network_problem() or classes_problem() or spectrum_problem()
+
+
+def network_problem():
+    """Sizes of the CRNN it cannot be built with (torch's errors name no setting), or None."""
+    pools, kernel, bands = config.POOL_SIZES, config.CONV_KERNEL, config.N_MELS
+    if not isinstance(pools, (list, tuple)) or not pools or not all(_integer(p) and p >= 1 for p in pools):
+        return f'config.POOL_SIZES = {pools!r}: expected a list of integers of at least 1, one per conv block'
+    if kernel % 2 == 0:
+        return f'config.CONV_KERNEL = {kernel}: expected an odd size (same padding keeps the frames then)'
+    if bands < math.prod(pools):
+        return (f'config.N_MELS = {bands} with config.POOL_SIZES = {list(pools)}: the max-pools over frequency reduce '
+                f'the {bands} mel bands to 0; expected N_MELS at least the product of POOL_SIZES, '
+                f'{math.prod(pools)}, or smaller pools')
+    if not (isinstance(config.ADAM_BETAS, (list, tuple)) and len(config.ADAM_BETAS) == 2
+            and all(_number(b) and 0 <= b < 1 for b in config.ADAM_BETAS)):
+        return f'config.ADAM_BETAS = {config.ADAM_BETAS!r}: expected two numbers in [0, 1)'
+    return None
+
+
+def classes_problem():
+    """Class lists the outputs cannot be mapped with, or None."""
+    for name in ('CLASSES', 'HARD_CLASSES'):
+        classes = getattr(config, name)
+        if not isinstance(classes, (list, tuple)) or not classes or not all(isinstance(c, str) for c in classes):
+            return f'config.{name} = {classes!r}: expected a list of class names'
+        twice = [c for c in classes if classes.count(c) > 1]
+        if twice:
+            return f'config.{name}: {twice[0]!r} is listed twice; expected each class once'
+    missing = [c for c in config.HARD_CLASSES if c not in config.CLASSES]
+    if missing:
+        return (f'config.HARD_CLASSES: {missing[0]!r} is not in config.CLASSES; expected the evaluated classes to '
+                f'be among the {len(config.CLASSES)} classes the model predicts')
+    return None
+
+
+def spectrum_problem():
+    """A mel range the sample rate cannot give, or None."""
+    if not config.FMIN < config.FMAX <= config.SAMPLE_RATE / 2:
+        return (f'config.FMAX = {config.FMAX!r} with config.FMIN = {config.FMIN!r}: expected FMIN < FMAX <= '
+                f'SAMPLE_RATE / 2 = {config.SAMPLE_RATE / 2}')
+    return None
+
+
+def check_config():
+    """Refuse a config.py that no script can work with: DataError naming the setting and what it must be."""
+    problem = config_problem()
+    if problem:
+        raise DataError(f'{problem}; set it in config.py')
+
+
 def command(main):
     """The error convention of every script: main(argv) -> exit status; a DataError is one line on stderr
-    (`error: <file>: <what is wrong>; <what to do>`) and exit status 2, never a traceback."""
+    (`error: <file>: <what is wrong>; <what to do>`) and exit status 2, never a traceback. config.py is checked
+    first (check_config)."""
     @functools.wraps(main)
     def run(argv=None):
         try:
+            check_config()
             return main(argv) or 0
         except DataError as error:
             print(f'error: {error}', file=sys.stderr)

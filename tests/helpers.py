@@ -11,8 +11,12 @@ RECORD = {'training': {'epochs': 150, 'loss': 'bce', 'config': {}}, 'features': 
 
 def write_run(run_dir, stems, record=RECORD, seed=42):
     """A run folder as task4b.py leaves it, for tests that write its score files themselves: settings.json with
-    the run's record, and fold1/metrics.json naming `stems` as the files of a finished fold of that record."""
+    the run's record (its features those of the workdir, when it has any), and fold1/metrics.json naming `stems`
+    as the files of a finished fold of that record."""
     run_dir = Path(run_dir)
+    manifest = run_dir.parent.parent / config.FEATURES_DIR / 'manifest.json'
+    if manifest.is_file():
+        record = {**record, 'features': utils.features_record(json.loads(manifest.read_text()))}
     record_id = utils.record_id(record)
     (run_dir / 'fold1').mkdir(parents=True, exist_ok=True)
     (run_dir / 'settings.json').write_text(json.dumps({'seed': seed, 'record_id': record_id, 'record': record}))
@@ -31,3 +35,14 @@ def score_files(workdir, run=0):
     """{name: bytes} of a run's score files."""
     scores_dir = Path(workdir) / config.RUNS_DIR / f'run{run}' / 'scores'
     return {p.name: p.read_bytes() for p in sorted(scores_dir.glob('*.tsv'))}
+
+
+def write_random_scores(workdir, run_dir, stems, seed=0):
+    """Score files of uniform random frame scores for `stems`, as many frames as each file's features."""
+    import evaluate
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    for stem in stems:
+        n_frames = len(np.load(utils.file_features_path(workdir, stem))['targets'])
+        evaluate.write_score_file(Path(run_dir) / 'scores' / f'{stem}.tsv',
+                                  rng.random((n_frames, len(config.HARD_CLASSES))))

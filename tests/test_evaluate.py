@@ -324,8 +324,7 @@ def summary_of_two_runs(protocol):
     return summary
 
 
-PUBLISHED_PROTOCOL = {'data set': 'MAESTRO Real', 'loss': 'mse', 'folds': 'official', 'timeline': 'fold',
-                      'F1_thop time_decimals': 30}
+PUBLISHED_PROTOCOL = dict(config.PUBLISHED_PROTOCOL)
 
 
 def test_summary_is_mean_and_population_std_over_runs():

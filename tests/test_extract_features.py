@@ -173,6 +173,17 @@ def test_unreadable_wav_is_an_error_naming_the_file(tmp_path):
         ef.read_audio(tmp_path / 'a.wav')
 
 
+@pytest.mark.parametrize('n_samples, message', [(0, 'no audio samples'), (4410, 'shorter than one frame')])
+def test_audio_of_no_samples_or_shorter_than_a_frame_is_refused_at_extraction(dataset, n_samples, message, capsys):
+    path = utils.audio_path(dataset.root, IDS[2])
+    sf.write(path, np.zeros((n_samples, 2)), 44100, subtype='PCM_24')
+    code = ef.main(['--data-root', str(dataset.root), '--workdir', str(dataset.workdir), '--folds-dir',
+                    str(dataset.folds_dir), '--split-file', str(dataset.root.parent / 'split.csv'), '--jobs', '1'])
+    last = capsys.readouterr().err.splitlines()[-1]                          # after the progress bar
+    assert code == 2 and last.startswith(f'error: {path}: ') and message in last
+    assert not (dataset.workdir / config.METADATA_DIR).exists()              # no duration 0 written
+
+
 def test_truncated_wav_is_an_error_naming_the_file(tmp_path):
     write_audio(tmp_path / 'a.wav', seconds=1.0)
     data = (tmp_path / 'a.wav').read_bytes()
@@ -393,6 +404,48 @@ def test_missing_fold_file_names_it_and_the_command(dataset):
     utils.fold_file(3, 'val', dataset.folds_dir).unlink()
     with pytest.raises(DataError, match='fold3_val.csv.*run: python make_folds.py'):
         dataset.run()
+
+
+def test_fold_whose_test_part_overlaps_its_training_part_is_refused_naming_both(dataset):
+    train = utils.read_fold(1, dataset.folds_dir)['train']
+    write_list(utils.fold_file(1, 'test', dataset.folds_dir), [IDS[0], train[0]])     # a training file tested too
+    with pytest.raises(DataError) as error:
+        dataset.run()
+    assert str(error.value).startswith(f'{utils.fold_file(1, "test", dataset.folds_dir)}: file id {train[0]} is '
+                                       f'also in {utils.fold_file(1, "train", dataset.folds_dir)}; the train, val '
+                                       f'and test parts of a fold must be disjoint')
+    assert not (dataset.workdir / config.FEATURES_DIR).exists()                       # refused before any write
+
+
+def test_file_in_two_test_folds_is_refused_naming_both(dataset):
+    write_list(utils.fold_file(2, 'test', dataset.folds_dir), [IDS[1], IDS[0]])      # IDS[0] is fold 1's test file
+    write_list(utils.fold_file(2, 'train', dataset.folds_dir), IDS[3:])
+    with pytest.raises(DataError, match=f'fold2_test.csv: file id {IDS[0]} is also in .*fold1_test.csv; every file '
+                                        f'must be in exactly one test part'):
+        dataset.run()
+
+
+def test_file_in_no_test_fold_is_refused_naming_it(dataset):
+    write_list(utils.fold_file(5, 'test', dataset.folds_dir), [])                    # IDS[4] now never tested
+    write_list(utils.fold_file(5, 'train', dataset.folds_dir), IDS[1:])
+    with pytest.raises(DataError, match=f'split.csv and .*folds: file id {IDS[4]} is in no fold'):
+        dataset.run()
+
+
+def test_file_listed_twice_in_a_part_is_refused(dataset):
+    train = utils.read_fold(3, dataset.folds_dir)['train']
+    write_list(utils.fold_file(3, 'train', dataset.folds_dir), train + train[:1])
+    with pytest.raises(DataError, match=f'fold3_train.csv: file id {train[0]} is listed twice'):
+        dataset.run()
+
+
+def test_main_refuses_overlapping_folds_in_one_line(dataset, capsys):
+    write_list(utils.fold_file(4, 'val', dataset.folds_dir), [IDS[3]])               # fold 4's test file
+    code = ef.main(['--data-root', str(dataset.root), '--workdir', str(dataset.workdir), '--folds-dir',
+                    str(dataset.folds_dir), '--split-file', str(dataset.root.parent / 'split.csv'), '--jobs', '1'])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count('\n') == 1 and 'Traceback' not in err
+    assert f'fold4_test.csv: file id {IDS[3]} is also in {utils.fold_file(4, "val", dataset.folds_dir)}' in err
 
 
 # -----------------------------------------------------------------------------

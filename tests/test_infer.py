@@ -137,9 +137,17 @@ def test_workdir_without_models_says_what_to_run(trained, tmp_path):
 
 
 def test_model_of_other_feature_parameters_is_refused(trained, tmp_path, monkeypatch):
+    workdir = tmp_path / 'models'           # the runs alone: a workdir's features are checked before its models
+    shutil.copytree(trained['workdir'] / config.RUNS_DIR, workdir / config.RUNS_DIR)
     monkeypatch.setattr(config, 'FMAX', 12000.0)
     with pytest.raises(DataError, match=r'best_model.pt: trained with feature parameter fmax = 14000.0, '
                                         r'config.py now gives 12000.0'):
+        infer.infer(trained['data_root'], workdir, tmp_path / 'out')
+
+
+def test_features_changed_since_training_are_refused_before_the_models(trained, tmp_path, monkeypatch):
+    monkeypatch.setattr(config, 'FMAX', 12000.0)
+    with pytest.raises(DataError, match=r'manifest.json: feature parameter fmax changed since extraction'):
         infer.infer(trained['data_root'], trained['workdir'], tmp_path / 'out')
 
 

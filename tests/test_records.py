@@ -1,8 +1,9 @@
 """Results you can trust: every run carries the record of its settings, runs of other settings never mix, an
 evaluation-only setting re-scores without recomputing anything, and bad input is one line, never a traceback."""
 import json
+import shlex
+import shutil
 
-import numpy as np
 import pytest
 import torch
 
@@ -13,9 +14,13 @@ import extract_features
 import runtime
 import task4b
 import utils
-from helpers import copy_workdir
+from helpers import RECORD, copy_workdir, write_random_scores, write_run
 
 EPOCH = ['--epochs', '1', '--device', 'cpu']
+
+
+def fold_test_stems(fold):
+    return [utils.file_stem(i) for i in utils.read_fold(fold)['test']]
 
 
 def score_stems(run_dir):
@@ -71,23 +76,155 @@ def test_a_fold_trained_again_replaces_exactly_its_own_score_files(demo_workdir,
     assert {p: p.stat().st_mtime_ns for p in fold2} == fold2                   # the other fold's untouched
 
 
+def test_the_run_record_names_settings_exactly_and_leaves_file_names_out(monkeypatch):
+    recorded = runtime.training_settings(42, 150, 'bce')['config']
+    assert recorded['HARD_LABEL_THRESHOLD'] == config.HARD_LABEL_THRESHOLD   # not taken for the evaluation's THRESHOLD
+    assert not {'THRESHOLD', 'MERGE_GAP', 'GT_FILE', 'FEATURES_DIR', 'RUNS_DIR', 'SEED', 'LOSS'} & set(recorded)
+    monkeypatch.setattr(config, 'GT_FILE', 'reference.csv')
+    monkeypatch.setattr(config, 'FEATURES_DIR', 'features_v2')
+    assert runtime.training_settings(42, 150, 'bce')['config'] == recorded     # renamed folders, the same run
+
+
 def test_evaluate_refuses_runs_of_other_settings_and_combines_a_selection(demo_workdir, tmp_path, capsys):
-    from helpers import RECORD, write_run
     workdir = copy_workdir(demo_workdir, tmp_path)
-    stems = [utils.file_stem(i) for i in utils.read_fold(1)['test']]
-    rng = np.random.default_rng(0)
+    stems = fold_test_stems(1)
     for r, loss in ((0, 'bce'), (1, 'bce'), (2, 'mse')):
         record = {**RECORD, 'training': {**RECORD['training'], 'loss': loss}}
-        run_dir = write_run(workdir / config.RUNS_DIR / f'run{r}', stems, record, seed=42 + r)
-        for stem in stems:
-            n_frames = len(np.load(utils.file_features_path(workdir, stem))['targets'])
-            evaluate.write_score_file(run_dir / 'scores' / f'{stem}.tsv', rng.random((n_frames, len(config.HARD_CLASSES))))
+        write_random_scores(workdir, write_run(workdir / config.RUNS_DIR / f'run{r}', stems, record, seed=42 + r),
+                            stems, seed=r)
     assert evaluate.main(['--workdir', str(workdir)]) == 2
     err = capsys.readouterr().err
     assert "training.loss: 'bce' vs 'mse'" in err and '--runs 0 1' in err and err.count('\n') == 1
     assert evaluate.main(['--workdir', str(workdir), '--runs', '0', '1']) == 0
     assert json.loads((workdir / 'results.json').read_text())['n_runs'] == 2
     assert evaluate.main(['--workdir', str(workdir), '--runs', '2']) == 0
+
+
+# -----------------------------------------------------------------------------
+# The published row: "same protocol" only when every setting that can change the numbers is the published one
+
+def recorded_as_maestro_real(demo_workdir, path):
+    """A copy of the demo workdir whose extraction is recorded as MAESTRO Real, so the table shows the published
+    row (official folds already) -> (workdir, manifest)."""
+    workdir = copy_workdir(demo_workdir, path)
+    manifest_path = workdir / config.FEATURES_DIR / 'manifest.json'
+    manifest = {**json.loads(manifest_path.read_text()), 'dataset': 'MAESTRO Real'}
+    manifest_path.write_text(json.dumps(manifest))
+    return workdir, manifest
+
+
+def published_row(workdir):
+    return [line for line in (workdir / 'results.md').read_text().splitlines() if line.startswith('| Published')][0]
+
+
+@pytest.mark.parametrize('epochs, loss, trained_with, scored_with, note', [
+    (150, 'mse', {}, {}, 'same protocol'),
+    (2, 'mse', {}, {}, 'protocol differs: epochs 2 (published: 150)'),
+    (150, 'mse', {}, {'THRESHOLD': 0.3}, 'protocol differs: THRESHOLD 0.3 (published: 0.5)'),
+    (150, 'mse', {}, {'MERGE_GAP': 0.5, 'MIN_EVENT_LENGTH': 1.0},
+     'protocol differs: MERGE_GAP 0.5 (published: 0.1), MIN_EVENT_LENGTH 1.0 (published: 0.1)'),
+    (150, 'mse', {'LEARNING_RATE': 0.01, 'HARD_CLASSES': config.HARD_CLASSES[:-1]}, {},
+     f"protocol differs: HARD_CLASSES {config.HARD_CLASSES[:-1]} (published: {config.HARD_CLASSES}), "
+     f"LEARNING_RATE 0.01 (published: 0.001)"),
+    (150, 'bce', {}, {}, 'protocol differs: loss bce (published: mse), OUTPUT_BIAS_INIT prior (published: torch), '
+                         'OUTPUT_BIAS_CLIP 0.0001 (published: not used)'),
+], ids=['published', 'epochs', 'threshold', 'post-processing', 'training', 'bce'])
+def test_published_row_says_same_protocol_only_when_every_setting_matches(demo_workdir, tmp_path, monkeypatch,
+                                                                          epochs, loss, trained_with, scored_with,
+                                                                          note):
+    workdir, manifest = recorded_as_maestro_real(demo_workdir, tmp_path)
+    with monkeypatch.context() as trained:                   # the config.py the run was trained with
+        for name, value in trained_with.items():
+            trained.setattr(config, name, value)
+        record = runtime.run_record(manifest, epochs, loss)
+    stems = fold_test_stems(1)
+    write_random_scores(workdir, write_run(workdir / config.RUNS_DIR / 'run0', stems, record), stems)
+    for name, value in scored_with.items():                  # config.py now, when evaluate.py re-scores
+        monkeypatch.setattr(config, name, value)
+    assert evaluate.main(['--workdir', str(workdir)]) == 0
+    assert published_row(workdir).startswith(f'| Published baseline (MAESTRO Real, 10 runs, 49 files; {note}) |')
+
+
+# -----------------------------------------------------------------------------
+# Runs trained on other features or folds than the workdir holds now
+
+@pytest.fixture(scope='module')
+def reextracted(demo_root, demo_workdir, tmp_path_factory):
+    """A workdir with run0 of the official folds, then extracted again with other fold files (make_folds.py)."""
+    import make_folds
+    path = tmp_path_factory.mktemp('reextracted')
+    workdir = copy_workdir(demo_workdir, path / 'work')
+    manifest = json.loads((workdir / config.FEATURES_DIR / 'manifest.json').read_text())
+    stems = fold_test_stems(1)
+    write_random_scores(workdir, write_run(workdir / config.RUNS_DIR / 'run0', stems,
+                                           runtime.run_record(manifest, 150, 'mse')), stems)
+    assert evaluate.main(['--workdir', str(workdir)]) == 0
+    assert make_folds.main(['--folds-dir', str(path / 'folds'), '--split', str(path / 'split.csv')]) == 0
+    extract_features.extract(demo_root, workdir, path / 'folds', jobs=1, split_file=path / 'split.csv')
+    return workdir
+
+
+@pytest.mark.parametrize('script', ['evaluate', 'evaluate --scores', 'infer', 'plot_results', 'plot_results --scores',
+                                    'compare'])
+def test_runs_of_other_fold_files_than_the_workdir_now_are_refused_naming_them(reextracted, demo_root, script,
+                                                                               tmp_path, capsys):
+    import compare
+    import infer
+    import plot_results
+    scores = reextracted / config.RUNS_DIR / 'run0' / 'scores'
+    calls = {'evaluate': (evaluate.main, ['--workdir', reextracted]),
+             'evaluate --scores': (evaluate.main, ['--workdir', reextracted, '--scores', scores]),
+             'plot_results --scores': (plot_results.main, ['--workdir', reextracted, '--scores', scores, '--only',
+                                                           'files', '--out', tmp_path / 'pictures']),
+             'infer': (infer.main, ['--audio', demo_root / config.AUDIO_DIR / 'cafe_restaurant', '--workdir',
+                                    reextracted, '--out', tmp_path / 'out']),
+             'plot_results': (plot_results.main, ['--workdir', reextracted, '--out', tmp_path / 'pictures']),
+             'compare': (compare.main, [reextracted, reextracted, '--out', tmp_path / 'comparison'])}
+    main, argv = calls[script]
+    capsys.readouterr()
+    assert main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    run_dir = reextracted / config.RUNS_DIR / 'run0'
+    assert err.startswith(f'error: {run_dir}: trained on other features than ') and err.count('\n') == 1
+    assert 'features.folds_sha256: the official folds then, other fold files (hash ' in err
+    assert '--run 0 --restart' in err and not any(tmp_path.iterdir())
+
+
+# -----------------------------------------------------------------------------
+# Paths with spaces: the printed hints are shell commands that work when pasted
+
+def pasted(err, script):
+    """The command after 'run: ' in an error line, split as a shell splits it -> the arguments of `script`."""
+    argv = shlex.split(err.split('run: ', 1)[1])
+    assert argv[:2] == ['python', script], argv
+    return argv[2:]
+
+
+@pytest.mark.slow
+def test_a_workdir_with_a_space_runs_end_to_end_and_its_hints_work_when_pasted(demo_root, tmp_path, monkeypatch,
+                                                                               capsys):
+    workdir, folds = tmp_path / 'work dir', tmp_path / 'my folds'
+    shutil.copytree(config.FOLDS_DIR, folds)
+    train = ['--workdir', str(workdir), '--folds', '1', '--loss', 'mse'] + EPOCH
+    assert extract_features.main(['--data-root', str(demo_root), '--workdir', str(workdir), '--folds-dir',
+                                  str(folds), '--jobs', '1']) == 0
+    assert task4b.main(train) == 0 and evaluate.main(['--workdir', str(workdir)]) == 0
+
+    monkeypatch.setattr(config, 'FMAX', 13000.0)              # config.py edited after extraction
+    capsys.readouterr()
+    assert evaluate.main(['--workdir', str(workdir)]) == 2 and task4b.main(train) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and err[0] == err[1]                  # both name the features and the command to run
+    argv = pasted(err[0], 'extract_features.py')
+    assert argv[argv.index('--workdir') + 1] == str(workdir) and argv[argv.index('--folds-dir') + 1] == str(folds)
+    assert extract_features.main(argv + ['--jobs', '1']) == 0
+
+    capsys.readouterr()                                        # the run was trained on the old features
+    assert evaluate.main(['--workdir', str(workdir)]) == 2
+    argv = pasted(capsys.readouterr().err, 'task4b.py')
+    assert task4b.main(argv + ['--folds', '1', '--loss', 'mse'] + EPOCH) == 0
+    assert evaluate.main(['--workdir', str(workdir)]) == 0
+    assert json.loads((workdir / 'results.json').read_text())['n_runs'] == 1
 
 
 # -----------------------------------------------------------------------------

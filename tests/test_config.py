@@ -1,0 +1,77 @@
+"""config.py edits that no script can work with: one line naming the setting and what it must be, exit status 2,
+before any work starts, from every script; importing config.py never fails on them."""
+from pathlib import Path
+
+import pytest
+
+import compare
+import config
+import evaluate
+import extract_features
+import infer
+import plot_results
+import task4b
+import utils
+
+
+def script_calls(tmp):
+    """Each script's main with arguments that would start real work (on an empty tmp folder)."""
+    return {
+        'extract_features.py': (extract_features.main, ['--data-root', tmp / 'data', '--workdir', tmp / 'work']),
+        'task4b.py': (task4b.main, ['--workdir', tmp / 'work', '--epochs', '1', '--device', 'cpu']),
+        'evaluate.py': (evaluate.main, ['--workdir', tmp / 'work']),
+        'infer.py': (infer.main, ['--audio', tmp / 'audio', '--workdir', tmp / 'work', '--out', tmp / 'out']),
+        'plot_results.py': (plot_results.main, ['--workdir', tmp / 'work']),
+        'compare.py': (compare.main, [tmp / 'a', tmp / 'b', '--out', tmp / 'comparison']),
+    }
+
+
+EDITS = [  # (setting, value, the start of the message)
+    ('N_MELS', 16, 'config.N_MELS = 16 with config.POOL_SIZES = [5, 2, 2]: the max-pools over frequency reduce '
+                   'the 16 mel bands to 0; expected N_MELS at least the product of POOL_SIZES, 20'),
+    ('POOL_SIZES', [4, 4, 4, 4], 'config.N_MELS = 64 with config.POOL_SIZES = [4, 4, 4, 4]: the max-pools'),
+    ('BATCH_SIZE', 0, 'config.BATCH_SIZE = 0: expected an integer of at least 1'),
+    ('HARD_CLASSES', config.HARD_CLASSES + ['dog barking'],
+     "config.HARD_CLASSES: 'dog barking' is not in config.CLASSES"),
+    ('THRESHOLD', 1.5, 'config.THRESHOLD = 1.5: expected a number in [0, 1]'),
+    ('THRESHOLD', '0.5', "config.THRESHOLD = '0.5': expected a number in [0, 1]"),
+    ('HARD_LABEL_THRESHOLD', -0.1, 'config.HARD_LABEL_THRESHOLD = -0.1: expected a number in [0, 1]'),
+    ('LOSS', 'hinge', "config.LOSS = 'hinge': expected 'bce' or 'mse'"),
+    ('OUTPUT_BIAS_INIT', 'zeros', "config.OUTPUT_BIAS_INIT = 'zeros': expected 'prior' or 'torch'"),
+    ('OUTPUT_BIAS_CLIP', 0.5, 'config.OUTPUT_BIAS_CLIP = 0.5: expected a number in (0, 0.5)'),
+    ('TIMELINE', 'segment', "config.TIMELINE = 'segment': expected 'fold' or 'file'"),
+    ('SEQUENCE_LENGTH', 0, 'config.SEQUENCE_LENGTH = 0: expected an integer of at least 1'),
+    ('GRU_UNITS', 0.5, 'config.GRU_UNITS = 0.5: expected an integer of at least 1'),
+    ('CONV_KERNEL', 4, 'config.CONV_KERNEL = 4: expected an odd size'),
+    ('LEARNING_RATE', 0, 'config.LEARNING_RATE = 0: expected a number > 0'),
+    ('ADAM_BETAS', (0.9, 1.0), 'config.ADAM_BETAS = (0.9, 1.0): expected two numbers in [0, 1)'),
+    ('DROPOUT', 1.0, 'config.DROPOUT = 1.0: expected a number in [0, 1)'),
+    ('FMAX', 30000.0, 'config.FMAX = 30000.0 with config.FMIN = 50.0: expected FMIN < FMAX <= SAMPLE_RATE / 2'),
+    ('N_FOLDS', 1, 'config.N_FOLDS = 1: expected an integer of at least 2'),
+]
+
+
+@pytest.mark.parametrize('script', list(script_calls(Path('.'))))
+@pytest.mark.parametrize('name, value, message', EDITS, ids=[f'{n}={v!r}' for n, v, _ in EDITS])
+def test_an_impossible_config_value_is_one_line_naming_the_setting(script, name, value, message, tmp_path,
+                                                                   monkeypatch, capsys):
+    monkeypatch.setattr(config, name, value)
+    main, argv = script_calls(tmp_path)[script]
+    assert main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: {message}') and err.endswith('; set it in config.py\n'), err
+    assert err.count('\n') == 1 and 'Traceback' not in err
+    assert not any(tmp_path.iterdir())                                     # refused before any work
+
+
+def test_the_default_config_passes_the_check():
+    assert utils.config_problem() is None
+
+
+def test_config_with_a_hard_class_missing_from_classes_still_imports():
+    source = Path(config.__file__).read_text()
+    edited = source.replace("'metro leaving',\n]", "'metro leaving', 'dog barking',\n]", 1)
+    assert edited != source
+    namespace = {'__file__': config.__file__}
+    exec(compile(edited, 'config.py', 'exec'), namespace)                 # importing must not fail
+    assert namespace['HARD_CLASSES'][-1] == 'dog barking' and len(namespace['HARD_INDEX']) == 11
