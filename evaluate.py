@@ -1,4 +1,4 @@
-"""Evaluation of the DCASE2023 Task 4B baseline: post-processing, the challenge metrics, the results table.
+"""Evaluation of the DCASE2023 Task 4B baseline: the challenge metrics of score files, the results table.
 
     python evaluate.py --workdir DIR                      # re-score every DIR/runs/run*/scores -> DIR/results.json, .md
     python evaluate.py --workdir DIR --scores DIR/runs/run0/scores   # one folder -> DIR/runs/run0/evaluation.json, .md
@@ -9,7 +9,8 @@
 Inputs: score files `<stem>.tsv` in sed_scores_eval's format (onset, offset, one column per evaluated class,
 rows of config.FRAME_SECONDS), written by task4b.py or infer.py with `write_score_file`; the ground truth
 `<workdir>/metadata/gt_dev.csv`, the durations `<workdir>/metadata/development_metadata.csv` and, for the
-per-fold timeline, the soft targets in `<workdir>/features/files/` (all from extract_features.py).
+per-fold timeline, the soft targets in `<workdir>/features/files/` (all from extract_features.py). Scores and
+hard labels become events by post_processing.py.
 
 Metrics (over the files that have scores; the report says how many of the ground truth's files that is), as
 docs/method.md, Evaluation, describes them:
@@ -41,74 +42,11 @@ from sed_scores_eval.base_modules.scores import create_score_dataframe, validate
 
 import config  # noqa: E402
 import utils  # noqa: E402
+from post_processing import clean_events, events_from_activity, hard_labels, post_process_events  # noqa: E402
 from utils import DataError  # noqa: E402
 
 EXTRACT_HINT = 'run: python extract_features.py --data-root DIR --workdir DIR'
 TRAIN_HINT = 'run: python task4b.py --workdir DIR'
-
-
-# -----------------------------------------------------------------------------
-# Post-processing: frame scores -> event lists
-
-def seconds_floor(frame_index):
-    """floor(frame_index x FRAME_SECONDS) from integers: 15 x 0.2 in floats is 3.0000000000000004."""
-    return float(int(frame_index) * config.HOP_LENGTH // config.SAMPLE_RATE)
-
-
-def find_contiguous_regions(active):
-    """(frames,) bool -> (n, 2) int array of runs [i, j) of True, a run reaching the last frame included."""
-    padded = np.concatenate(([0], np.asarray(active, dtype=np.int8), [0]))
-    changes = np.flatnonzero(np.diff(padded))    # starts (0 -> 1) and ends (1 -> 0), alternating
-    return changes.reshape(-1, 2)
-
-
-def events_from_activity(active, class_labels, filename, merge_gap=None, min_length=None):
-    """Frame activity (frames, len(class_labels)) bool -> dcase_util MetaDataContainer of events (docs/method.md,
-    Evaluation).
-
-    Per class: a run of active frames [i, j) -> event [floor(i x 0.2), floor(j x 0.2)) in whole seconds; then
-    events of a class closer than config.MERGE_GAP are merged and events shorter than config.MIN_EVENT_LENGTH
-    dropped (a run of 1-4 frames inside one second floors to a zero-length event); merge_gap and min_length
-    default to those config values.
-    """
-    active = np.asarray(active)
-    if active.ndim != 2 or active.shape[1] != len(class_labels):
-        raise ValueError(f'{filename}: frames of shape {active.shape}, expected (frames, {len(class_labels)})')
-    # filename None must not reach dcase_util: process_events looks files up by str(filename), 'None', finds no
-    # event of 'None' and silently returns an empty list.
-    file_field = {} if filename is None else {'filename': str(filename)}
-    items = []
-    for c, label in enumerate(class_labels):
-        for i, j in find_contiguous_regions(active[:, c]):
-            items.append(dcase_util.containers.MetaDataItem({
-                **file_field, 'onset': seconds_floor(i), 'offset': seconds_floor(j), 'event_label': label}))
-    return clean_events(dcase_util.containers.MetaDataContainer(items), class_labels, merge_gap, min_length)
-
-
-def clean_events(events, class_labels, merge_gap=None, min_length=None):
-    """Events of a class closer than merge_gap merged, then events shorter than min_length dropped (default:
-    config.MERGE_GAP, config.MIN_EVENT_LENGTH), sorted by onset and class."""
-    merge_gap = config.MERGE_GAP if merge_gap is None else merge_gap
-    min_length = config.MIN_EVENT_LENGTH if min_length is None else min_length
-    # Two calls, merge first: in one call dcase_util drops short events BEFORE merging, the reverse of the
-    # reference code. (dcase_util merges when gap <= minimum_event_gap and keeps length >= minimum.)
-    events = events.process_events(minimum_event_gap=merge_gap).process_events(minimum_event_length=min_length)
-    order = {label: k for k, label in enumerate(class_labels)}
-    return dcase_util.containers.MetaDataContainer(
-        sorted(events, key=lambda e: (e.onset, order[e.event_label], e.offset)))
-
-
-def post_process_events(frame_scores, class_labels, filename):
-    """Frame scores (frames, len(class_labels)) -> events: frames with score > config.THRESHOLD are active."""
-    return events_from_activity(np.asarray(frame_scores) > config.THRESHOLD, class_labels, filename)
-
-
-def hard_labels(soft_targets):
-    """Soft targets (..., 17) float64 -> hard labels (..., 11) bool of the evaluated classes: soft > 0.5.
-
-    Taken on the float64 values: in float32, 0.5000000000000001 rounds to 0.5 and would be lost.
-    """
-    return np.asarray(soft_targets)[..., config.HARD_INDEX] > config.HARD_LABEL_THRESHOLD
 
 
 # -----------------------------------------------------------------------------

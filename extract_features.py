@@ -35,7 +35,7 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 import config
-import evaluate
+import post_processing
 import utils
 from utils import DataError
 
@@ -363,8 +363,9 @@ def write_metadata(workdir, file_ids, targets, durations):
         stem = utils.file_stem(file_id)
         # runs of whole seconds: touching ones merged, none shorter than a second (the floor of a run of a few
         # frames inside one second); no evaluation setting changes this file
-        events = evaluate.events_from_activity(evaluate.hard_labels(targets[file_id]), config.HARD_CLASSES, stem,
-                                               merge_gap=0.0, min_length=config.ANNOTATION_RESOLUTION)
+        hard = post_processing.hard_labels(targets[file_id])                                  # (frames, 11)
+        events = post_processing.events_from_activity(hard, config.HARD_CLASSES, stem, merge_gap=0.0,
+                                                      min_length=config.ANNOTATION_RESOLUTION)
         gt_lines += [f'{stem}.wav\t{e.onset}\t{e.offset}\t{e.event_label}' for e in events]
         duration_lines.append(f'{stem}\t{durations[file_id]!r}')
     utils.write_text_atomic(metadata_dir / config.GT_FILE, '\n'.join(gt_lines) + '\n')

@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 import config
 import evaluate
+import post_processing
 import runtime
 import utils
 from data_generator import load_fold_tensors, sequence_batches, training_batches
@@ -134,7 +135,7 @@ def validate(model, X_val, Y_val, val_reference, loss_kind):
     loss = float(soft_label_loss(outputs, Y_val, loss_kind))
     scores = scores_from_outputs(outputs, loss_kind)[..., config.HARD_INDEX]              # (n, 200, 11)
     scores = scores.reshape(-1, len(config.HARD_CLASSES)).float().cpu().numpy()
-    estimated = evaluate.post_process_events(scores, config.HARD_CLASSES, 'validation')
+    estimated = post_processing.post_process_events(scores, config.HARD_CLASSES, 'validation')
     metrics = evaluate.segment_metrics([(val_reference, estimated, len(scores) * config.FRAME_SECONDS)])
     f1 = np.nan_to_num(metrics.overall_f_measure()['f_measure'])
     return loss, 100 * float(f1), float(metrics.overall_error_rate()['error_rate'])

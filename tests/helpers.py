@@ -3,6 +3,8 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 import config
 import utils
 
@@ -31,3 +33,11 @@ def score_files(workdir, run=0):
     """{name: bytes} of a run's score files."""
     scores_dir = Path(workdir) / config.RUNS_DIR / f'run{run}' / 'scores'
     return {p.name: p.read_bytes() for p in sorted(scores_dir.glob('*.tsv'))}
+
+
+def frame_scores(n, active, low=0.0):
+    """(n, 11) scores: `low` everywhere, and value v on frames [i, j) of class c for (c, i, j, v) in active."""
+    scores = np.full((n, len(config.HARD_CLASSES)), low)
+    for label, i, j, value in active:
+        scores[i:j, config.HARD_CLASSES.index(label)] = value
+    return scores
