@@ -236,7 +236,7 @@ def fold_test_groups(stems, folds_dir):
     return [(name, group) for name, group in groups if group]
 
 
-def _timelines(stems, scores, ground_truth, durations, timeline, workdir, folds_dir=None):
+def timelines(stems, scores, ground_truth, durations, timeline, workdir, folds_dir=None):
     """(reference events, estimated events, evaluated length s) per timeline sed_eval sees."""
     if timeline == 'file':
         for stem in stems:
@@ -309,7 +309,7 @@ def evaluate_scores(scores_dir, workdir=config.WORKDIR, file_stems=None, timelin
         scores = {s: scores[s] for s in file_stems}
     stems = sorted(scores)
 
-    metrics = segment_metrics(_timelines(stems, scores, ground_truth, durations, timeline, workdir, folds_dir))
+    metrics = segment_metrics(timelines(stems, scores, ground_truth, durations, timeline, workdir, folds_dir))
     class_f = {c: metrics.class_wise_f_measure(c)['f_measure'] for c in config.HARD_CLASSES}
     class_er = {c: metrics.class_wise_error_rate(c)['error_rate'] for c in config.HARD_CLASSES}
 

@@ -103,7 +103,7 @@ def scene_of_stem(stem):
 def file_metrics(stem, scores_df, reference, duration):
     """Segment-based F1 (%) and ER of one file on its own timeline: evaluate.py's timeline (its post-processing,
     reference and length) through sed_eval, i.e. F1_m and ER_m of evaluate.evaluate_scores for this file alone."""
-    metrics = evaluate.segment_metrics(evaluate._timelines([stem], {stem: scores_df}, {stem: reference},
+    metrics = evaluate.segment_metrics(evaluate.timelines([stem], {stem: scores_df}, {stem: reference},
                                                            {stem: duration}, timeline='file', workdir=None))
     return {'F1': 100 * float(metrics.overall_f_measure()['f_measure']),
             'ER': float(metrics.overall_error_rate()['error_rate'])}
