@@ -52,8 +52,18 @@ TRAIN_HINT = 'run: python task4b.py --workdir DIR'
 # -----------------------------------------------------------------------------
 # Files: ground truth, durations, score files
 
-def _read_tsv_rows(path, columns):
-    """Rows of a tab-separated file with the header `columns` -> list of (line number, fields)."""
+def stem_of(filename):
+    """`cafe_restaurant_07.wav`, `cafe_restaurant/cafe_restaurant_07` -> `cafe_restaurant_07`."""
+    name = utils.file_stem(filename.strip())
+    return name[:-len('.wav')] if name.endswith('.wav') else name
+
+
+def check_table(path, columns, row_problem):
+    """Refuse, before sed_scores_eval's reader sees it, a metadata file it would misread or read without saying
+    where: DataError naming the file and line for a missing file, a header other than the tab-separated
+    `columns`, a line of only spaces or tabs (pandas skips empty lines only), a row of another field count, a
+    file name the library would name otherwise (it cuts at the last '.'), or a row of which row_problem(fields)
+    says what is wrong."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f'{path}: not found; {EXTRACT_HINT}')
@@ -61,66 +71,78 @@ def _read_tsv_rows(path, columns):
     header = lines[0].split('\t') if lines else []
     if header != columns:
         raise DataError(f'{path}, line 1: expected the tab-separated header {"<TAB>".join(columns)}, found {lines[:1]}')
-    rows = []
     for number, line in enumerate(lines[1:], start=2):
-        if not line.strip():
+        if not line:
             continue
         fields = line.split('\t')
-        if len(fields) != len(columns):
-            raise DataError(f'{path}, line {number}: expected {len(columns)} tab-separated fields, found {len(fields)}')
-        rows.append((number, fields))
-    return rows
+        if not line.strip():
+            problem = 'a line of only spaces or tabs; delete it'
+        elif len(fields) != len(columns):
+            problem = f'expected {len(columns)} tab-separated fields, found {len(fields)}'
+        elif stem_of(fields[0]) != stem_of(fields[0].rsplit('.', 1)[0]):
+            problem = f"file name {fields[0]!r}: expected <stem>.wav or a stem without '.'"
+        else:
+            problem = row_problem(fields)
+        if problem:
+            raise DataError(f'{path}, line {number}: {problem}')
 
 
-def stem_of(filename):
-    """`cafe_restaurant_07.wav`, `cafe_restaurant/cafe_restaurant_07` -> `cafe_restaurant_07`."""
-    name = utils.file_stem(filename.strip())
-    return name[:-len('.wav')] if name.endswith('.wav') else name
+def ground_truth_row_problem(fields):
+    filename, onset, offset, label = fields
+    try:
+        onset, offset = float(onset), float(offset)
+    except ValueError:
+        return f'onset/offset not numeric: {onset!r}, {offset!r}'
+    if label not in config.HARD_CLASSES:
+        return f'unknown label {label!r}; expected one of config.HARD_CLASSES'
+    if not (0 <= onset < offset):
+        return f'expected 0 <= onset < offset, found {onset}, {offset}'
+    return None
+
+
+def duration_row_problem(fields):
+    try:
+        value = float(fields[1])
+    except ValueError:
+        value = float('nan')
+    return None if value > 0 else f'duration {fields[1]!r} is not a positive number'
+
+
+def merge_connected(events):
+    """[(onset, offset, label)] -> the same with touching or overlapping events of a class merged into one,
+    sorted by onset, class and offset."""
+    spans = {}
+    for onset, offset, label in events:
+        spans.setdefault(label, []).append((onset, offset))
+    merged = []
+    for label, label_spans in spans.items():
+        label_spans.sort()
+        runs = [list(label_spans[0])]
+        for onset, offset in label_spans[1:]:
+            if onset <= runs[-1][1]:          # touching or overlapping: one event
+                runs[-1][1] = max(runs[-1][1], offset)
+            else:
+                runs.append([onset, offset])
+        merged += [(onset, offset, label) for onset, offset in runs]
+    return sorted(merged, key=lambda e: (e[0], config.HARD_CLASSES.index(e[2]), e[1]))
 
 
 def read_ground_truth(path):
-    """gt_dev.csv -> {stem: [(onset, offset, label), ...]} sorted, with touching or overlapping rows of a class
-    merged into one event (the original baseline shipped one row per second; sed_scores_eval rejects those as
-    connected events). Files without events do not appear (the durations file lists every file)."""
-    per_class = {}
-    for number, (filename, onset, offset, label) in _read_tsv_rows(path, ['filename', 'onset', 'offset', 'event_label']):
-        try:
-            onset, offset = float(onset), float(offset)
-        except ValueError:
-            raise DataError(f'{path}, line {number}: onset/offset not numeric: {onset!r}, {offset!r}') from None
-        if label not in config.HARD_CLASSES:
-            raise DataError(f'{path}, line {number}: unknown label {label!r}; expected one of config.HARD_CLASSES')
-        if not (0 <= onset < offset):
-            raise DataError(f'{path}, line {number}: expected 0 <= onset < offset, found {onset}, {offset}')
-        per_class.setdefault(stem_of(filename), {}).setdefault(label, []).append((onset, offset))
-    ground_truth = {}
-    for stem, classes in per_class.items():
-        events = []
-        for label, spans in classes.items():
-            spans.sort()
-            merged = [list(spans[0])]
-            for onset, offset in spans[1:]:
-                if onset <= merged[-1][1]:          # touching or overlapping: one event
-                    merged[-1][1] = max(merged[-1][1], offset)
-                else:
-                    merged.append([onset, offset])
-            events += [(onset, offset, label) for onset, offset in merged]
-        ground_truth[stem] = sorted(events, key=lambda e: (e[0], config.HARD_CLASSES.index(e[2]), e[1]))
-    return ground_truth
+    """gt_dev.csv -> {stem: [(onset, offset, label), ...]}, checked, then read by sed_scores_eval, with touching
+    or overlapping rows of a class merged into one event (the original baseline shipped one row per second;
+    sed_scores_eval's metrics reject those as connected events). Files without events do not appear (the
+    durations file lists every file)."""
+    check_table(path, ['filename', 'onset', 'offset', 'event_label'], ground_truth_row_problem)
+    events = {}
+    for name, rows in sed_scores_eval.io.read_ground_truth_events(path).items():
+        events.setdefault(stem_of(name), []).extend(rows)      # `x.wav` and `scene/x.wav` are one file
+    return {stem: merge_connected(rows) for stem, rows in events.items()}
 
 
 def read_durations(path):
-    """development_metadata.csv -> {stem: duration in seconds}."""
-    durations = {}
-    for number, (filename, duration) in _read_tsv_rows(path, ['filename', 'duration']):
-        try:
-            value = float(duration)
-        except ValueError:
-            value = float('nan')
-        if not value > 0:
-            raise DataError(f'{path}, line {number}: duration {duration!r} is not a positive number')
-        durations[stem_of(filename)] = value
-    return durations
+    """development_metadata.csv -> {stem: duration in seconds}, checked, then read by sed_scores_eval."""
+    check_table(path, ['filename', 'duration'], duration_row_problem)
+    return {stem_of(name): duration for name, duration in sed_scores_eval.io.read_audio_durations(path).items()}
 
 
 def frame_timestamps(n_frames):

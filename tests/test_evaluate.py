@@ -248,6 +248,29 @@ def test_ground_truth_row_with_unknown_label_names_the_line(tmp_path):
         evaluate.read_ground_truth(tmp_path / config.METADATA_DIR / config.GT_FILE)
 
 
+def test_ground_truth_line_of_only_spaces_or_tabs_names_the_line(tmp_path):
+    # pandas, under sed_scores_eval's reader, would take it for a row (of a file named '  ', or of no name)
+    write_metadata(tmp_path, {'cafe_restaurant_00': 2.0}, [('cafe_restaurant_00', 0.0, 1.0, A)])
+    path = tmp_path / config.METADATA_DIR / config.GT_FILE
+    for blank in ('  ', '\t\t\t'):
+        path.write_text(f'filename\tonset\toffset\tevent_label\n\n{blank}\ncafe_restaurant_00.wav\t0.0\t1.0\t{A}\n')
+        with pytest.raises(DataError, match=r'gt_dev.csv, line 3: a line of only spaces or tabs'):
+            evaluate.read_ground_truth(path)
+
+
+def test_duration_that_is_not_a_positive_number_names_the_line(tmp_path):
+    write_metadata(tmp_path, {'cafe_restaurant_00': 2.0, 'cafe_restaurant_04': 'abc'}, [])
+    with pytest.raises(DataError, match=r"development_metadata.csv, line 3: duration 'abc' is not a positive number"):
+        evaluate.read_durations(tmp_path / config.METADATA_DIR / config.DURATIONS_FILE)
+
+
+def test_a_stem_with_a_dot_is_refused_not_renamed(tmp_path):
+    # sed_scores_eval's reader names a file by what precedes the last '.': 'city_center_02.v2' as 'city_center_02'
+    write_metadata(tmp_path, {'city_center_02.v2': 2.0}, [])
+    with pytest.raises(DataError, match=r"development_metadata.csv, line 2: file name 'city_center_02.v2'"):
+        evaluate.read_durations(tmp_path / config.METADATA_DIR / config.DURATIONS_FILE)
+
+
 # -----------------------------------------------------------------------------
 # Runs, the table, the command
 
