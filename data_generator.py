@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 import config
+import extract_features
 import post_processing
 import utils
 
@@ -52,7 +53,6 @@ def load_fold_tensors(workdir, fold, device='cpu'):
 
     Raises utils.DataError when the features are missing or were extracted with other parameters.
     """
-    import extract_features  # here, so that the model and the batches can be used without the feature stack
     return fold_tensors(extract_features.load_fold(workdir, fold), device)
 
 

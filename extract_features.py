@@ -27,6 +27,7 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
+import librosa
 import numpy as np
 import pandas as pd
 import scipy.fft
@@ -118,7 +119,6 @@ def read_audio(path):
     if channels > 1:
         mono *= np.float32(1.0 / channels)
     if sample_rate != config.SAMPLE_RATE:
-        import librosa  # imported lazily: only resampling and the filterbank need it
         mono = librosa.resample(mono, orig_sr=sample_rate, target_sr=config.SAMPLE_RATE).astype(np.float32)
     return mono
 
@@ -130,7 +130,6 @@ def _mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax):
     -> (n_bins, n_mels) float32, n_bins <= n_fft // 2 + 1 (5600 of 8821 for 14 kHz): the bins above fmax
     only ever multiply zeros, so their magnitudes are never computed.
     """
-    import librosa
     mel = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, dtype=np.float64)
     n_bins = int(np.nonzero(mel.any(axis=0))[0].max()) + 1
     return np.ascontiguousarray(mel[:, :n_bins].T, dtype=np.float32)
@@ -138,7 +137,6 @@ def _mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax):
 
 @lru_cache(maxsize=4)
 def _window(name, n_fft):
-    import librosa
     return librosa.filters.get_window(name, n_fft, fftbins=True).astype(np.float32)  # (n_fft,)
 
 
@@ -246,7 +244,9 @@ def rasterize_soft_labels(labels_df, n_frames):
 
 def fit_fold_scaler(features_list):
     """sklearn StandardScaler fitted on the frames of all given files -> mean (64,), scale (64,) float32."""
-    from sklearn.preprocessing import StandardScaler  # imported here: only fold building needs it
+    # imported here: 1.5 s of start-up (measured) that task4b.py, infer.py and plot_results.py, which read the
+    # features but never fit a scaler, would pay
+    from sklearn.preprocessing import StandardScaler
     if not sum(len(f) for f in features_list):
         raise ValueError('fit_fold_scaler: no frames to fit on')
     frames = np.concatenate(features_list)  # (frames, 64), all files at once

@@ -39,10 +39,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torchinfo
 from tqdm import tqdm
 
 import config
 import evaluate
+import extract_features
+import plot_results
 import post_processing
 import runtime
 import utils
@@ -162,7 +165,6 @@ def write_test_scores(model, data, run_dir, loss_kind):
 def train_fold(data, fold_dir, seed, epochs, device, loss_kind, resume=False, name=''):
     """Train on data['X_train'] with selection on data['X_val'] -> the model with the best weights loaded, and
     the schedule (best epoch and loss). Writes fold_dir/checkpoint.pt and history.csv after every epoch."""
-    import plot_results
     checkpoint_path = Path(fold_dir) / 'checkpoint.pt'
     seed_everything(seed, device)
     model = build_model(device)
@@ -229,7 +231,6 @@ def train_fold(data, fold_dir, seed, epochs, device, loss_kind, resume=False, na
 def save_best_model(path, model, data, loss_kind):
     """best_model.pt: the weights of the lowest validation loss and what inference needs with them, as tensors
     and plain values only (it loads with torch's safe loader)."""
-    import extract_features
     utils.atomic_write(path, lambda tmp: torch.save({
         'model': {k: v.detach().cpu() for k, v in model.state_dict().items()},
         'mean': torch.from_numpy(data['mean']), 'scale': torch.from_numpy(data['scale']),
@@ -244,8 +245,6 @@ def run_experiment(workdir, folds=None, runs=config.RUNS, seed=config.SEED, epoc
     """Train and test every (run, fold); write the fold metrics, then (summarize) each run's metrics and the
     table -> the summary dict, or None. run_ids: the runs to do (default range(runs)). restart: remove a run
     folder of other settings instead of refusing it."""
-    import extract_features
-    import torchinfo
     workdir = Path(workdir)
     record = runtime.run_record(extract_features.read_manifest(workdir), epochs, loss_kind)
     folds = list(folds or range(1, config.N_FOLDS + 1))

@@ -7,6 +7,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from threadpoolctl import threadpool_limits
+
 import config
 
 
@@ -121,7 +123,6 @@ def record_differences(a, b, prefix=''):
 
 def limit_math_threads(n=1):
     """Cap BLAS/OpenMP threads of this process (for worker processes that run side by side)."""
-    from threadpoolctl import threadpool_limits
     for var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS', 'NUMBA_NUM_THREADS'):
         os.environ[var] = str(n)
     threadpool_limits(n)
