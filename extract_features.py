@@ -9,7 +9,7 @@ Reads every file id of the split file (default development_split.csv) and of the
     <workdir>/features/fold{k}.npz         the fold's scaler (fitted on its training files), train/val sequences,
                                            test files
     <workdir>/features/manifest.json       the settings and input files the above were computed from (written last)
-    <workdir>/metadata/gt_dev.csv          hard-label events (soft > 0.5) of the 11 evaluated classes
+    <workdir>/metadata/gt_dev.csv          events of the 11 evaluated classes, soft > 0.5 (post_processing.py)
     <workdir>/metadata/development_metadata.csv   audio durations
 
 Every run reads all inputs and writes everything (the 200 minutes of MAESTRO Real take about 5 s). load_fold,
