@@ -59,11 +59,11 @@ def stem_of(filename):
 
 
 def check_table(path, columns, row_problem):
-    """Refuse, before sed_scores_eval's reader sees it, a metadata file it would misread or read without saying
-    where: DataError naming the file and line for a missing file, a header other than the tab-separated
-    `columns`, a line of only spaces or tabs (pandas skips empty lines only), a row of another field count, a
-    file name the library would name otherwise (it cuts at the last '.'), or a row of which row_problem(fields)
-    says what is wrong."""
+    """A metadata file checked line by line before sed_scores_eval's reader reads it (which says neither file nor
+    line) -> DataError naming the file and line: the file missing, a header other than the tab-separated
+    `columns`, a row of another field count, what the library would read otherwise than meant (a line of only
+    spaces or tabs, which pandas takes for a row; a file name with a '.' in its stem, cut there), or the
+    problem that row_problem(fields) returns."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f'{path}: not found; {EXTRACT_HINT}')
