@@ -33,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+# each part's child imports every part's modules: 1 MiB and 0.02 s more for the extraction part (measured),
+# beside its peak of 1.13 GiB (README, Speed)
 import config
 import evaluate
 import extract_features
