@@ -123,7 +123,7 @@ def file_statistics(workdir, run_dir, stems, time_decimals):
     scores = evaluate.read_score_files(Path(run_dir) / 'scores', ground_truth)
     scores = {stem: scores[stem] for stem in stems}
     counts = [evaluate.segment_metrics([timeline]) for timeline in
-              evaluate._timelines(stems, scores, ground_truth, durations, 'file', workdir)]
+              evaluate.timelines(stems, scores, ground_truth, durations, 'file', workdir)]
     reference = {stem: [list(e) for e in ground_truth[stem]] for stem in stems}
     lengths = {stem: durations[stem] for stem in stems}
     common = dict(segment_length=config.SEGMENT_LENGTH)

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 
 import config
+import extract_features
+import post_processing
 import utils
 
 
@@ -25,14 +27,13 @@ def fold_tensors(fold_data, device='cpu'):
     their hard labels taken on the float64 soft targets, before the cast; 'mean' and 'scale' (64,) stay numpy
     (they go into best_model.pt for inference on new audio).
     """
-    import evaluate
     def tensor(a):
         return torch.as_tensor(np.ascontiguousarray(a, dtype=np.float32)).to(device)
 
     out = {key: tensor(fold_data[key]) for key in ('X_train', 'Y_train', 'X_val', 'Y_val')}
     out['X_test'] = [tensor(x) for x in fold_data['X_test']]
-    val_hard = evaluate.hard_labels(fold_data['Y_val']).reshape(-1, len(config.HARD_CLASSES))   # (n x 200, 11)
-    out['val_reference'] = evaluate.events_from_activity(val_hard, config.HARD_CLASSES, 'validation')
+    val_hard = post_processing.hard_labels(fold_data['Y_val']).reshape(-1, len(config.HARD_CLASSES))  # (n x 200, 11)
+    out['val_reference'] = post_processing.events_from_activity(val_hard, config.HARD_CLASSES, 'validation')
     out['test_files'] = list(fold_data['test_files'])
     out['mean'] = np.asarray(fold_data['mean'], dtype=np.float32)
     out['scale'] = np.asarray(fold_data['scale'], dtype=np.float32)
@@ -52,7 +53,6 @@ def load_fold_tensors(workdir, fold, device='cpu'):
 
     Raises utils.DataError when the features are missing or were extracted with other parameters.
     """
-    import extract_features  # here, so that the model and the batches can be used without the feature stack
     return fold_tensors(extract_features.load_fold(workdir, fold), device)
 
 

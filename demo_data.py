@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import scipy.signal
 import soundfile
+from tqdm import tqdm
 
 import config
 import utils
@@ -325,7 +326,6 @@ def check_file_ids(file_ids):
 
 def generate_demo_dataset(out_dir, scale=config.DEMO_SCALE, seed=config.DEMO_SEED, file_ids=None, progress=True):
     """Write the demo data set (MAESTRO Real's layout) under `out_dir`; returns the file ids written."""
-    from tqdm import tqdm
     file_ids = list(file_ids) if file_ids is not None else utils.development_file_ids()
     check_file_ids(file_ids)
     if not scale > 0:

@@ -1,4 +1,4 @@
-"""Evaluation of the DCASE2023 Task 4B baseline: post-processing, the challenge metrics, the results table.
+"""Evaluation of the DCASE2023 Task 4B baseline: the challenge metrics of score files, the results table.
 
     python evaluate.py --workdir DIR                      # re-score every DIR/runs/run*/scores -> DIR/results.json, .md
     python evaluate.py --workdir DIR --scores DIR/runs/run0/scores   # one folder -> DIR/runs/run0/evaluation.json, .md
@@ -9,7 +9,8 @@
 Inputs: score files `<stem>.tsv` in sed_scores_eval's format (onset, offset, one column per evaluated class,
 rows of config.FRAME_SECONDS), written by task4b.py or infer.py with `write_score_file`; the ground truth
 `<workdir>/metadata/gt_dev.csv`, the durations `<workdir>/metadata/development_metadata.csv` and, for the
-per-fold timeline, the soft targets in `<workdir>/features/files/` (all from extract_features.py).
+per-fold timeline, the soft targets in `<workdir>/features/files/` (all from extract_features.py). Scores and
+hard labels become events by post_processing.py.
 
 Metrics (over the files that have scores; the report says how many of the ground truth's files that is), as
 docs/method.md, Evaluation, describes them:
@@ -42,6 +43,7 @@ from sed_scores_eval.base_modules.scores import create_score_dataframe, validate
 
 import config  # noqa: E402
 import utils  # noqa: E402
+from post_processing import clean_events, events_from_activity, hard_labels, post_process_events  # noqa: E402
 from utils import DataError  # noqa: E402
 
 EXTRACT_HINT = 'run: python extract_features.py --data-root DIR --workdir DIR'
@@ -49,91 +51,7 @@ TRAIN_HINT = 'run: python task4b.py --workdir DIR'
 
 
 # -----------------------------------------------------------------------------
-# Post-processing: frame scores -> event lists
-
-def seconds_floor(frame_index):
-    """floor(frame_index x FRAME_SECONDS) from integers: 15 x 0.2 in floats is 3.0000000000000004."""
-    return float(int(frame_index) * config.HOP_LENGTH // config.SAMPLE_RATE)
-
-
-def find_contiguous_regions(active):
-    """(frames,) bool -> (n, 2) int array of runs [i, j) of True, a run reaching the last frame included."""
-    padded = np.concatenate(([0], np.asarray(active, dtype=np.int8), [0]))
-    changes = np.flatnonzero(np.diff(padded))    # starts (0 -> 1) and ends (1 -> 0), alternating
-    return changes.reshape(-1, 2)
-
-
-def events_from_activity(active, class_labels, filename, merge_gap=None, min_length=None):
-    """Frame activity (frames, len(class_labels)) bool -> dcase_util MetaDataContainer of events (docs/method.md,
-    Evaluation).
-
-    Per class: a run of active frames [i, j) -> event [floor(i x 0.2), floor(j x 0.2)) in whole seconds; then
-    events of a class closer than config.MERGE_GAP are merged and events shorter than config.MIN_EVENT_LENGTH
-    dropped (a run of 1-4 frames inside one second floors to a zero-length event); merge_gap and min_length
-    default to those config values.
-    """
-    active = np.asarray(active)
-    if active.ndim != 2 or active.shape[1] != len(class_labels):
-        raise ValueError(f'{filename}: frames of shape {active.shape}, expected (frames, {len(class_labels)})')
-    # filename None must not reach dcase_util: process_events looks files up by str(filename), 'None', finds no
-    # event of 'None' and silently returns an empty list.
-    file_field = {} if filename is None else {'filename': str(filename)}
-    items = []
-    for c, label in enumerate(class_labels):
-        for i, j in find_contiguous_regions(active[:, c]):
-            items.append(dcase_util.containers.MetaDataItem({
-                **file_field, 'onset': seconds_floor(i), 'offset': seconds_floor(j), 'event_label': label}))
-    return clean_events(dcase_util.containers.MetaDataContainer(items), class_labels, merge_gap, min_length)
-
-
-def clean_events(events, class_labels, merge_gap=None, min_length=None):
-    """Events of a class closer than merge_gap merged, then events shorter than min_length dropped (default:
-    config.MERGE_GAP, config.MIN_EVENT_LENGTH), sorted by onset and class."""
-    merge_gap = config.MERGE_GAP if merge_gap is None else merge_gap
-    min_length = config.MIN_EVENT_LENGTH if min_length is None else min_length
-    # Two calls, merge first: in one call dcase_util drops short events BEFORE merging, the reverse of the
-    # reference code. (dcase_util merges when gap <= minimum_event_gap and keeps length >= minimum.)
-    events = events.process_events(minimum_event_gap=merge_gap).process_events(minimum_event_length=min_length)
-    order = {label: k for k, label in enumerate(class_labels)}
-    return dcase_util.containers.MetaDataContainer(
-        sorted(events, key=lambda e: (e.onset, order[e.event_label], e.offset)))
-
-
-def post_process_events(frame_scores, class_labels, filename):
-    """Frame scores (frames, len(class_labels)) -> events: frames with score > config.THRESHOLD are active."""
-    return events_from_activity(np.asarray(frame_scores) > config.THRESHOLD, class_labels, filename)
-
-
-def hard_labels(soft_targets):
-    """Soft targets (..., 17) float64 -> hard labels (..., 11) bool of the evaluated classes: soft > 0.5.
-
-    Taken on the float64 values: in float32, 0.5000000000000001 rounds to 0.5 and would be lost.
-    """
-    return np.asarray(soft_targets)[..., config.HARD_INDEX] > config.HARD_LABEL_THRESHOLD
-
-
-# -----------------------------------------------------------------------------
 # Files: ground truth, durations, score files
-
-def _read_tsv_rows(path, columns):
-    """Rows of a tab-separated file with the header `columns` -> list of (line number, fields)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f'{path}: not found; {EXTRACT_HINT}')
-    lines = path.read_text().splitlines()
-    header = lines[0].split('\t') if lines else []
-    if header != columns:
-        raise DataError(f'{path}, line 1: expected the tab-separated header {"<TAB>".join(columns)}, found {lines[:1]}')
-    rows = []
-    for number, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        fields = line.split('\t')
-        if len(fields) != len(columns):
-            raise DataError(f'{path}, line {number}: expected {len(columns)} tab-separated fields, found {len(fields)}')
-        rows.append((number, fields))
-    return rows
-
 
 def stem_of(filename):
     """`cafe_restaurant_07.wav`, `cafe_restaurant/cafe_restaurant_07` -> `cafe_restaurant_07`."""
@@ -141,49 +59,91 @@ def stem_of(filename):
     return name[:-len('.wav')] if name.endswith('.wav') else name
 
 
+def check_table(path, columns, row_problem):
+    """A metadata file checked line by line before sed_scores_eval's reader reads it (which says neither file nor
+    line) -> DataError naming the file and line: the file missing, a header other than the tab-separated
+    `columns`, a row of another field count, what the library would read otherwise than meant (a line of only
+    spaces or tabs, which pandas takes for a row; a file name with a '.' in its stem, cut there), or the
+    problem that row_problem(fields) returns."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f'{path}: not found; {EXTRACT_HINT}')
+    lines = path.read_text().splitlines()
+    header = lines[0].split('\t') if lines else []
+    if header != columns:
+        raise DataError(f'{path}, line 1: expected the tab-separated header {"<TAB>".join(columns)}, found {lines[:1]}')
+    for number, line in enumerate(lines[1:], start=2):
+        if not line:
+            continue
+        fields = line.split('\t')
+        if not line.strip():
+            problem = 'a line of only spaces or tabs; delete it'
+        elif len(fields) != len(columns):
+            problem = f'expected {len(columns)} tab-separated fields, found {len(fields)}'
+        elif stem_of(fields[0]) != stem_of(fields[0].rsplit('.', 1)[0]):
+            problem = f"file name {fields[0]!r}: expected <stem>.wav or a stem without '.'"
+        else:
+            problem = row_problem(fields)
+        if problem:
+            raise DataError(f'{path}, line {number}: {problem}')
+
+
+def ground_truth_row_problem(fields):
+    filename, onset, offset, label = fields
+    try:
+        onset, offset = float(onset), float(offset)
+    except ValueError:
+        return f'onset/offset not numeric: {onset!r}, {offset!r}'
+    if label not in config.HARD_CLASSES:
+        return f'unknown label {label!r}; expected one of config.HARD_CLASSES'
+    if not (0 <= onset < offset):
+        return f'expected 0 <= onset < offset, found {onset}, {offset}'
+    return None
+
+
+def duration_row_problem(fields):
+    try:
+        value = float(fields[1])
+    except ValueError:
+        value = float('nan')
+    return None if value > 0 else f'duration {fields[1]!r} is not a positive number'
+
+
+def merge_connected(events):
+    """[(onset, offset, label)] -> the same with touching or overlapping events of a class merged into one,
+    sorted by onset, class and offset."""
+    spans = {}
+    for onset, offset, label in events:
+        spans.setdefault(label, []).append((onset, offset))
+    merged = []
+    for label, label_spans in spans.items():
+        label_spans.sort()
+        runs = [list(label_spans[0])]
+        for onset, offset in label_spans[1:]:
+            if onset <= runs[-1][1]:          # touching or overlapping: one event
+                runs[-1][1] = max(runs[-1][1], offset)
+            else:
+                runs.append([onset, offset])
+        merged += [(onset, offset, label) for onset, offset in runs]
+    return sorted(merged, key=lambda e: (e[0], config.HARD_CLASSES.index(e[2]), e[1]))
+
+
 def read_ground_truth(path):
-    """gt_dev.csv -> {stem: [(onset, offset, label), ...]} sorted, with touching or overlapping rows of a class
-    merged into one event (the original baseline shipped one row per second; sed_scores_eval rejects those as
-    connected events). Files without events do not appear (the durations file lists every file)."""
-    per_class = {}
-    for number, (filename, onset, offset, label) in _read_tsv_rows(path, ['filename', 'onset', 'offset', 'event_label']):
-        try:
-            onset, offset = float(onset), float(offset)
-        except ValueError:
-            raise DataError(f'{path}, line {number}: onset/offset not numeric: {onset!r}, {offset!r}') from None
-        if label not in config.HARD_CLASSES:
-            raise DataError(f'{path}, line {number}: unknown label {label!r}; expected one of config.HARD_CLASSES')
-        if not (0 <= onset < offset):
-            raise DataError(f'{path}, line {number}: expected 0 <= onset < offset, found {onset}, {offset}')
-        per_class.setdefault(stem_of(filename), {}).setdefault(label, []).append((onset, offset))
-    ground_truth = {}
-    for stem, classes in per_class.items():
-        events = []
-        for label, spans in classes.items():
-            spans.sort()
-            merged = [list(spans[0])]
-            for onset, offset in spans[1:]:
-                if onset <= merged[-1][1]:          # touching or overlapping: one event
-                    merged[-1][1] = max(merged[-1][1], offset)
-                else:
-                    merged.append([onset, offset])
-            events += [(onset, offset, label) for onset, offset in merged]
-        ground_truth[stem] = sorted(events, key=lambda e: (e[0], config.HARD_CLASSES.index(e[2]), e[1]))
-    return ground_truth
+    """gt_dev.csv -> {stem: [(onset, offset, label), ...]}, checked, then read by sed_scores_eval, with touching
+    or overlapping rows of a class merged into one event (the original baseline shipped one row per second;
+    sed_scores_eval's metrics reject those as connected events). Files without events do not appear (the
+    durations file lists every file)."""
+    check_table(path, ['filename', 'onset', 'offset', 'event_label'], ground_truth_row_problem)
+    events = {}
+    for name, rows in sed_scores_eval.io.read_ground_truth_events(path).items():
+        events.setdefault(stem_of(name), []).extend(rows)      # `x.wav` and `scene/x.wav` are one file
+    return {stem: merge_connected(rows) for stem, rows in events.items()}
 
 
 def read_durations(path):
-    """development_metadata.csv -> {stem: duration in seconds}."""
-    durations = {}
-    for number, (filename, duration) in _read_tsv_rows(path, ['filename', 'duration']):
-        try:
-            value = float(duration)
-        except ValueError:
-            value = float('nan')
-        if not value > 0:
-            raise DataError(f'{path}, line {number}: duration {duration!r} is not a positive number')
-        durations[stem_of(filename)] = value
-    return durations
+    """development_metadata.csv -> {stem: duration in seconds}, checked, then read by sed_scores_eval."""
+    check_table(path, ['filename', 'duration'], duration_row_problem)
+    return {stem_of(name): duration for name, duration in sed_scores_eval.io.read_audio_durations(path).items()}
 
 
 def frame_timestamps(n_frames):
@@ -299,7 +259,7 @@ def fold_test_groups(stems, folds_dir):
     return [(name, group) for name, group in groups if group]
 
 
-def _timelines(stems, scores, ground_truth, durations, timeline, workdir, folds_dir=None):
+def timelines(stems, scores, ground_truth, durations, timeline, workdir, folds_dir=None):
     """(reference events, estimated events, evaluated length s) per timeline sed_eval sees."""
     if timeline == 'file':
         for stem in stems:
@@ -372,7 +332,7 @@ def evaluate_scores(scores_dir, workdir=config.WORKDIR, file_stems=None, timelin
         scores = {s: scores[s] for s in file_stems}
     stems = sorted(scores)
 
-    metrics = segment_metrics(_timelines(stems, scores, ground_truth, durations, timeline, workdir, folds_dir))
+    metrics = segment_metrics(timelines(stems, scores, ground_truth, durations, timeline, workdir, folds_dir))
     class_f = {c: metrics.class_wise_f_measure(c)['f_measure'] for c in config.HARD_CLASSES}
     class_er = {c: metrics.class_wise_error_rate(c)['error_rate'] for c in config.HARD_CLASSES}
 

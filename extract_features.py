@@ -9,7 +9,7 @@ Reads every file id of the split file (default development_split.csv) and of the
     <workdir>/features/fold{k}.npz         the fold's scaler (fitted on its training files), train/val sequences,
                                            test files
     <workdir>/features/manifest.json       the settings and input files the above were computed from (written last)
-    <workdir>/metadata/gt_dev.csv          hard-label events (soft > 0.5) of the 11 evaluated classes
+    <workdir>/metadata/gt_dev.csv          events of the 11 evaluated classes, soft > 0.5 (post_processing.py)
     <workdir>/metadata/development_metadata.csv   audio durations
 
 Every run reads all inputs and writes everything (the 200 minutes of MAESTRO Real take about 5 s). load_fold,
@@ -28,6 +28,7 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
+import librosa
 import numpy as np
 import pandas as pd
 import scipy.fft
@@ -36,7 +37,7 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 import config
-import evaluate
+import post_processing
 import utils
 from utils import DataError
 
@@ -130,7 +131,6 @@ def read_audio(path):
     if channels > 1:
         mono *= np.float32(1.0 / channels)
     if sample_rate != config.SAMPLE_RATE:
-        import librosa  # imported lazily: only resampling and the filterbank need it
         mono = librosa.resample(mono, orig_sr=sample_rate, target_sr=config.SAMPLE_RATE).astype(np.float32)
     return mono
 
@@ -142,7 +142,6 @@ def _mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax):
     -> (n_bins, n_mels) float32, n_bins <= n_fft // 2 + 1 (5600 of 8821 for 14 kHz): the bins above fmax
     only ever multiply zeros, so their magnitudes are never computed.
     """
-    import librosa
     mel = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, dtype=np.float64)
     n_bins = int(np.nonzero(mel.any(axis=0))[0].max()) + 1
     return np.ascontiguousarray(mel[:, :n_bins].T, dtype=np.float32)
@@ -150,7 +149,6 @@ def _mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax):
 
 @lru_cache(maxsize=4)
 def _window(name, n_fft):
-    import librosa
     return librosa.filters.get_window(name, n_fft, fftbins=True).astype(np.float32)  # (n_fft,)
 
 
@@ -258,7 +256,9 @@ def rasterize_soft_labels(labels_df, n_frames):
 
 def fit_fold_scaler(features_list):
     """sklearn StandardScaler fitted on the frames of all given files -> mean (64,), scale (64,) float32."""
-    from sklearn.preprocessing import StandardScaler  # imported here: only fold building needs it
+    # imported here: 1.5 s of start-up (measured) that task4b.py, infer.py and plot_results.py, which read the
+    # features but never fit a scaler, would pay
+    from sklearn.preprocessing import StandardScaler
     if not sum(len(f) for f in features_list):
         raise ValueError('fit_fold_scaler: no frames to fit on')
     frames = np.concatenate(features_list)  # (frames, 64), all files at once
@@ -407,8 +407,9 @@ def write_metadata(workdir, file_ids, targets, durations):
         stem = utils.file_stem(file_id)
         # runs of whole seconds: touching ones merged, none shorter than a second (the floor of a run of a few
         # frames inside one second); no evaluation setting changes this file
-        events = evaluate.events_from_activity(evaluate.hard_labels(targets[file_id]), config.HARD_CLASSES, stem,
-                                               merge_gap=0.0, min_length=config.ANNOTATION_RESOLUTION)
+        hard = post_processing.hard_labels(targets[file_id])                                  # (frames, 11)
+        events = post_processing.events_from_activity(hard, config.HARD_CLASSES, stem, merge_gap=0.0,
+                                                      min_length=config.ANNOTATION_RESOLUTION)
         gt_lines += [f'{stem}.wav\t{e.onset}\t{e.offset}\t{e.event_label}' for e in events]
         duration_lines.append(f'{stem}\t{durations[file_id]!r}')
     utils.write_text_atomic(metadata_dir / config.GT_FILE, '\n'.join(gt_lines) + '\n')

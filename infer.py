@@ -26,6 +26,7 @@ import config
 import evaluate
 import extract_features
 import model as model_module
+import post_processing
 import runtime
 import utils
 from utils import DataError
@@ -115,7 +116,7 @@ def infer(audio_dir, workdir, out_dir, device='cpu', runs=None):
     for path in tqdm(audio_paths, desc='infer', unit='file', disable=len(audio_paths) < 3):
         scores = score_file(path, models, device)[:, config.HARD_INDEX]                                       # (frames, 11)
         evaluate.write_score_file(out_dir / 'scores' / f'{path.stem}.tsv', scores)
-        events = evaluate.post_process_events(scores, config.HARD_CLASSES, path.stem)
+        events = post_processing.post_process_events(scores, config.HARD_CLASSES, path.stem)
         write_event_list(out_dir / 'events' / f'{path.stem}.tsv', events)
         combined += [f'{path.stem}.wav\t{e.onset:.1f}\t{e.offset:.1f}\t{e.event_label}\n' for e in events]
     utils.write_text_atomic(out_dir / 'events.tsv', ''.join(combined))

@@ -8,6 +8,7 @@ Every size comes from config.py.
 """
 import torch
 import torch.nn.functional as F
+import torchinfo
 from torch import nn
 
 import config
@@ -130,5 +131,4 @@ def scores_from_outputs(outputs, kind=config.LOSS):
 
 
 if __name__ == '__main__':
-    import torchinfo
     torchinfo.summary(CRNN(), input_size=(config.BATCH_SIZE, config.SEQUENCE_LENGTH, config.N_MELS))

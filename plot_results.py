@@ -14,7 +14,7 @@ Detection picture (one per file): time in seconds on x, one row per class. In ea
   (extract_features.read_soft_labels + rasterize_soft_labels on the score frames);
 - black outline: the hard reference (soft > 0.5), the events of `<workdir>/metadata/gt_dev.csv`;
 - blue curve: the frame scores (0 at the bottom of the band, 1 at its top; dotted line: config.THRESHOLD);
-- vermillion bars under the band: the detected events, evaluate.post_process_events of those scores.
+- vermillion bars under the band: the detected events, post_processing.post_process_events of those scores.
 Title: file, scene, and the file's segment-based F1 and ER (sed_eval on the file's own timeline, as F1_m and
 ER_m of evaluate.py restricted to that file). infer.py's outputs have no reference: no outline, no metrics.
 
@@ -45,6 +45,7 @@ from tqdm import tqdm  # noqa: E402
 import config  # noqa: E402
 import evaluate  # noqa: E402  (first: it silences dcase_util's pkg_resources warning, which sed_eval imports)
 import extract_features  # noqa: E402
+import post_processing  # noqa: E402
 import utils  # noqa: E402
 from utils import DataError  # noqa: E402
 
@@ -102,7 +103,7 @@ def scene_of_stem(stem):
 def file_metrics(stem, scores_df, reference, duration):
     """Segment-based F1 (%) and ER of one file on its own timeline: evaluate.py's timeline (its post-processing,
     reference and length) through sed_eval, i.e. F1_m and ER_m of evaluate.evaluate_scores for this file alone."""
-    metrics = evaluate.segment_metrics(evaluate._timelines([stem], {stem: scores_df}, {stem: reference},
+    metrics = evaluate.segment_metrics(evaluate.timelines([stem], {stem: scores_df}, {stem: reference},
                                                            {stem: duration}, timeline='file', workdir=None))
     return {'F1': 100 * float(metrics.overall_f_measure()['f_measure']),
             'ER': float(metrics.overall_error_rate()['error_rate'])}
@@ -118,7 +119,7 @@ def detection_picture_data(stem, scores_df, soft_targets=None, reference=None, d
     Returns a dict: 'stem', 'scene', 'classes' (row labels, top to bottom), 'scored' (row has scores),
     'edges' (frames + 1,) s, 'scores' {label: (frames,)}, 'soft' {label: (frames,)} or None,
     'reference' {label: [(onset, offset)]} or None, 'events' {label: [(onset, offset)]} (exactly
-    evaluate.post_process_events of the scores), 'metrics' {'F1', 'ER'} or None, 'duration', 'note'.
+    post_processing.post_process_events of the scores), 'metrics' {'F1', 'ER'} or None, 'duration', 'note'.
     """
     hard_scores = scores_df[config.HARD_CLASSES].to_numpy(dtype=np.float64)               # (frames, 11)
     n_frames = len(hard_scores)
@@ -126,7 +127,7 @@ def detection_picture_data(stem, scores_df, soft_targets=None, reference=None, d
     duration = float(edges[-1]) if duration is None else float(duration)
     classes = list(config.CLASSES if all_classes else config.HARD_CLASSES)
     events = {label: [] for label in config.HARD_CLASSES}
-    for event in evaluate.post_process_events(hard_scores, config.HARD_CLASSES, stem):
+    for event in post_processing.post_process_events(hard_scores, config.HARD_CLASSES, stem):
         events[event.event_label].append((float(event.onset), float(event.offset)))
     soft = None
     if soft_targets is not None:

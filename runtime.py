@@ -5,15 +5,18 @@ task4b.py calls each of these in a line; none of them changes a number the metho
 import ctypes
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
 
 import config
+import extract_features
 import utils
 from model import output_bias_init
 from utils import DataError
@@ -138,8 +141,6 @@ def run_record(manifest, epochs, loss_kind):
 
 def versions():
     """Versions of python and the libraries behind the numbers, and the repository's git commit (or None)."""
-    from importlib.metadata import version
-    import platform
     found = {'python': platform.python_version()}
     found.update({name: version(name) for name in ('torch', 'numpy', 'librosa', 'sed_eval', 'sed_scores_eval')})
     try:
@@ -189,7 +190,6 @@ def run_jobs(script, args, run_ids, folds):
     waiting for its threads: side by side, the default spinning made two processes on two cores wait on each
     other (many times slower per step).
     """
-    import extract_features
     record = run_record(extract_features.read_manifest(args.workdir), args.epochs, args.loss)
     for r in run_ids:
         start_run(Path(args.workdir) / config.RUNS_DIR / f'run{r}', record, args.seed + r, args.restart)

@@ -39,10 +39,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torchinfo
 from tqdm import tqdm
 
 import config
 import evaluate
+import extract_features
+import plot_results
+import post_processing
 import runtime
 import utils
 from data_generator import load_fold_tensors, sequence_batches, training_batches
@@ -134,7 +138,7 @@ def validate(model, X_val, Y_val, val_reference, loss_kind):
     loss = float(soft_label_loss(outputs, Y_val, loss_kind))
     scores = scores_from_outputs(outputs, loss_kind)[..., config.HARD_INDEX]              # (n, 200, 11)
     scores = scores.reshape(-1, len(config.HARD_CLASSES)).float().cpu().numpy()
-    estimated = evaluate.post_process_events(scores, config.HARD_CLASSES, 'validation')
+    estimated = post_processing.post_process_events(scores, config.HARD_CLASSES, 'validation')
     metrics = evaluate.segment_metrics([(val_reference, estimated, len(scores) * config.FRAME_SECONDS)])
     f1 = np.nan_to_num(metrics.overall_f_measure()['f_measure'])
     return loss, 100 * float(f1), float(metrics.overall_error_rate()['error_rate'])
@@ -161,7 +165,6 @@ def write_test_scores(model, data, run_dir, loss_kind):
 def train_fold(data, fold_dir, seed, epochs, device, loss_kind, resume=False, name=''):
     """Train on data['X_train'] with selection on data['X_val'] -> the model with the best weights loaded, and
     the schedule (best epoch and loss). Writes fold_dir/checkpoint.pt and history.csv after every epoch."""
-    import plot_results
     checkpoint_path = Path(fold_dir) / 'checkpoint.pt'
     seed_everything(seed, device)
     model = build_model(device)
@@ -228,7 +231,6 @@ def train_fold(data, fold_dir, seed, epochs, device, loss_kind, resume=False, na
 def save_best_model(path, model, data, loss_kind):
     """best_model.pt: the weights of the lowest validation loss and what inference needs with them, as tensors
     and plain values only (it loads with torch's safe loader)."""
-    import extract_features
     utils.atomic_write(path, lambda tmp: torch.save({
         'model': {k: v.detach().cpu() for k, v in model.state_dict().items()},
         'mean': torch.from_numpy(data['mean']), 'scale': torch.from_numpy(data['scale']),
@@ -243,8 +245,6 @@ def run_experiment(workdir, folds=None, runs=config.RUNS, seed=config.SEED, epoc
     """Train and test every (run, fold); write the fold metrics, then (summarize) each run's metrics and the
     table -> the summary dict, or None. run_ids: the runs to do (default range(runs)). restart: remove a run
     folder of other settings instead of refusing it."""
-    import extract_features
-    import torchinfo
     workdir = Path(workdir)
     record = runtime.run_record(extract_features.read_manifest(workdir), epochs, loss_kind)
     folds = list(folds or range(1, config.N_FOLDS + 1))

@@ -8,6 +8,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from threadpoolctl import threadpool_limits
+
 import config
 
 
@@ -128,7 +130,6 @@ def features_record(manifest):
 
 def limit_math_threads(n=1):
     """Cap BLAS/OpenMP threads of this process (for worker processes that run side by side)."""
-    from threadpoolctl import threadpool_limits
     for var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS', 'NUMBA_NUM_THREADS'):
         os.environ[var] = str(n)
     threadpool_limits(n)

@@ -3,6 +3,8 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 import config
 import utils
 
@@ -40,9 +42,16 @@ def score_files(workdir, run=0):
 def write_random_scores(workdir, run_dir, stems, seed=0):
     """Score files of uniform random frame scores for `stems`, as many frames as each file's features."""
     import evaluate
-    import numpy as np
     rng = np.random.default_rng(seed)
     for stem in stems:
         n_frames = len(np.load(utils.file_features_path(workdir, stem))['targets'])
         evaluate.write_score_file(Path(run_dir) / 'scores' / f'{stem}.tsv',
                                   rng.random((n_frames, len(config.HARD_CLASSES))))
+
+
+def frame_scores(n, active, low=0.0):
+    """(n, 11) scores: `low` everywhere, and value v on frames [i, j) of class c for (c, i, j, v) in active."""
+    scores = np.full((n, len(config.HARD_CLASSES)), low)
+    for label, i, j, value in active:
+        scores[i:j, config.HARD_CLASSES.index(label)] = value
+    return scores

@@ -1,4 +1,4 @@
-"""evaluate.py: post-processing, the challenge metrics (computed by hand here), score files, bad input, the table."""
+"""evaluate.py: the challenge metrics (computed by hand here), score files, bad input, the table."""
 import json
 import math
 
@@ -10,7 +10,7 @@ import sed_scores_eval
 import config
 import evaluate
 import utils
-from helpers import write_run
+from helpers import frame_scores, write_run
 from utils import DataError
 
 A, B, C = config.HARD_CLASSES[:3]            # birds_singing, car, people talking
@@ -20,18 +20,6 @@ N_HARD = len(config.HARD_CLASSES)
 def n_frames(duration):
     """Frames of a file of `duration` s (1 + N // hop)."""
     return 1 + int(round(duration * config.SAMPLE_RATE)) // config.HOP_LENGTH
-
-
-def frame_scores(n, active, low=0.0):
-    """(n, 11) scores: `low` everywhere, and value v on frames [i, j) of class c for (c, i, j, v) in active."""
-    scores = np.full((n, N_HARD), low)
-    for label, i, j, value in active:
-        scores[i:j, config.HARD_CLASSES.index(label)] = value
-    return scores
-
-
-def events_of(container):
-    return [(e.onset, e.offset, e.event_label) for e in container]
 
 
 def write_metadata(workdir, durations, gt_rows):
@@ -61,55 +49,6 @@ def write_folds(folds_dir, test_lists):
         for part in ('train', 'val', 'test'):
             ids = test_lists[fold - 1] if part == 'test' and fold <= len(test_lists) else []
             (folds_dir / f'fold{fold}_{part}.csv').write_text('filename\n' + ''.join(f'{i}\n' for i in ids))
-
-
-# -----------------------------------------------------------------------------
-# Post-processing (docs/method.md, Evaluation)
-
-def test_run_becomes_event_floored_to_whole_seconds():
-    # frames [7, 13) = 1.4 .. 2.6 s -> [1, 2); frames [24, 26) = 4.8 .. 5.2 s -> [4, 5): 0.4 s becomes a 1 s event
-    events = evaluate.post_process_events(frame_scores(40, [(A, 7, 13, 0.9), (A, 24, 26, 0.9)]), config.HARD_CLASSES, 'f')
-    assert events_of(events) == [(1.0, 2.0, A), (4.0, 5.0, A)]
-    assert all(e.filename == 'f' for e in events)
-
-
-def test_threshold_is_strictly_greater_than_half():
-    scores = frame_scores(20, [(A, 0, 10, config.THRESHOLD), (B, 0, 10, np.nextafter(config.THRESHOLD, 1))])
-    assert events_of(evaluate.post_process_events(scores, config.HARD_CLASSES, 'f')) == [(0.0, 2.0, B)]
-
-
-def test_run_inside_one_second_is_dropped():
-    # frames [21, 24) = 4.2 .. 4.8 s -> [4, 4): shorter than MIN_EVENT_LENGTH
-    assert events_of(evaluate.post_process_events(frame_scores(40, [(A, 21, 24, 1.0)]), config.HARD_CLASSES, 'f')) == []
-
-
-def test_touching_events_of_a_class_are_merged():
-    # frames [0, 7) -> [0, 1) and [8, 16) -> [1, 3): gap 0 < MERGE_GAP -> one event; another class is not merged
-    scores = frame_scores(40, [(A, 0, 7, 0.8), (A, 8, 16, 0.8), (B, 16, 20, 0.8)])
-    assert events_of(evaluate.post_process_events(scores, config.HARD_CLASSES, 'f')) == [(0.0, 3.0, A), (3.0, 4.0, B)]
-
-
-def test_events_a_second_apart_stay_separate():
-    scores = frame_scores(40, [(A, 0, 5, 0.8), (A, 10, 15, 0.8)])
-    assert events_of(evaluate.post_process_events(scores, config.HARD_CLASSES, 'f')) == [(0.0, 1.0, A), (2.0, 3.0, A)]
-
-
-def test_run_at_the_very_end_of_the_file_gives_its_event():
-    # 26 frames (5.2 s), active from frame 17 (3.4 s) to the last one: [3, floor(26 x 0.2) = 5)
-    assert events_of(evaluate.post_process_events(frame_scores(26, [(C, 17, 26, 1.0)]), config.HARD_CLASSES, 'f')) \
-        == [(3.0, 5.0, C)]
-
-
-def test_floor_is_exact_at_whole_seconds():
-    # 15 x 0.2 = 3.0000000000000004 and 35 x 0.2 = 7.000000000000001 in floats: the events are 3 and 7
-    events = evaluate.post_process_events(frame_scores(50, [(A, 15, 35, 1.0)]), config.HARD_CLASSES, 'f')
-    assert events_of(events) == [(3.0, 7.0, A)]
-
-
-def test_events_without_filename():
-    # dcase_util would drop every event of filename None (it looks up files by str(filename)); infer.py uses None
-    assert events_of(evaluate.post_process_events(frame_scores(10, [(A, 0, 10, 1.0)]), config.HARD_CLASSES, None)) \
-        == [(0.0, 2.0, A)]
 
 
 # -----------------------------------------------------------------------------
@@ -307,6 +246,29 @@ def test_ground_truth_row_with_unknown_label_names_the_line(tmp_path):
     write_metadata(tmp_path, {'cafe_restaurant_00': 2.0}, [('cafe_restaurant_00', 0.0, 1.0, 'dog')])
     with pytest.raises(DataError, match=r'gt_dev.csv, line 2: unknown label'):
         evaluate.read_ground_truth(tmp_path / config.METADATA_DIR / config.GT_FILE)
+
+
+def test_ground_truth_line_of_only_spaces_or_tabs_names_the_line(tmp_path):
+    # pandas, under sed_scores_eval's reader, would take it for a row (of a file named '  ', or of no name)
+    write_metadata(tmp_path, {'cafe_restaurant_00': 2.0}, [('cafe_restaurant_00', 0.0, 1.0, A)])
+    path = tmp_path / config.METADATA_DIR / config.GT_FILE
+    for blank in ('  ', '\t\t\t'):
+        path.write_text(f'filename\tonset\toffset\tevent_label\n\n{blank}\ncafe_restaurant_00.wav\t0.0\t1.0\t{A}\n')
+        with pytest.raises(DataError, match=r'gt_dev.csv, line 3: a line of only spaces or tabs'):
+            evaluate.read_ground_truth(path)
+
+
+def test_duration_that_is_not_a_positive_number_names_the_line(tmp_path):
+    write_metadata(tmp_path, {'cafe_restaurant_00': 2.0, 'cafe_restaurant_04': 'abc'}, [])
+    with pytest.raises(DataError, match=r"development_metadata.csv, line 3: duration 'abc' is not a positive number"):
+        evaluate.read_durations(tmp_path / config.METADATA_DIR / config.DURATIONS_FILE)
+
+
+def test_a_stem_with_a_dot_is_refused_not_renamed(tmp_path):
+    # sed_scores_eval's reader names a file by what precedes the last '.': 'city_center_02.v2' as 'city_center_02'
+    write_metadata(tmp_path, {'city_center_02.v2': 2.0}, [])
+    with pytest.raises(DataError, match=r"development_metadata.csv, line 2: file name 'city_center_02.v2'"):
+        evaluate.read_durations(tmp_path / config.METADATA_DIR / config.DURATIONS_FILE)
 
 
 # -----------------------------------------------------------------------------

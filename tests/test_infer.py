@@ -17,6 +17,7 @@ import demo_data
 import evaluate
 import extract_features
 import infer
+import post_processing
 import task4b
 import utils
 from utils import DataError
@@ -117,7 +118,7 @@ def test_event_lists_are_the_post_processed_scores(trained, tmp_path):
         stem = utils.file_stem(file_id)
         scores = evaluate.read_score_files(tmp_path / 'out' / 'scores')[stem]
         expected = [(e.onset, e.offset, e.event_label) for e in
-                    evaluate.post_process_events(scores[config.HARD_CLASSES].to_numpy(), config.HARD_CLASSES, stem)]
+                    post_processing.post_process_events(scores[config.HARD_CLASSES].to_numpy(), config.HARD_CLASSES, stem)]
         lines = (tmp_path / 'out' / 'events' / f'{stem}.tsv').read_text().splitlines()
         assert [(float(a), float(b), c) for a, b, c in (line.split('\t') for line in lines)] == expected
         rows = combined[combined['filename'] == f'{stem}.wav']

@@ -9,6 +9,7 @@ from sed_scores_eval.base_modules.io import read_audio_durations, read_ground_tr
 import config
 import demo_data
 import extract_features as ef
+import post_processing
 import utils
 
 IDS = ['cafe_restaurant/cafe_restaurant_07', 'city_center/city_center_02', 'grocery_store/grocery_store_01',
@@ -94,7 +95,6 @@ def test_durations_are_the_audio_lengths(extracted):
 
 
 def test_gt_events_floor_merge_and_drop_as_the_evaluation_post_processing():
-    import evaluate
     targets = np.zeros((40, len(config.CLASSES)))
     car, cutlery, coffee = (config.CLASSES.index(c) for c in ('car', 'cutlery and dishes', 'coffee machine'))
     targets[5:10, car] = 0.8          # 1.0 .. 2.0
@@ -103,7 +103,7 @@ def test_gt_events_floor_merge_and_drop_as_the_evaluation_post_processing():
     targets[30:40, car] = 0.5         # not above the threshold
     targets[35:40, cutlery] = 1.0     # a run reaching the last frame: 7 .. 8
     targets[0:40, coffee] = 1.0       # not a hard class
-    events = evaluate.events_from_activity(evaluate.hard_labels(targets), config.HARD_CLASSES, 'a')
+    events = post_processing.events_from_activity(post_processing.hard_labels(targets), config.HARD_CLASSES, 'a')
     assert [(e.onset, e.offset, e.event_label) for e in events] == [(1.0, 3.0, 'car'), (7.0, 8.0, 'cutlery and dishes')]
 
 

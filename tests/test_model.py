@@ -156,7 +156,13 @@ def test_unknown_loss_is_refused():
         model.soft_label_loss(torch.zeros(1), torch.zeros(1), 'hinge')
 
 
-def test_scores_are_sigmoid_for_bce_and_raw_unclamped_outputs_for_mse():
-    outputs = torch.tensor([-2.0, 0.0, 0.3, 1.4])
-    assert torch.allclose(model.scores_from_outputs(outputs, 'bce'), torch.sigmoid(outputs))
-    assert torch.equal(model.scores_from_outputs(outputs, 'mse'), outputs)
+def test_bce_scores_are_probabilities_in_the_order_of_the_logits_with_logit_0_at_the_threshold():
+    scores = model.scores_from_outputs(torch.tensor([-30.0, -2.0, 0.0, 2.0, 30.0]), 'bce')
+    assert ((scores >= 0) & (scores <= 1)).all() and (scores[1:] > scores[:-1]).all()
+    assert scores[2] == config.THRESHOLD                       # a logit of 0 is not active (score > 0.5)
+
+
+def test_mse_scores_are_the_raw_outputs_so_none_outside_0_1_tie():
+    outputs = torch.tensor([-0.3, -0.1, 0.3, 1.2, 1.4])
+    scores = model.scores_from_outputs(outputs, 'mse')
+    assert torch.equal(scores, outputs) and len(set(scores.tolist())) == len(outputs)

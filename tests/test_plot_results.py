@@ -17,6 +17,7 @@ import config
 import evaluate
 import extract_features
 import plot_results
+import post_processing
 import utils
 from helpers import write_run
 
@@ -56,7 +57,7 @@ def workdir(tmp_path_factory):
         targets[stem] = extract_features.rasterize_soft_labels(extract_features.read_soft_labels(path), N_FRAMES)
         (workdir / config.FEATURES_DIR / 'files').mkdir(parents=True, exist_ok=True)
         np.savez(workdir / config.FEATURES_DIR / 'files' / f'{stem}.npz', targets=targets[stem], duration=DURATION)
-        for e in evaluate.post_process_events(targets[stem][:, HARD], config.HARD_CLASSES, f'{stem}.wav'):
+        for e in post_processing.post_process_events(targets[stem][:, HARD], config.HARD_CLASSES, f'{stem}.wav'):
             gt_lines.append(f'{stem}.wav\t{e.onset}\t{e.offset}\t{e.event_label}')
     metadata = workdir / config.METADATA_DIR
     metadata.mkdir(parents=True)
@@ -126,7 +127,7 @@ def test_the_events_passed_to_the_drawing_are_exactly_post_process_events(workdi
     plot_results.plot_workdir_files(wd, wd / config.RUNS_DIR / 'run1' / 'scores', tmp_path)
     assert sorted(drawn) == sorted(STEMS)
     for stem, scores in evaluate.read_score_files(wd / config.RUNS_DIR / 'run1' / 'scores').items():
-        expected = evaluate.post_process_events(scores[config.HARD_CLASSES].to_numpy(), config.HARD_CLASSES, stem)
+        expected = post_processing.post_process_events(scores[config.HARD_CLASSES].to_numpy(), config.HARD_CLASSES, stem)
         drawn_events = sorted((on, off, c) for c, spans in drawn[stem]['events'].items() for on, off in spans)
         assert drawn_events == sorted((e.onset, e.offset, e.event_label) for e in expected)
         assert len(expected) > 0

@@ -1,4 +1,5 @@
 """Speed levers that must not change the function: the malloc settings, --jobs, --run."""
+import ctypes
 import json
 import subprocess
 import sys
@@ -41,6 +42,16 @@ def train_in_subprocess(tmp_path, malloc):
     return torch.load(out, weights_only=True)
 
 
+def glibc_mallopt():
+    """Whether this C library has glibc's mallopt, through which runtime.keep_freed_memory acts."""
+    try:
+        return hasattr(ctypes.CDLL('libc.so.6'), 'mallopt')
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not config.KEEP_FREED_MEMORY or not glibc_mallopt(),
+                    reason='config.KEEP_FREED_MEMORY off, or no glibc: keep_freed_memory changes nothing here')
 def test_keeping_freed_memory_gives_bit_identical_training(tmp_path):
     plain, kept = train_in_subprocess(tmp_path, 'plain'), train_in_subprocess(tmp_path, 'keep')
     assert kept['tuned'] and not plain['tuned']          # glibc took the settings

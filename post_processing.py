@@ -1,0 +1,78 @@
+"""Frames -> event lists (docs/method.md, Evaluation): the post-processing of frame scores, and the hard labels
+(soft > 0.5) of the soft targets from which the references are built the same way.
+
+    events = post_process_events(scores, config.HARD_CLASSES, stem)    # scores (frames, 11) -> dcase_util events
+    reference = events_from_activity(hard_labels(targets), config.HARD_CLASSES, stem)   # targets (frames, 17)
+
+extract_features.py writes gt_dev.csv with these, data_generator.py builds the validation reference, task4b.py,
+evaluate.py and infer.py post-process scores; only dcase_util's event containers are needed, not the metrics.
+"""
+import warnings
+
+import numpy as np
+
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')  # dcase_util imports pkg_resources
+import dcase_util  # noqa: E402
+
+import config  # noqa: E402
+
+
+def seconds_floor(frame_index):
+    """floor(frame_index x FRAME_SECONDS) from integers: 15 x 0.2 in floats is 3.0000000000000004."""
+    return float(int(frame_index) * config.HOP_LENGTH // config.SAMPLE_RATE)
+
+
+def find_contiguous_regions(active):
+    """(frames,) bool -> (n, 2) int array of runs [i, j) of True, a run reaching the last frame included."""
+    padded = np.concatenate(([0], np.asarray(active, dtype=np.int8), [0]))
+    changes = np.flatnonzero(np.diff(padded))    # starts (0 -> 1) and ends (1 -> 0), alternating
+    return changes.reshape(-1, 2)
+
+
+def events_from_activity(active, class_labels, filename, merge_gap=None, min_length=None):
+    """Frame activity (frames, len(class_labels)) bool -> dcase_util MetaDataContainer of events (docs/method.md,
+    Evaluation).
+
+    Per class: a run of active frames [i, j) -> event [floor(i x 0.2), floor(j x 0.2)) in whole seconds; then
+    events of a class closer than config.MERGE_GAP are merged and events shorter than config.MIN_EVENT_LENGTH
+    dropped (a run of 1-4 frames inside one second floors to a zero-length event); merge_gap and min_length
+    default to those config values.
+    """
+    active = np.asarray(active)
+    if active.ndim != 2 or active.shape[1] != len(class_labels):
+        raise ValueError(f'{filename}: frames of shape {active.shape}, expected (frames, {len(class_labels)})')
+    # filename None must not reach dcase_util: process_events looks files up by str(filename), 'None', finds no
+    # event of 'None' and silently returns an empty list.
+    file_field = {} if filename is None else {'filename': str(filename)}
+    items = []
+    for c, label in enumerate(class_labels):
+        for i, j in find_contiguous_regions(active[:, c]):
+            items.append(dcase_util.containers.MetaDataItem({
+                **file_field, 'onset': seconds_floor(i), 'offset': seconds_floor(j), 'event_label': label}))
+    return clean_events(dcase_util.containers.MetaDataContainer(items), class_labels, merge_gap, min_length)
+
+
+def clean_events(events, class_labels, merge_gap=None, min_length=None):
+    """Events of a class closer than merge_gap merged, then events shorter than min_length dropped (default:
+    config.MERGE_GAP, config.MIN_EVENT_LENGTH), sorted by onset and class."""
+    merge_gap = config.MERGE_GAP if merge_gap is None else merge_gap
+    min_length = config.MIN_EVENT_LENGTH if min_length is None else min_length
+    # Two calls, merge first: in one call dcase_util drops short events BEFORE merging, the reverse of the
+    # reference code. (dcase_util merges when gap <= minimum_event_gap and keeps length >= minimum.)
+    events = events.process_events(minimum_event_gap=merge_gap).process_events(minimum_event_length=min_length)
+    order = {label: k for k, label in enumerate(class_labels)}
+    return dcase_util.containers.MetaDataContainer(
+        sorted(events, key=lambda e: (e.onset, order[e.event_label], e.offset)))
+
+
+def post_process_events(frame_scores, class_labels, filename):
+    """Frame scores (frames, len(class_labels)) -> events: frames with score > config.THRESHOLD are active."""
+    return events_from_activity(np.asarray(frame_scores) > config.THRESHOLD, class_labels, filename)
+
+
+def hard_labels(soft_targets):
+    """Soft targets (..., 17) float64 -> hard labels (..., 11) bool of the evaluated classes: soft > 0.5.
+
+    Taken on the float64 values: in float32, 0.5000000000000001 rounds to 0.5 and would be lost.
+    """
+    return np.asarray(soft_targets)[..., config.HARD_INDEX] > config.HARD_LABEL_THRESHOLD
