@@ -45,6 +45,7 @@ import config  # noqa: E402
 import evaluate  # noqa: E402
 import utils  # noqa: E402
 from evaluate import HEADLINE, format_metric  # noqa: E402
+from runs import record_differences  # noqa: E402
 from utils import DataError  # noqa: E402
 
 MIN_RUNS = 3                 # fewer runs on a side: too few samples for a test over runs; the files are the samples
@@ -227,7 +228,7 @@ def compare(side_a, side_b, n_resamples=BOOTSTRAP, seed=0):
     for test in tests.values():
         test['method'] = method
         test['marked'] = not test['low'] <= 0 <= test['high']
-    differ = utils.record_differences(side_a['record'], side_b['record'])
+    differ = record_differences(side_a['record'], side_b['record'])
     return {'a': {'workdir': str(side_a['workdir']), 'runs': [d.name for d in side_a['run_dirs']]},
             'b': {'workdir': str(side_b['workdir']), 'runs': [d.name for d in side_b['run_dirs']]},
             'settings_differ': [{'setting': k, 'a': a, 'b': b} for k, a, b in differ],

@@ -44,6 +44,7 @@ from sed_scores_eval.base_modules.scores import create_score_dataframe, validate
 import config  # noqa: E402
 import utils  # noqa: E402
 from post_processing import clean_events, events_from_activity, hard_labels, post_process_events  # noqa: E402
+from runs import features_record, record_differences  # noqa: E402
 from utils import DataError  # noqa: E402
 
 EXTRACT_HINT = 'run: python extract_features.py --data-root DIR --workdir DIR'
@@ -496,7 +497,7 @@ def select_runs(workdir, runs=None):
     first = run_dirs[0]
     for run_dir in run_dirs[1:]:
         if settings[run_dir]['record_id'] != settings[first]['record_id']:
-            differences = utils.record_differences(settings[first]['record'], settings[run_dir]['record'])
+            differences = record_differences(settings[first]['record'], settings[run_dir]['record'])
             shown = '; '.join(f'{key}: {a!r} vs {b!r}' for key, a, b in differences[:3])
             alike = ' '.join(d.name[3:] for d in run_dirs if settings[d]['record_id'] == settings[first]['record_id'])
             raise DataError(f'{first.name} and {run_dir.name} of {Path(workdir) / config.RUNS_DIR} were trained with '
@@ -534,7 +535,7 @@ def check_features_of_runs(workdir, run_dir, record):
     if not manifest_path.is_file():
         return
     manifest = extract_features.read_manifest(workdir)
-    differences = utils.record_differences(record.get('features', {}), utils.features_record(manifest), 'features.')
+    differences = record_differences(record.get('features', {}), features_record(manifest), 'features.')
     if not differences:
         return
     shown = '; '.join(f'{key}: {folds_name(a)} then, {folds_name(b)} now' if key == 'features.folds_sha256' else

@@ -1,16 +1,13 @@
 """What training needs besides the method: memory settings, checkpoints to resume from, parallel jobs.
 
-task4b.py calls each of these in a line; none of them changes a number the method computes.
+task4b.py calls each of these in a line; none of them changes a number the method computes. What a run is and
+its record (settings.json, training_settings) are runs.py's; here the checkpoints are compared with them.
 """
 import ctypes
-import json
 import os
-import platform
-import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from importlib.metadata import version
 from pathlib import Path
 
 import torch
@@ -18,29 +15,9 @@ import torch
 import config
 import extract_features
 import utils
-from model import output_bias_init
+from runs import run_record, start_run
 from utils import DataError
 
-# config values that cannot change what a training computes, by exact name: a checkpoint need not agree with them
-# to be resumed, and a run's record leaves them out; every other upper-case value of config.py (a new one too) is
-# a training setting
-NOT_TRAINING_SETTINGS = {
-    # names of files and folders: a renamed folder holds the same run
-    'AUDIO_DIR', 'ANNOTATION_DIR', 'FEATURES_DIR', 'METADATA_DIR', 'GT_FILE', 'DURATIONS_FILE', 'RUNS_DIR',
-    'DEMO_MARKER', 'SCENES',
-    # the demo generator, the download, the recognition of the official folds (recorded by their hash)
-    'DEMO_SCALE', 'DEMO_SEED', 'DEMO_LENGTH_RANGE', 'AUDIO_SUBTYPE', 'ZENODO_URL', 'DEVELOPMENT_ARCHIVES',
-    'EVALUATION_ARCHIVES', 'OFFICIAL_FOLDS_SHA256',
-    # speed only
-    'FEATURE_JOBS', 'CHANNELS_LAST', 'KEEP_FREED_MEMORY',
-    # defaults of flags, recorded on their own (seed, epochs, loss), and the number of runs
-    'SEED', 'MAX_EPOCHS', 'LOSS', 'RUNS',
-    # derived from the settings recorded
-    'HARD_INDEX', 'FRAME_SECONDS',
-    # evaluation only: evaluate.py re-scores with their values now, and the table's protocol names them
-    'THRESHOLD', 'SEGMENT_LENGTH', 'MERGE_GAP', 'MIN_EVENT_LENGTH', 'TIMELINE', 'F1_THOP_TIME_DECIMALS',
-    'PAUC_MAX_FPR', 'PUBLISHED', 'PUBLISHED_PROTOCOL',
-}
 
 def keep_freed_memory():
     """Tell glibc's malloc to keep freed memory for reuse instead of returning it to the system.
@@ -63,17 +40,6 @@ def keep_freed_memory():
 # -----------------------------------------------------------------------------
 # Checkpoints: only what torch's safe loader reads (tensors, numbers, strings, lists, dicts)
 
-def training_settings(seed, epochs, loss_kind):
-    """What a checkpoint must agree with to be resumed: seed, schedule, loss and the config values of training."""
-    values = {k: v for k, v in vars(config).items() if k.isupper() and not isinstance(v, Path)
-              and k not in NOT_TRAINING_SETTINGS}
-    # the initialisation the loss really gets: 'mse' ignores OUTPUT_BIAS_INIT, so its runs never differ by it
-    values['OUTPUT_BIAS_INIT'] = output_bias_init(loss_kind)
-    if values['OUTPUT_BIAS_INIT'] != 'prior':
-        values.pop('OUTPUT_BIAS_CLIP', None)
-    return {'seed': seed, 'epochs': epochs, 'loss': loss_kind, 'config': values}
-
-
 def save_checkpoint(path, state, generator):
     """state (model, optimizer, schedule, ... as state dicts) and the random states -> path, atomically."""
     rng = {'torch': torch.get_rng_state(), 'shuffle': generator.get_state()}
@@ -93,7 +59,8 @@ def load_torch_file(path, what):
 
 
 def load_checkpoint(path, settings, generator):
-    """The checkpoint at path, checked against settings, with the random states restored -> dict, or None."""
+    """The checkpoint at path, checked against settings (runs.training_settings), with the random states restored
+    -> dict, or None."""
     if not Path(path).is_file():
         return None
     checkpoint = load_torch_file(path, 'checkpoint of task4b.py')
@@ -126,55 +93,6 @@ def start_fold_over(fold_dir, test_files):
     stale += [run_dir / d / f'{utils.file_stem(i)}.tsv' for i in test_files for d in ('scores', 'scores_all_classes')]
     for path in stale:
         path.unlink(missing_ok=True)
-
-
-# -----------------------------------------------------------------------------
-# The record of a run: what its numbers depend on
-
-def run_record(manifest, epochs, loss_kind):
-    """Everything but the seed that can change a run's numbers: the training settings, and the features'
-    (their parameters, data set and fold lists, as extraction recorded them)."""
-    training = training_settings(None, epochs, loss_kind)
-    del training['seed']
-    return json.loads(json.dumps({'training': training, 'features': utils.features_record(manifest)}))  # as read back
-
-
-def versions():
-    """Versions of python and the libraries behind the numbers, and the repository's git commit (or None)."""
-    found = {'python': platform.python_version()}
-    found.update({name: version(name) for name in ('torch', 'numpy', 'librosa', 'sed_eval', 'sed_scores_eval')})
-    try:
-        commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=config.REPO_ROOT, capture_output=True, text=True,
-                                timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    return found, commit
-
-
-def start_run(run_dir, record, seed, restart=False):
-    """Write run_dir/settings.json, the run's record, when the run starts -> its record id. A run folder whose
-    record differs is refused, naming the differences, unless restart: then the old run is removed first."""
-    path = Path(run_dir) / 'settings.json'
-    record_id = utils.record_id(record)
-    if path.is_file():
-        try:
-            old = json.loads(path.read_text())
-        except ValueError:
-            old = {}
-        if old.get('record_id') == record_id and old.get('seed') == seed:
-            return record_id
-        if not restart:
-            differences = utils.record_differences(old.get('record', {}), record)
-            if old.get('seed') != seed:
-                differences.insert(0, ('seed', old.get('seed'), seed))
-            shown = '; '.join(f'{key}: {a!r} there, {b!r} now' for key, a, b in differences[:3])
-            raise DataError(f'{run_dir}: a run of other settings ({shown}{"; ..." if len(differences) > 3 else ""}); '
-                            f'start it over with --restart (removes it), or use another --workdir')
-        shutil.rmtree(run_dir)
-    found, commit = versions()
-    utils.write_json_atomic(path, {'seed': seed, 'record_id': record_id, 'record': record, 'versions': found,
-                                   'git_commit': commit, 'command': sys.argv})
-    return record_id
 
 
 # -----------------------------------------------------------------------------

@@ -51,6 +51,7 @@ import runtime
 import utils
 from data_generator import load_fold_tensors, sequence_batches, training_batches
 from model import CRNN, architecture, build_model, init_output_bias, output_bias_init, scores_from_outputs, soft_label_loss
+from runs import run_record, start_run, training_settings
 from utils import DataError
 
 
@@ -173,7 +174,7 @@ def train_fold(data, fold_dir, seed, epochs, device, loss_kind, resume=False, na
     optimizer = new_optimizer(model)
     schedule = PlateauSchedule(epochs)
     generator = torch.Generator().manual_seed(seed)      # the shuffling order; its state is checkpointed
-    settings = runtime.training_settings(seed, epochs, loss_kind)
+    settings = training_settings(seed, epochs, loss_kind)
     history, best_state, start_epoch, finished = [], None, 1, False
     checkpoint = runtime.load_checkpoint(checkpoint_path, settings, generator) if resume else None
     if checkpoint:                     # resume: continue after the last finished epoch, exactly
@@ -246,7 +247,7 @@ def run_experiment(workdir, folds=None, runs=config.RUNS, seed=config.SEED, epoc
     table -> the summary dict, or None. run_ids: the runs to do (default range(runs)). restart: remove a run
     folder of other settings instead of refusing it."""
     workdir = Path(workdir)
-    record = runtime.run_record(extract_features.read_manifest(workdir), epochs, loss_kind)
+    record = run_record(extract_features.read_manifest(workdir), epochs, loss_kind)
     folds = list(folds or range(1, config.N_FOLDS + 1))
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
     run_ids = list(range(runs) if run_ids is None else run_ids)
@@ -256,7 +257,7 @@ def run_experiment(workdir, folds=None, runs=config.RUNS, seed=config.SEED, epoc
           f'loss {loss_kind}, device {device}')
     for r in run_ids:
         run_dir = workdir / config.RUNS_DIR / f'run{r}'
-        record_id = runtime.start_run(run_dir, record, seed + r, restart)
+        record_id = start_run(run_dir, record, seed + r, restart)
         for k in folds:
             fold_dir = run_dir / f'fold{k}'
             name = f'run {r} fold {k}'

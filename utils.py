@@ -1,4 +1,5 @@
-"""Small helpers shared by the scripts: file ids and paths, fold lists, atomic writes."""
+"""Small helpers shared by the scripts: file ids and paths, fold lists, atomic writes, the config check (a run's
+record and settings.json: runs.py)."""
 import functools
 import hashlib
 import json
@@ -103,29 +104,6 @@ def first_difference(saved, current):
         if saved.get(key) != current.get(key):
             return key, saved.get(key), current.get(key)
     return None
-
-
-def record_id(record):
-    """A short name of a record (a dict of settings): 12 hex digits of its hash."""
-    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def record_differences(a, b, prefix=''):
-    """Every leaf that differs between two nested dicts of settings -> [(dotted key, value in a, value in b)]."""
-    differences = []
-    for key in list(a) + [k for k in b if k not in a]:
-        left, right = a.get(key), b.get(key)
-        if isinstance(left, dict) and isinstance(right, dict):
-            differences += record_differences(left, right, f'{prefix}{key}.')
-        elif left != right:
-            differences.append((f'{prefix}{key}', left, right))
-    return differences
-
-
-def features_record(manifest):
-    """What a run's numbers depend on of its features (a part of its record): their parameters, the data set and
-    the fold lists, as extraction recorded them in its manifest."""
-    return {key: manifest.get(key) for key in ('params', 'dataset', 'folds_sha256')}
 
 
 def limit_math_threads(n=1):

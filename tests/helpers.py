@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 import config
+import runs
 import utils
 
 RECORD = {'training': {'epochs': 150, 'loss': 'bce', 'config': {}}, 'features': {'dataset': 'demo'}}
@@ -18,8 +19,8 @@ def write_run(run_dir, stems, record=RECORD, seed=42):
     run_dir = Path(run_dir)
     manifest = run_dir.parent.parent / config.FEATURES_DIR / 'manifest.json'
     if manifest.is_file():
-        record = {**record, 'features': utils.features_record(json.loads(manifest.read_text()))}
-    record_id = utils.record_id(record)
+        record = {**record, 'features': runs.features_record(json.loads(manifest.read_text()))}
+    record_id = runs.record_id(record)
     (run_dir / 'fold1').mkdir(parents=True, exist_ok=True)
     (run_dir / 'settings.json').write_text(json.dumps({'seed': seed, 'record_id': record_id, 'record': record}))
     (run_dir / 'fold1' / 'metrics.json').write_text(json.dumps({'record_id': record_id, 'files': sorted(stems)}))

@@ -9,6 +9,7 @@ import compare
 import config
 import evaluate
 import utils
+from runs import record_id
 
 DURATION = 12.0                                                    # s, every synthetic file
 N_FRAMES = 1 + int(round(DURATION * config.SAMPLE_RATE)) // config.HOP_LENGTH
@@ -55,7 +56,7 @@ def write_workdir(workdir, runs, records=RECORD, files=FILES):
         record = records[r] if isinstance(records, list) else records
         for stem, k in files:
             evaluate.write_score_file(run / 'scores' / f'{stem}.tsv', scores_of(k, seed, noise))
-        settings = {'seed': 42 + r, 'record_id': utils.record_id(record), 'record': record}
+        settings = {'seed': 42 + r, 'record_id': record_id(record), 'record': record}
         utils.write_json_atomic(run / 'settings.json', settings)
         metrics = evaluate.evaluate_scores(run / 'scores', workdir, timeline='file')
         metrics.pop('report')

@@ -18,6 +18,7 @@ import evaluate
 import extract_features
 import infer
 import post_processing
+import runs
 import task4b
 import utils
 from utils import DataError
@@ -181,7 +182,7 @@ def test_runs_of_other_settings_are_refused_and_a_selection_is_used(trained, tmp
     settings_path = workdir / 'runs' / 'run1' / 'settings.json'
     settings = json.loads(settings_path.read_text())
     settings['record']['training']['epochs'] = 2
-    settings['record_id'] = utils.record_id(settings['record'])
+    settings['record_id'] = runs.record_id(settings['record'])
     settings_path.write_text(json.dumps(settings))
     with pytest.raises(DataError, match=r'run0 and run1 .* other settings \(training.epochs: 1 vs 2\)'):
         infer.infer(trained['data_root'], workdir, tmp_path / 'out')

@@ -11,6 +11,7 @@ import config
 import demo_data
 import evaluate
 import extract_features
+import runs
 import runtime
 import task4b
 import utils
@@ -38,7 +39,7 @@ def test_settings_json_records_what_the_run_depends_on(demo_workdir, tmp_path):
     assert settings['record']['features']['params'] == extract_features.feature_params()
     assert settings['record']['features']['dataset'] == 'demo'
     assert {'python', 'torch', 'numpy', 'librosa', 'sed_eval', 'sed_scores_eval'} <= set(settings['versions'])
-    assert settings['record_id'] == utils.record_id(settings['record'])
+    assert settings['record_id'] == runs.record_id(settings['record'])
     fold = json.loads((run_dir / 'fold1' / 'metrics.json').read_text())
     assert fold['record_id'] == settings['record_id']                         # the fold names its record
 
@@ -77,12 +78,25 @@ def test_a_fold_trained_again_replaces_exactly_its_own_score_files(demo_workdir,
 
 
 def test_the_run_record_names_settings_exactly_and_leaves_file_names_out(monkeypatch):
-    recorded = runtime.training_settings(42, 150, 'bce')['config']
+    recorded = runs.training_settings(42, 150, 'bce')['config']
     assert recorded['HARD_LABEL_THRESHOLD'] == config.HARD_LABEL_THRESHOLD   # not taken for the evaluation's THRESHOLD
     assert not {'THRESHOLD', 'MERGE_GAP', 'GT_FILE', 'FEATURES_DIR', 'RUNS_DIR', 'SEED', 'LOSS'} & set(recorded)
     monkeypatch.setattr(config, 'GT_FILE', 'reference.csv')
     monkeypatch.setattr(config, 'FEATURES_DIR', 'features_v2')
-    assert runtime.training_settings(42, 150, 'bce')['config'] == recorded     # renamed folders, the same run
+    assert runs.training_settings(42, 150, 'bce')['config'] == recorded     # renamed folders, the same run
+
+
+def test_bias_init_is_in_the_run_record_of_bce_runs():
+    monkeypatch = pytest.MonkeyPatch()
+    try:
+        manifest = {'params': {}, 'dataset': 'demo', 'folds_sha256': ''}
+        monkeypatch.setattr(config, 'OUTPUT_BIAS_INIT', 'prior')
+        prior = runs.run_record(manifest, 150, 'bce')
+        monkeypatch.setattr(config, 'OUTPUT_BIAS_INIT', 'torch')
+        torch_init = runs.run_record(manifest, 150, 'bce')
+    finally:
+        monkeypatch.undo()
+    assert ('training.config.OUTPUT_BIAS_INIT', 'prior', 'torch') in runs.record_differences(prior, torch_init)
 
 
 def test_evaluate_refuses_runs_of_other_settings_and_combines_a_selection(demo_workdir, tmp_path, capsys):
@@ -136,7 +150,7 @@ def test_published_row_says_same_protocol_only_when_every_setting_matches(demo_w
     with monkeypatch.context() as trained:                   # the config.py the run was trained with
         for name, value in trained_with.items():
             trained.setattr(config, name, value)
-        record = runtime.run_record(manifest, epochs, loss)
+        record = runs.run_record(manifest, epochs, loss)
     stems = fold_test_stems(1)
     write_random_scores(workdir, write_run(workdir / config.RUNS_DIR / 'run0', stems, record), stems)
     for name, value in scored_with.items():                  # config.py now, when evaluate.py re-scores
@@ -157,7 +171,7 @@ def reextracted(demo_root, demo_workdir, tmp_path_factory):
     manifest = json.loads((workdir / config.FEATURES_DIR / 'manifest.json').read_text())
     stems = fold_test_stems(1)
     write_random_scores(workdir, write_run(workdir / config.RUNS_DIR / 'run0', stems,
-                                           runtime.run_record(manifest, 150, 'mse')), stems)
+                                           runs.run_record(manifest, 150, 'mse')), stems)
     assert evaluate.main(['--workdir', str(workdir)]) == 0
     assert make_folds.main(['--folds-dir', str(path / 'folds'), '--split', str(path / 'split.csv')]) == 0
     extract_features.extract(demo_root, workdir, path / 'folds', jobs=1, split_file=path / 'split.csv')
@@ -265,7 +279,7 @@ def test_a_checkpoint_missing_a_key_is_refused_naming_it(tmp_path):
     path = tmp_path / 'checkpoint.pt'
     torch.save({'epoch': 3, 'model': {}}, path)
     with pytest.raises(utils.DataError, match=r"checkpoint.pt: not a checkpoint of this version .*'optimizer'"):
-        runtime.load_checkpoint(path, runtime.training_settings(42, 1, 'bce'), torch.Generator())
+        runtime.load_checkpoint(path, runs.training_settings(42, 1, 'bce'), torch.Generator())
 
 
 def test_a_truncated_checkpoint_is_refused_in_one_line(tmp_path):
@@ -273,7 +287,7 @@ def test_a_truncated_checkpoint_is_refused_in_one_line(tmp_path):
     torch.save({'epoch': 3, 'model': {'w': torch.zeros(1000)}}, path)
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(utils.DataError, match='checkpoint.pt: not a checkpoint of task4b.py that loads safely'):
-        runtime.load_checkpoint(path, runtime.training_settings(42, 1, 'bce'), torch.Generator())
+        runtime.load_checkpoint(path, runs.training_settings(42, 1, 'bce'), torch.Generator())
 
 
 @pytest.mark.slow

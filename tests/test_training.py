@@ -379,19 +379,6 @@ def test_mse_scores_do_not_depend_on_output_bias_init_and_the_runs_combine(demo_
     assert records[0] == records[1]                        # one kind of run: never refused as other settings
 
 
-def test_bias_init_is_in_the_run_record_of_bce_runs():
-    monkeypatch = pytest.MonkeyPatch()
-    try:
-        manifest = {'params': {}, 'dataset': 'demo', 'folds_sha256': ''}
-        monkeypatch.setattr(config, 'OUTPUT_BIAS_INIT', 'prior')
-        prior = runtime.run_record(manifest, 150, 'bce')
-        monkeypatch.setattr(config, 'OUTPUT_BIAS_INIT', 'torch')
-        torch_init = runtime.run_record(manifest, 150, 'bce')
-    finally:
-        monkeypatch.undo()
-    assert ('training.config.OUTPUT_BIAS_INIT', 'prior', 'torch') in utils.record_differences(prior, torch_init)
-
-
 @pytest.mark.slow
 def test_prior_bias_reaches_a_lower_validation_loss_than_torch_initialisation_in_20_epochs(demo_workdir, tmp_path,
                                                                                           monkeypatch):
