@@ -45,7 +45,7 @@ import config  # noqa: E402
 import evaluate  # noqa: E402
 import utils  # noqa: E402
 from evaluate import HEADLINE, format_metric  # noqa: E402
-from runs import record_differences  # noqa: E402
+from runs import read_settings, record_differences, select_runs  # noqa: E402
 from utils import DataError  # noqa: E402
 
 MIN_RUNS = 3                 # fewer runs on a side: too few samples for a test over runs; the files are the samples
@@ -58,7 +58,7 @@ A_COLOUR, B_COLOUR, MARK_COLOUR = '#0072B2', '#E69F00', '#D55E00'   # Okabe-Ito 
 
 def load_side(workdir, runs):
     """A workdir's runs of one record -> {'workdir', 'run_dirs', 'record', 'metrics' (metrics.json per run)}."""
-    run_dirs, record = evaluate.select_runs(workdir, runs)
+    run_dirs, record = select_runs(workdir, runs)
     metrics = []
     for run_dir in run_dirs:
         path = Path(run_dir) / 'metrics.json'
@@ -67,7 +67,7 @@ def load_side(workdir, runs):
         except (OSError, ValueError):
             raise DataError(f'{path}: missing or unreadable; run: python evaluate.py --workdir '
                             f'{shlex.quote(str(workdir))}') from None
-        if metrics[-1].get('record_id', 'unknown') != evaluate.read_settings(run_dir)['record_id']:
+        if metrics[-1].get('record_id', 'unknown') != read_settings(run_dir)['record_id']:
             raise DataError(f"{path}: scored before the run's current settings; "
                             f'run: python evaluate.py --workdir {shlex.quote(str(workdir))}')
     return {'workdir': Path(workdir), 'run_dirs': [Path(d) for d in run_dirs], 'record': record, 'metrics': metrics}

@@ -24,11 +24,13 @@ docs/method.md, Evaluation, describes them:
   2024's mpAUC for MAESTRO), macro average.
 A class with no defined value (no reference and no system segment; for F1_thop and pAUC: no reference event among
 the scored files) counts 0 in the macro averages. F-scores in percent, ER and pAUC as fractions.
+
+Which runs are combined, which of their files are finished and the protocol the table names are runs.py's
+answers; this file computes the metrics and the table.
 """
 import argparse
 import json
 import math
-import shlex
 import warnings
 from pathlib import Path
 
@@ -44,11 +46,11 @@ from sed_scores_eval.base_modules.scores import create_score_dataframe, validate
 import config  # noqa: E402
 import utils  # noqa: E402
 from post_processing import clean_events, events_from_activity, hard_labels, post_process_events  # noqa: E402
-from runs import features_record, record_differences  # noqa: E402
+from runs import (TRAIN_HINT, check_scores_folder, finished_files, protocol_differences, protocol_label,  # noqa: E402
+                  read_protocol, read_settings, select_runs)
 from utils import DataError  # noqa: E402
 
 EXTRACT_HINT = 'run: python extract_features.py --data-root DIR --workdir DIR'
-TRAIN_HINT = 'run: python task4b.py --workdir DIR'
 
 
 # -----------------------------------------------------------------------------
@@ -408,7 +410,7 @@ def format_thresholds(metrics):
 
 
 # -----------------------------------------------------------------------------
-# Runs, their protocol and the results table
+# The metrics of runs (runs.py chooses them) and the results table
 
 def summarize_runs(run_metrics):
     """Per-run metric dicts -> {'n_runs', 'mean', 'std', 'runs'}: mean and standard deviation over runs of the
@@ -425,139 +427,6 @@ def summarize_runs(run_metrics):
     summary['n_files_total'] = max(m['n_files_total'] for m in run_metrics)
     summary['runs'] = [{k: v for k, v in m.items() if k != 'report'} for m in run_metrics]
     return summary
-
-
-def _read_json(path):
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-EVALUATION_SETTINGS = ('THRESHOLD', 'SEGMENT_LENGTH', 'MERGE_GAP', 'MIN_EVENT_LENGTH')   # read now, when scoring
-
-
-def read_protocol(workdir, run_dirs, timeline, time_decimals):
-    """How a table was computed, keyed as config.PUBLISHED_PROTOCOL: the data set and the folds (as extraction
-    recorded them), the runs' record (settings.json: epochs, loss, the config values of training and features;
-    select_runs lets only runs of one record through) and this evaluation (the timeline, the F1_thop call and
-    config.py's evaluation values now)."""
-    manifest = _read_json(Path(workdir) / config.FEATURES_DIR / 'manifest.json')
-    official = manifest.get('folds_sha256') == config.OFFICIAL_FOLDS_SHA256
-    protocol = {'data set': manifest.get('dataset', 'unknown'),
-                'folds': 'official' if official else manifest.get('folds_dir', 'unknown'),
-                'loss': 'unknown', 'timeline': timeline, 'F1_thop time_decimals': time_decimals,
-                **{name: getattr(config, name) for name in EVALUATION_SETTINGS}}
-    training = _read_json(Path(run_dirs[0]) / 'settings.json').get('record', {}).get('training') if run_dirs else None
-    if training:
-        protocol.update({'epochs': training.get('epochs'), 'loss': training.get('loss'), **training.get('config', {})})
-    return json.loads(json.dumps(protocol))          # as results.json reads back: tuples are lists
-
-
-def protocol_differences(protocol):
-    """Every setting of a table's protocol that differs from the published one, in config.PUBLISHED_PROTOCOL's
-    order: ['epochs 2 (published: 150)', 'THRESHOLD 0.3 (published: 0.5)', ...]; a setting the published protocol
-    does not have is listed as not used there, settings no run record states as not recorded."""
-    published = json.loads(json.dumps(config.PUBLISHED_PROTOCOL))
-    differences = [f'{key} {protocol[key]} (published: {value})' for key, value in published.items()
-                   if key in protocol and protocol[key] != value]
-    differences += [f'{key} {value} (published: not used)' for key, value in protocol.items() if key not in published]
-    missing = [key for key in published if key not in protocol]
-    if missing:
-        differences.append(f'not recorded: {", ".join(missing[:3])}{", ..." if len(missing) > 3 else ""} '
-                           f'({len(missing)} settings; no run record, settings.json)')
-    return differences
-
-
-def read_settings(run_dir):
-    """run_dir/settings.json, the run's record (task4b.py writes it when the run starts), or a DataError."""
-    path = Path(run_dir) / 'settings.json'
-    settings = _read_json(path)
-    if not {'seed', 'record_id', 'record'} <= set(settings):
-        raise DataError(f'{path}: missing or written by an older version (no record of the run\'s settings); '
-                        f'train the run again with task4b.py --restart, or evaluate its score files with --scores')
-    return settings
-
-
-def select_runs(workdir, runs=None):
-    """The run folders of workdir to combine -> (run dirs in run order, their record). runs: run numbers (default
-    every run with score files). Runs of different records (apart from the seed) are refused, naming the
-    differences."""
-    if runs is None:
-        run_dirs = find_run_dirs(workdir)
-        if not run_dirs:
-            raise DataError(f'{Path(workdir) / config.RUNS_DIR}: no run*/scores folder with score files; {TRAIN_HINT}')
-    else:
-        run_dirs = [Path(workdir) / config.RUNS_DIR / f'run{r}' for r in runs]
-        absent = [str(d) for d in run_dirs if not d.is_dir()]
-        if absent:
-            raise DataError(f'{", ".join(absent)}: no such run; the runs there: '
-                            f'{[d.name for d in find_run_dirs(workdir)]}')
-    settings = {d: read_settings(d) for d in run_dirs}
-    first = run_dirs[0]
-    for run_dir in run_dirs[1:]:
-        if settings[run_dir]['record_id'] != settings[first]['record_id']:
-            differences = record_differences(settings[first]['record'], settings[run_dir]['record'])
-            shown = '; '.join(f'{key}: {a!r} vs {b!r}' for key, a, b in differences[:3])
-            alike = ' '.join(d.name[3:] for d in run_dirs if settings[d]['record_id'] == settings[first]['record_id'])
-            raise DataError(f'{first.name} and {run_dir.name} of {Path(workdir) / config.RUNS_DIR} were trained with '
-                            f'other settings ({shown}); choose runs of one kind, e.g. --runs {alike}')
-    check_features_of_runs(workdir, first, settings[first]['record'])
-    return run_dirs, settings[first]['record']
-
-
-def folds_name(folds_sha256):
-    """The fold lists of a record, for people: the official folds, or other fold files by their hash."""
-    if folds_sha256 == config.OFFICIAL_FOLDS_SHA256:
-        return 'the official folds'
-    return f'other fold files (hash {str(folds_sha256)[:12]})' if folds_sha256 else 'unknown fold files'
-
-
-def check_scores_folder(workdir, scores_dir):
-    """A folder of score files given by hand (--scores): checked as check_features_of_runs checks runs when it is a
-    run's (its parent holds settings.json); score files of anywhere else have no record to compare."""
-    run_dir = Path(scores_dir).resolve().parent
-    record = _read_json(run_dir / 'settings.json').get('record')
-    if record:
-        check_features_of_runs(workdir, run_dir, record)
-
-
-def check_features_of_runs(workdir, run_dir, record):
-    """Refuse runs trained on other features or fold lists than workdir holds now (re-extracted since, e.g. with
-    other fold files): their scores would be regrouped into the new folds and scored against the new references
-    and labels without a word. The record keeps the folds' hash, not their lists, so they cannot be scored under
-    their own folds. The features themselves are checked as training checks them (extract_features.read_manifest:
-    config.py's feature parameters, the fold files and the audio and annotation files unchanged since), as the
-    references and the per-fold timelines come from them. A workdir without features (score files and metadata
-    only) has nothing to compare."""
-    import extract_features          # here: it imports this module
-    manifest_path = Path(workdir) / config.FEATURES_DIR / extract_features.MANIFEST
-    if not manifest_path.is_file():
-        return
-    manifest = extract_features.read_manifest(workdir)
-    differences = record_differences(record.get('features', {}), features_record(manifest), 'features.')
-    if not differences:
-        return
-    shown = '; '.join(f'{key}: {folds_name(a)} then, {folds_name(b)} now' if key == 'features.folds_sha256' else
-                      f'{key}: {a!r} then, {b!r} now' for key, a, b in differences[:3])
-    run = Path(run_dir).name[len('run'):]
-    raise DataError(f'{run_dir}: trained on other features than {manifest_path} describes now ({shown}'
-                    f'{"; ..." if len(differences) > 3 else ""}); extract them again as the run had them, or train '
-                    f'it again on these, run: python task4b.py --workdir {shlex.quote(str(workdir))} --run {run} '
-                    f'--restart')
-
-
-def finished_files(run_dir):
-    """Stems of the test files of the run's finished folds trained under its current record."""
-    record_id = read_settings(run_dir)['record_id']
-    stems = set()
-    for path in sorted(Path(run_dir).glob('fold*/metrics.json')):
-        metrics = _read_json(path)
-        if metrics.get('record_id') == record_id:
-            stems.update(metrics.get('files', []))
-    if not stems:
-        raise DataError(f'{run_dir}: no finished fold of its current settings (fold*/metrics.json); {TRAIN_HINT}')
-    return sorted(stems)
 
 
 def evaluate_runs(workdir, run_dirs, timeline=None, time_decimals=None, verbose=False):
@@ -598,11 +467,7 @@ def results_table_markdown(summary):
     protocol = summary.get('protocol', {})
     n_files = '/'.join(str(n) for n in summary['n_files'])
     runs = summary['n_runs']
-    folds = protocol.get('folds', 'unknown')
-    label = (f"This baseline: {protocol.get('data set', 'unknown')} data, loss {protocol.get('loss', 'unknown')}, "
-             f"{'official folds' if folds == 'official' else f'folds of {folds}'}, "
-             f"timeline per {protocol.get('timeline', 'unknown')}, F1_thop time_decimals "
-             f"{protocol.get('F1_thop time_decimals', 'unknown')}; {runs} run{'s' if runs != 1 else ''}, "
+    label = (f"This baseline: {protocol_label(protocol)}; {runs} run{'s' if runs != 1 else ''}, "
              f"{n_files} of {summary['n_files_total']} files")
     lines = ['| System | ' + ' | '.join(HEADLINE) + ' |', '| --- |' + ' --- |' * len(HEADLINE),
              f'| {label} | ' + ' | '.join(cell(k, summary['mean'][k], summary['std'][k]) for k in HEADLINE) + ' |']
@@ -631,18 +496,6 @@ def write_results(json_path, summary):
     json_path = Path(json_path)
     utils.write_json_atomic(json_path, summary)
     utils.write_text_atomic(json_path.with_suffix('.md'), results_table_markdown(summary))
-
-
-def run_order(run_dir):
-    """Sort key of run folders: run2 before run10."""
-    digits = Path(run_dir).name[len('run'):]
-    return (int(digits) if digits.isdigit() else math.inf, Path(run_dir).name)
-
-
-def find_run_dirs(workdir):
-    """`<workdir>/runs/run*` folders whose scores/ holds score files, in run order."""
-    dirs = [p.parent for p in (Path(workdir) / config.RUNS_DIR).glob('run*/scores') if any(p.glob('*.tsv'))]
-    return sorted(dirs, key=run_order)
 
 
 @utils.command

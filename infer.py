@@ -29,6 +29,7 @@ import model as model_module
 import post_processing
 import runtime
 import utils
+from runs import select_runs
 from utils import DataError
 
 
@@ -51,9 +52,9 @@ def find_audio_files(audio_dir):
 
 
 def find_models(workdir, runs=None):
-    """Paths of the trained fold models of the runs evaluate.select_runs chooses (runs of other settings are
+    """Paths of the trained fold models of the runs runs.select_runs chooses (runs of other settings are
     refused), `<workdir>/runs/run{r}/fold*/best_model.pt`, in run and fold order."""
-    paths = [p for d in evaluate.select_runs(workdir, runs)[0] for p in sorted(d.glob('fold*/best_model.pt'))]
+    paths = [p for d in select_runs(workdir, runs)[0] for p in sorted(d.glob('fold*/best_model.pt'))]
     if not paths:
         raise DataError(f'{Path(workdir) / config.RUNS_DIR}: no trained models (run*/fold*/best_model.pt); '
                         f'run: python task4b.py --workdir {shlex.quote(str(workdir))}')

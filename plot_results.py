@@ -47,6 +47,7 @@ import evaluate  # noqa: E402  (first: it silences dcase_util's pkg_resources wa
 import extract_features  # noqa: E402
 import post_processing  # noqa: E402
 import utils  # noqa: E402
+from runs import check_scores_folder, finished_files, select_runs  # noqa: E402
 from utils import DataError  # noqa: E402
 
 PICTURES_DIR = 'pictures'                     # default output folder, in the workdir or infer.py's output
@@ -267,15 +268,15 @@ def reference_seconds(gt_path, stems=None):
 
 
 def read_run_metrics(workdir, runs=None):
-    """[(run name, metrics dict)] of the runs evaluate.select_runs chooses (runs: run numbers; runs of other
+    """[(run name, metrics dict)] of the runs runs.select_runs chooses (runs: run numbers; runs of other
     settings are refused): their metrics.json, re-scored from the finished folds when it lacks the per-class
     F1_thop."""
     found = []
-    for run_dir in evaluate.select_runs(workdir, runs)[0]:
+    for run_dir in select_runs(workdir, runs)[0]:
         path = run_dir / 'metrics.json'
         metrics = json.loads(path.read_text()) if path.is_file() else {}
         if any('F1_thop' not in metrics.get('class_wise', {}).get(c, {}) for c in config.HARD_CLASSES):
-            metrics = evaluate.evaluate_scores(run_dir / 'scores', workdir, file_stems=evaluate.finished_files(run_dir))
+            metrics = evaluate.evaluate_scores(run_dir / 'scores', workdir, file_stems=finished_files(run_dir))
         found.append((run_dir.name, metrics))
     return found
 
@@ -456,8 +457,8 @@ def main(argv=None):
         if args.only != 'per-class':
             scores_dir = args.scores
             if scores_dir is None:
-                scores_dir = evaluate.select_runs(args.workdir, args.runs)[0][0] / 'scores'
-            evaluate.check_scores_folder(args.workdir, scores_dir)
+                scores_dir = select_runs(args.workdir, args.runs)[0][0] / 'scores'
+            check_scores_folder(args.workdir, scores_dir)
             written += plot_workdir_files(args.workdir, scores_dir, out, args.files, args.all_classes,
                                           args.data_root)
         if args.only != 'files':

@@ -1,12 +1,23 @@
-"""Runs: what a run folder is and its record (runs/run{r}/settings.json, written when the run starts).
+"""Runs: what a run folder is, its record, which runs may be combined, which files it finished, its protocol.
 
-The record is everything but the seed that can change a run's numbers (run_record): the training settings
-(training_settings: epochs, loss and every config value of training) and the features' (features_record: their
-parameters, data set and fold lists, as extraction recorded them). task4b.py and runtime.py start runs here.
+A run is `<workdir>/runs/run{r}/`, written by task4b.py: settings.json, the run's record, when the run starts
+(start_run); scores/<stem>.tsv, the test scores of its folds; fold{k}/metrics.json once fold k is finished,
+naming its test files and the record it was trained under (finished_files). The record is everything but the seed
+that can change a run's numbers (run_record): the training settings (training_settings: epochs, loss and every
+config value of training) and the features' (features_record: their parameters, data set and fold lists, as
+extraction recorded them). Runs of one record may be combined (select_runs); runs trained on other features than
+the workdir holds now are refused (check_features_of_runs). A table's protocol (read_protocol) is the runs'
+record with the evaluation's settings, named in the table's row label (protocol_label) and compared with the
+published one (protocol_differences).
+
+task4b.py and runtime.py start runs here; evaluate.py, infer.py, plot_results.py and compare.py ask here which
+runs to use. Nothing here computes a metric.
 """
 import hashlib
 import json
+import math
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -14,8 +25,11 @@ from importlib.metadata import version
 from pathlib import Path
 
 import config
+import extract_features
 import utils
 from utils import DataError
+
+TRAIN_HINT = 'run: python task4b.py --workdir DIR'
 
 # config values that cannot change what a training computes, by exact name: a checkpoint need not agree with them
 # to be resumed, and a run's record leaves them out; every other upper-case value of config.py (a new one too) is
@@ -37,6 +51,7 @@ NOT_TRAINING_SETTINGS = {
     'THRESHOLD', 'SEGMENT_LENGTH', 'MERGE_GAP', 'MIN_EVENT_LENGTH', 'TIMELINE', 'F1_THOP_TIME_DECIMALS',
     'PAUC_MAX_FPR', 'PUBLISHED', 'PUBLISHED_PROTOCOL',
 }
+EVALUATION_SETTINGS = ('THRESHOLD', 'SEGMENT_LENGTH', 'MERGE_GAP', 'MIN_EVENT_LENGTH')   # read now, when scoring
 
 
 # -----------------------------------------------------------------------------
@@ -123,3 +138,163 @@ def start_run(run_dir, record, seed, restart=False):
     utils.write_json_atomic(path, {'seed': seed, 'record_id': new_id, 'record': record, 'versions': found,
                                    'git_commit': commit, 'command': sys.argv})
     return new_id
+
+
+# -----------------------------------------------------------------------------
+# The runs of a workdir: which there are, which may be combined, what each finished
+
+def _read_json(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def read_settings(run_dir):
+    """run_dir/settings.json, the run's record (task4b.py writes it when the run starts), or a DataError."""
+    path = Path(run_dir) / 'settings.json'
+    settings = _read_json(path)
+    if not {'seed', 'record_id', 'record'} <= set(settings):
+        raise DataError(f'{path}: missing or written by an older version (no record of the run\'s settings); '
+                        f'train the run again with task4b.py --restart, or evaluate its score files with --scores')
+    return settings
+
+
+def run_order(run_dir):
+    """Sort key of run folders: run2 before run10."""
+    digits = Path(run_dir).name[len('run'):]
+    return (int(digits) if digits.isdigit() else math.inf, Path(run_dir).name)
+
+
+def find_run_dirs(workdir):
+    """`<workdir>/runs/run*` folders whose scores/ holds score files, in run order."""
+    dirs = [p.parent for p in (Path(workdir) / config.RUNS_DIR).glob('run*/scores') if any(p.glob('*.tsv'))]
+    return sorted(dirs, key=run_order)
+
+
+def select_runs(workdir, runs=None):
+    """The run folders of workdir to combine -> (run dirs in run order, their record). runs: run numbers (default
+    every run with score files). Runs of different records (apart from the seed) are refused, naming the
+    differences."""
+    if runs is None:
+        run_dirs = find_run_dirs(workdir)
+        if not run_dirs:
+            raise DataError(f'{Path(workdir) / config.RUNS_DIR}: no run*/scores folder with score files; {TRAIN_HINT}')
+    else:
+        run_dirs = [Path(workdir) / config.RUNS_DIR / f'run{r}' for r in runs]
+        absent = [str(d) for d in run_dirs if not d.is_dir()]
+        if absent:
+            raise DataError(f'{", ".join(absent)}: no such run; the runs there: '
+                            f'{[d.name for d in find_run_dirs(workdir)]}')
+    settings = {d: read_settings(d) for d in run_dirs}
+    first = run_dirs[0]
+    for run_dir in run_dirs[1:]:
+        if settings[run_dir]['record_id'] != settings[first]['record_id']:
+            differences = record_differences(settings[first]['record'], settings[run_dir]['record'])
+            shown = '; '.join(f'{key}: {a!r} vs {b!r}' for key, a, b in differences[:3])
+            alike = ' '.join(d.name[3:] for d in run_dirs if settings[d]['record_id'] == settings[first]['record_id'])
+            raise DataError(f'{first.name} and {run_dir.name} of {Path(workdir) / config.RUNS_DIR} were trained with '
+                            f'other settings ({shown}); choose runs of one kind, e.g. --runs {alike}')
+    check_features_of_runs(workdir, first, settings[first]['record'])
+    return run_dirs, settings[first]['record']
+
+
+def finished_files(run_dir):
+    """Stems of the test files of the run's finished folds trained under its current record."""
+    current = read_settings(run_dir)['record_id']
+    stems = set()
+    for path in sorted(Path(run_dir).glob('fold*/metrics.json')):
+        metrics = _read_json(path)
+        if metrics.get('record_id') == current:
+            stems.update(metrics.get('files', []))
+    if not stems:
+        raise DataError(f'{run_dir}: no finished fold of its current settings (fold*/metrics.json); {TRAIN_HINT}')
+    return sorted(stems)
+
+
+# -----------------------------------------------------------------------------
+# A run's record against the workdir's features now
+
+def folds_name(folds_sha256):
+    """The fold lists of a record, for people: the official folds, or other fold files by their hash."""
+    if folds_sha256 == config.OFFICIAL_FOLDS_SHA256:
+        return 'the official folds'
+    return f'other fold files (hash {str(folds_sha256)[:12]})' if folds_sha256 else 'unknown fold files'
+
+
+def check_features_of_runs(workdir, run_dir, record):
+    """Refuse runs trained on other features or fold lists than workdir holds now (re-extracted since, e.g. with
+    other fold files): their scores would be regrouped into the new folds and scored against the new references
+    and labels without a word. The record keeps the folds' hash, not their lists, so they cannot be scored under
+    their own folds. The features themselves are checked as training checks them (extract_features.read_manifest:
+    config.py's feature parameters, the fold files and the audio and annotation files unchanged since), as the
+    references and the per-fold timelines come from them. A workdir without features (score files and metadata
+    only) has nothing to compare."""
+    manifest_path = Path(workdir) / config.FEATURES_DIR / extract_features.MANIFEST
+    if not manifest_path.is_file():
+        return
+    manifest = extract_features.read_manifest(workdir)
+    differences = record_differences(record.get('features', {}), features_record(manifest), 'features.')
+    if not differences:
+        return
+    shown = '; '.join(f'{key}: {folds_name(a)} then, {folds_name(b)} now' if key == 'features.folds_sha256' else
+                      f'{key}: {a!r} then, {b!r} now' for key, a, b in differences[:3])
+    run = Path(run_dir).name[len('run'):]
+    raise DataError(f'{run_dir}: trained on other features than {manifest_path} describes now ({shown}'
+                    f'{"; ..." if len(differences) > 3 else ""}); extract them again as the run had them, or train '
+                    f'it again on these, run: python task4b.py --workdir {shlex.quote(str(workdir))} --run {run} '
+                    f'--restart')
+
+
+def check_scores_folder(workdir, scores_dir):
+    """A folder of score files given by hand (--scores): checked as check_features_of_runs checks runs when it is a
+    run's (its parent holds settings.json); score files of anywhere else have no record to compare."""
+    run_dir = Path(scores_dir).resolve().parent
+    record = _read_json(run_dir / 'settings.json').get('record')
+    if record:
+        check_features_of_runs(workdir, run_dir, record)
+
+
+# -----------------------------------------------------------------------------
+# The protocol of a table: the runs' record and the evaluation's settings
+
+def read_protocol(workdir, run_dirs, timeline, time_decimals):
+    """How a table was computed, keyed as config.PUBLISHED_PROTOCOL: the data set and the folds (as extraction
+    recorded them), the runs' record (settings.json: epochs, loss, the config values of training and features;
+    select_runs lets only runs of one record through) and this evaluation (the timeline, the F1_thop call and
+    config.py's evaluation values now)."""
+    manifest = _read_json(Path(workdir) / config.FEATURES_DIR / 'manifest.json')
+    official = manifest.get('folds_sha256') == config.OFFICIAL_FOLDS_SHA256
+    protocol = {'data set': manifest.get('dataset', 'unknown'),
+                'folds': 'official' if official else manifest.get('folds_dir', 'unknown'),
+                'loss': 'unknown', 'timeline': timeline, 'F1_thop time_decimals': time_decimals,
+                **{name: getattr(config, name) for name in EVALUATION_SETTINGS}}
+    training = _read_json(Path(run_dirs[0]) / 'settings.json').get('record', {}).get('training') if run_dirs else None
+    if training:
+        protocol.update({'epochs': training.get('epochs'), 'loss': training.get('loss'), **training.get('config', {})})
+    return json.loads(json.dumps(protocol))          # as results.json reads back: tuples are lists
+
+
+def protocol_label(protocol):
+    """The protocol as the table's row label names it: `demo data, loss bce, official folds, timeline per fold,
+    F1_thop time_decimals 30`."""
+    folds = protocol.get('folds', 'unknown')
+    return (f"{protocol.get('data set', 'unknown')} data, loss {protocol.get('loss', 'unknown')}, "
+            f"{'official folds' if folds == 'official' else f'folds of {folds}'}, "
+            f"timeline per {protocol.get('timeline', 'unknown')}, F1_thop time_decimals "
+            f"{protocol.get('F1_thop time_decimals', 'unknown')}")
+
+
+def protocol_differences(protocol):
+    """Every setting of a table's protocol that differs from the published one, in config.PUBLISHED_PROTOCOL's
+    order: ['epochs 2 (published: 150)', 'THRESHOLD 0.3 (published: 0.5)', ...]; a setting the published protocol
+    does not have is listed as not used there, settings no run record states as not recorded."""
+    published = json.loads(json.dumps(config.PUBLISHED_PROTOCOL))
+    differences = [f'{key} {protocol[key]} (published: {value})' for key, value in published.items()
+                   if key in protocol and protocol[key] != value]
+    differences += [f'{key} {value} (published: not used)' for key, value in protocol.items() if key not in published]
+    missing = [key for key in published if key not in protocol]
+    if missing:
+        differences.append(f'not recorded: {", ".join(missing[:3])}{", ..." if len(missing) > 3 else ""} '
+                           f'({len(missing)} settings; no run record, settings.json)')
+    return differences
