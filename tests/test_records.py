@@ -86,16 +86,12 @@ def test_the_run_record_names_settings_exactly_and_leaves_file_names_out(monkeyp
     assert runs.training_settings(42, 150, 'bce')['config'] == recorded     # renamed folders, the same run
 
 
-def test_bias_init_is_in_the_run_record_of_bce_runs():
-    monkeypatch = pytest.MonkeyPatch()
-    try:
-        manifest = {'params': {}, 'dataset': 'demo', 'folds_sha256': ''}
-        monkeypatch.setattr(config, 'OUTPUT_BIAS_INIT', 'prior')
-        prior = runs.run_record(manifest, 150, 'bce')
-        monkeypatch.setattr(config, 'OUTPUT_BIAS_INIT', 'torch')
-        torch_init = runs.run_record(manifest, 150, 'bce')
-    finally:
-        monkeypatch.undo()
+def test_bias_init_is_in_the_run_record_of_bce_runs(monkeypatch):
+    manifest = {'params': {}, 'dataset': 'demo', 'folds_sha256': ''}
+    monkeypatch.setattr(config, 'OUTPUT_BIAS_INIT', 'prior')
+    prior = runs.run_record(manifest, 150, 'bce')
+    monkeypatch.setattr(config, 'OUTPUT_BIAS_INIT', 'torch')
+    torch_init = runs.run_record(manifest, 150, 'bce')
     assert ('training.config.OUTPUT_BIAS_INIT', 'prior', 'torch') in runs.record_differences(prior, torch_init)
 
 
