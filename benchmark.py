@@ -15,7 +15,9 @@ does not count for another:
   with task4b's own functions: seconds per training epoch (train_one_epoch), per validation pass (validate) and
   of both, the median over --epochs epochs; test inference seconds per hour of audio (write_test_scores: the
   fold's test files, whole, with their score files); peak memory of the training process (ru_maxrss) and the
-  /proc tree peak.
+  /proc tree peak;
+- original (unless --skip-original): the same extraction and the same fold's epochs done the way the original
+  baseline did them (benchmark_original.py), timed the same way, and how many times faster ours is.
 Prints a table and writes --json (atomically); records torch version, threads, CPU, LD_PRELOAD.
 """
 import argparse
@@ -36,6 +38,7 @@ import torch
 # each part's child imports every part's modules: 1 MiB and 0.02 s more for the extraction part (measured),
 # beside its peak of 1.13 GiB (README, Speed)
 import config
+import benchmark_original
 import evaluate
 import extract_features
 import runtime
@@ -160,6 +163,24 @@ def phase_train(workdir, device, epochs, fold, malloc, result):
     utils.write_json_atomic(result, out)
 
 
+def phase_original_extract(data_root, result):
+    with tempfile.TemporaryDirectory() as out_dir:
+        start = time.perf_counter()
+        files = benchmark_original.extract(data_root, config.FOLDS_DIR, out_dir)
+        seconds = time.perf_counter() - start
+    utils.write_json_atomic(result, {'seconds': seconds, 'files': files,
+                                     'maxrss_self_bytes': max_rss_bytes(resource.RUSAGE_SELF)})
+
+
+def phase_original_train(workdir, epochs, fold, result):
+    train_s, val_s = benchmark_original.time_epochs(extract_features.load_fold(workdir, fold), epochs)
+    utils.write_json_atomic(result, {
+        'fold': fold, 'train_epoch_s': train_s, 'val_pass_s': val_s,
+        'train_epoch_median_s': statistics.median(train_s), 'val_pass_median_s': statistics.median(val_s),
+        'epoch_median_s': statistics.median(t + v for t, v in zip(train_s, val_s)),
+        'maxrss_bytes': max_rss_bytes(resource.RUSAGE_SELF), 'torch_threads': torch.get_num_threads()})
+
+
 # -----------------------------------------------------------------------------
 # The whole benchmark
 
@@ -205,6 +226,24 @@ def table(report):
                  ('  test inference', f'{t["test_s_per_hour"]:.2f} s per hour of audio, with the score files'),
                  ('  peak memory', f'{gib(t["maxrss_bytes"])} (ru_maxrss of the training process), '
                   f'{gib(t["tree_peak_bytes"])} (/proc)')]
+    original = report.get('original', {})
+    if 'extraction' in original:
+        o = original['extraction']
+        rows += [('original: feature extraction', f'{o["seconds"]:.2f} s, {o["files"]} files, one process'),
+                 ('  peak memory', f'{gib(o["tree_peak_bytes"])} process tree (/proc)')]
+        if 'extraction' in report:
+            rows.append(('  ours is faster by', f'{o["seconds"] / report["extraction"]["seconds"]:.1f}x'))
+    if 'training' in original:
+        o = original['training']
+        rows += [(f'original: training fold {o["fold"]}', f'median of {len(o["train_epoch_s"])} epochs'),
+                 ('  epoch: train + validation', f'{o["epoch_median_s"]:.2f} s'),
+                 ('  training epoch', f'{o["train_epoch_median_s"]:.2f} s  ({", ".join(f"{s:.2f}" for s in o["train_epoch_s"])})'),
+                 ('  validation pass', f'{o["val_pass_median_s"]:.2f} s'),
+                 ('  peak memory', f'{gib(o["maxrss_bytes"])} (ru_maxrss), {gib(o["tree_peak_bytes"])} (/proc)')]
+        for name, t in report.get('training', {}).items():
+            rows.append((f'  ours [{name}] is faster by', f'{o["epoch_median_s"] / t["epoch_median_s"]:.2f}x per '
+                         f'epoch (training {o["train_epoch_median_s"] / t["train_epoch_median_s"]:.2f}x, '
+                         f'validation {o["val_pass_median_s"] / t["val_pass_median_s"]:.2f}x)'))
     width = max(len(r[0]) for r in rows)
     m = report['machine']
     head = (f'torch {m["torch"]}, {m["torch_threads"]} threads, {m["cpu"]} ({m["cpu_count"]} CPUs), device '
@@ -226,14 +265,20 @@ def main(argv=None):
                              "(freed memory kept for reuse, the default), 'plain' glibc's defaults")
     parser.add_argument('--skip-extraction', action='store_true')
     parser.add_argument('--skip-training', action='store_true')
+    parser.add_argument('--skip-original', action='store_true', help="don't time the original's way")
     parser.add_argument('--json', type=Path, help='write the results here (atomically)')
-    parser.add_argument('--phase', choices=['extract', 'train'], help=argparse.SUPPRESS)
+    parser.add_argument('--phase', choices=['extract', 'train', 'original-extract', 'original-train'],
+                        help=argparse.SUPPRESS)
     parser.add_argument('--result', type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.phase == 'extract':
         return phase_extract(args.data_root, args.result)
     if args.phase == 'train':
         return phase_train(args.workdir, args.device, args.epochs, args.fold, args.malloc[0], args.result)
+    if args.phase == 'original-extract':
+        return phase_original_extract(args.data_root, args.result)
+    if args.phase == 'original-train':
+        return phase_original_train(args.workdir, args.epochs, args.fold, args.result)
     if args.epochs < 3:
         parser.error('--epochs: at least 3 (a median)')
 
@@ -247,6 +292,15 @@ def main(argv=None):
             result, peak = run_child(['--phase', 'train', '--workdir', str(args.workdir), '--device', args.device,
                                       '--epochs', str(args.epochs), '--fold', str(args.fold), '--malloc', malloc])
             report['training'][malloc] = dict(result, tree_peak_bytes=peak)
+    if not args.skip_original and args.device == 'cpu':
+        report['original'] = {}
+        if not args.skip_extraction:
+            result, peak = run_child(['--phase', 'original-extract', '--data-root', str(args.data_root)])
+            report['original']['extraction'] = dict(result, tree_peak_bytes=peak)
+        if not args.skip_training:
+            result, peak = run_child(['--phase', 'original-train', '--workdir', str(args.workdir),
+                                      '--epochs', str(args.epochs), '--fold', str(args.fold)])
+            report['original']['training'] = dict(result, tree_peak_bytes=peak)
     text = table(report)
     report['table'] = text
     print(text)

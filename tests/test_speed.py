@@ -59,6 +59,30 @@ def test_keeping_freed_memory_gives_bit_identical_training(tmp_path):
     assert all(torch.equal(value, kept['params'][key]) for key, value in plain['params'].items())
 
 
+def test_new_tensors_left_unfilled_change_no_number():
+    """seed_everything turns off deterministic mode's NaN fill of new tensors; the fill must be all it changes."""
+    from model import build_model
+
+    def train(fill):
+        task4b.seed_everything(0, 'cpu')
+        assert torch.utils.deterministic.fill_uninitialized_memory is False
+        torch.utils.deterministic.fill_uninitialized_memory = fill
+        model = build_model('cpu')
+        optimizer = task4b.new_optimizer(model)
+        g = torch.Generator().manual_seed(1)
+        X = torch.randn(12, 60, config.N_MELS, generator=g)
+        Y = torch.rand(12, 60, len(config.CLASSES), generator=g)
+        losses = torch.cat([task4b.train_one_epoch(model, optimizer, X, Y, g, config.LOSS) for _ in range(2)])
+        return losses, model.state_dict()
+
+    try:
+        (filled_losses, filled), (losses, params) = train(True), train(False)
+    finally:
+        torch.utils.deterministic.fill_uninitialized_memory = False
+    assert torch.equal(filled_losses, losses)
+    assert all(torch.equal(value, params[key]) for key, value in filled.items())
+
+
 # -----------------------------------------------------------------------------
 # --jobs and --run: the same scores as a sequential run
 
