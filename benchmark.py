@@ -35,10 +35,10 @@ from pathlib import Path
 
 import torch
 
-# each part's child imports every part's modules: 1 MiB and 0.02 s more for the extraction part (measured),
-# beside its peak of 1.13 GiB (README, Speed)
-import config
+# each part's child imports every part's modules, the original's included: about 30 MiB more for the extraction
+# part (measured; its import time is not timed), beside its peak of 1.17 GiB (README, Speed)
 import benchmark_original
+import config
 import evaluate
 import extract_features
 import runtime
