@@ -19,22 +19,24 @@ _spectrogram):
 
 Nothing here is used for training or scoring: the numbers of the method are task4b.py's.
 """
-import os
 import time
+import warnings
 import wave
 from pathlib import Path
 
 import librosa
 import numpy as np
 import pandas as pd
-import sed_eval
 import torch
-from dcase_util.containers import metadata
 from sklearn import preprocessing
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-import config
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')  # dcase_util imports pkg_resources
+import sed_eval  # noqa: E402
+from dcase_util.containers import metadata  # noqa: E402
+
+import config  # noqa: E402
 
 
 # -----------------------------------------------------------------------------
