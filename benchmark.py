@@ -113,6 +113,13 @@ def phase_extract(data_root, result):
         'maxrss_workers_bytes': max_rss_bytes(resource.RUSAGE_CHILDREN)})
 
 
+def epoch_times(train_s, val_s):
+    """Seconds of each timed epoch (training, validation) and their medians."""
+    return {'train_epoch_s': train_s, 'val_pass_s': val_s,
+            'train_epoch_median_s': statistics.median(train_s), 'val_pass_median_s': statistics.median(val_s),
+            'epoch_median_s': statistics.median(t + v for t, v in zip(train_s, val_s))}
+
+
 def phase_train(workdir, device, epochs, fold, malloc, result):
     def sync():
         if device == 'cuda':
@@ -150,9 +157,7 @@ def phase_train(workdir, device, epochs, fold, malloc, result):
         'fold': fold, 'malloc': malloc, 'malloc_tuned': tuned, 'train_sequences': len(data['X_train']),
         'val_sequences': len(data['X_val']), 'batches': -(-len(data['X_train']) // config.BATCH_SIZE),
         'test_files': len(data['X_test']), 'test_audio_hours': test_hours,
-        'train_epoch_s': train_s, 'val_pass_s': val_s,
-        'train_epoch_median_s': statistics.median(train_s), 'val_pass_median_s': statistics.median(val_s),
-        'epoch_median_s': statistics.median(t + v for t, v in zip(train_s, val_s)),
+        **epoch_times(train_s, val_s),
         'test_s_per_hour': statistics.median(test_s) / test_hours,
         'maxrss_bytes': max_rss_bytes(resource.RUSAGE_SELF),
         'torch_threads': torch.get_num_threads(), 'ld_preload': os.environ.get('LD_PRELOAD', ''),
@@ -175,9 +180,7 @@ def phase_original_extract(data_root, result):
 def phase_original_train(workdir, epochs, fold, result):
     train_s, val_s = benchmark_original.time_epochs(extract_features.load_fold(workdir, fold), epochs)
     utils.write_json_atomic(result, {
-        'fold': fold, 'train_epoch_s': train_s, 'val_pass_s': val_s,
-        'train_epoch_median_s': statistics.median(train_s), 'val_pass_median_s': statistics.median(val_s),
-        'epoch_median_s': statistics.median(t + v for t, v in zip(train_s, val_s)),
+        'fold': fold, **epoch_times(train_s, val_s),
         'maxrss_bytes': max_rss_bytes(resource.RUSAGE_SELF), 'torch_threads': torch.get_num_threads()})
 
 
@@ -208,6 +211,12 @@ def gib(n):
     return f'{n / 2**30:.2f} GiB'
 
 
+def epoch_rows(t, validation_note=''):
+    return [('  epoch: train + validation', f'{t["epoch_median_s"]:.2f} s'),
+            ('  training epoch', f'{t["train_epoch_median_s"]:.2f} s  ({", ".join(f"{s:.2f}" for s in t["train_epoch_s"])})'),
+            ('  validation pass', f'{t["val_pass_median_s"]:.2f} s{validation_note}')]
+
+
 def table(report):
     rows = []
     if 'extraction' in report:
@@ -219,11 +228,9 @@ def table(report):
                   f'{gib(max(e["maxrss_self_bytes"], e["maxrss_workers_bytes"]))} (ru_maxrss)')]
     for name, t in report.get('training', {}).items():
         rows += [(f'training [{name}] fold {t["fold"]}', f'{t["train_sequences"]} sequences, {t["batches"]} '
-                  f'batches; median of {len(t["train_epoch_s"])} epochs'),
-                 ('  epoch: train + validation', f'{t["epoch_median_s"]:.2f} s'),
-                 ('  training epoch', f'{t["train_epoch_median_s"]:.2f} s  ({", ".join(f"{s:.2f}" for s in t["train_epoch_s"])})'),
-                 ('  validation pass', f'{t["val_pass_median_s"]:.2f} s  ({t["val_sequences"]} sequences, loss + F1/ER)'),
-                 ('  test inference', f'{t["test_s_per_hour"]:.2f} s per hour of audio, with the score files'),
+                  f'batches; median of {len(t["train_epoch_s"])} epochs')]
+        rows += epoch_rows(t, f'  ({t["val_sequences"]} sequences, loss + F1/ER)')
+        rows += [('  test inference', f'{t["test_s_per_hour"]:.2f} s per hour of audio, with the score files'),
                  ('  peak memory', f'{gib(t["maxrss_bytes"])} (ru_maxrss of the training process), '
                   f'{gib(t["tree_peak_bytes"])} (/proc)')]
     original = report.get('original', {})
@@ -235,11 +242,9 @@ def table(report):
             rows.append(('  ours is faster by', f'{o["seconds"] / report["extraction"]["seconds"]:.1f}x'))
     if 'training' in original:
         o = original['training']
-        rows += [(f'original: training fold {o["fold"]}', f'median of {len(o["train_epoch_s"])} epochs'),
-                 ('  epoch: train + validation', f'{o["epoch_median_s"]:.2f} s'),
-                 ('  training epoch', f'{o["train_epoch_median_s"]:.2f} s  ({", ".join(f"{s:.2f}" for s in o["train_epoch_s"])})'),
-                 ('  validation pass', f'{o["val_pass_median_s"]:.2f} s'),
-                 ('  peak memory', f'{gib(o["maxrss_bytes"])} (ru_maxrss), {gib(o["tree_peak_bytes"])} (/proc)')]
+        rows += [(f'original: training fold {o["fold"]}', f'median of {len(o["train_epoch_s"])} epochs')]
+        rows += epoch_rows(o)
+        rows += [('  peak memory', f'{gib(o["maxrss_bytes"])} (ru_maxrss), {gib(o["tree_peak_bytes"])} (/proc)')]
         for name, t in report.get('training', {}).items():
             rows.append((f'  ours [{name}] is faster by', f'{o["epoch_median_s"] / t["epoch_median_s"]:.2f}x per '
                          f'epoch (training {o["train_epoch_median_s"] / t["train_epoch_median_s"]:.2f}x, '

@@ -37,6 +37,7 @@ import sed_eval  # noqa: E402
 from dcase_util.containers import metadata  # noqa: E402
 
 import config  # noqa: E402
+import utils  # noqa: E402
 
 
 # -----------------------------------------------------------------------------
@@ -61,32 +62,32 @@ def read_wav(path):
 def label_matrix(path, frames):
     """Soft values per frame (frames, 17), float64: each annotation line fills floor(onset) .. ceil(offset)."""
     labels = np.zeros((frames, len(config.CLASSES)))
-    for line in open(path):
-        onset, offset, label, value = line.strip().split('\t')
-        start = int(np.floor(float(onset) * config.SAMPLE_RATE / config.HOP_LENGTH))
-        end = int(np.ceil(float(offset) * config.SAMPLE_RATE / config.HOP_LENGTH))
-        labels[start:end, config.CLASSES.index(label)] = float(value)
+    with open(path) as f:
+        for line in f:
+            onset, offset, label, value = line.strip().split('\t')
+            start = int(np.floor(float(onset) * config.SAMPLE_RATE / config.HOP_LENGTH))
+            end = int(np.ceil(float(offset) * config.SAMPLE_RATE / config.HOP_LENGTH))
+            labels[start:end, config.CLASSES.index(label)] = float(value)
     return labels
 
 
 def extract(data_root, folds_dir, out_dir):
     """Every file of the development split, then the per-fold scaling and merging -> number of files."""
-    data_root, out_dir = Path(data_root), Path(out_dir)
+    out_dir = Path(out_dir)
     files = pd.read_csv(config.DEVELOPMENT_SPLIT)['filename']
     mel_basis = librosa.filters.mel(sr=config.SAMPLE_RATE, n_fft=config.N_FFT, n_mels=config.N_MELS,
                                     fmin=config.FMIN, fmax=config.FMAX)
     for file_id in files:
-        name = file_id.split('/')[-1]
-        y = read_wav(data_root / config.AUDIO_DIR / f'{file_id}.wav')
+        name = utils.file_stem(file_id)
+        y = read_wav(utils.audio_path(data_root, file_id))
         spectrum = np.abs(librosa.stft(y, n_fft=config.N_FFT, hop_length=config.HOP_LENGTH, pad_mode='constant'))
         mbe = np.dot(mel_basis, spectrum).T
         np.savez(out_dir / f'{name}.npz', mbe)
-        scene, stem = file_id.split('/')
-        labels = label_matrix(data_root / config.ANNOTATION_DIR / f'soft_labels_{scene}' / f'{stem}.txt', len(mbe))
+        labels = label_matrix(utils.annotation_path(data_root, file_id), len(mbe))
         np.savez(out_dir / f'{name}_soft.npz', labels)
 
     def stacked(ids, suffix):
-        return np.concatenate([np.load(out_dir / f'{i.split("/")[-1]}{suffix}.npz')['arr_0'] for i in ids], 0)
+        return np.concatenate([np.load(out_dir / f'{utils.file_stem(i)}{suffix}.npz')['arr_0'] for i in ids], 0)
 
     for fold in range(1, config.N_FOLDS + 1):
         part = {p: pd.read_csv(Path(folds_dir) / f'fold{fold}_{p}.csv')['filename'].tolist()
@@ -96,13 +97,13 @@ def extract(data_root, folds_dir, out_dir):
         X_val = scaler.transform(stacked(part['val'], ''))
         np.savez(out_dir / f'merged_mbe_fold{fold}.npz', X_train, X_val)
         for file_id in part['test']:
-            name = file_id.split('/')[-1]
+            name = utils.file_stem(file_id)
             x = scaler.transform(np.load(out_dir / f'{name}.npz')['arr_0'])
             np.savez(out_dir / f'test_{name}_fold{fold}.npz', x)
         np.savez(out_dir / f'merged_lab_soft_fold{fold}.npz', stacked(part['train'], '_soft'),
                  stacked(part['val'], '_soft'))
         for file_id in part['test']:
-            name = file_id.split('/')[-1]
+            name = utils.file_stem(file_id)
             np.savez(out_dir / f'lab_soft_{name}_fold{fold}.npz', np.load(out_dir / f'{name}_soft.npz')['arr_0'])
     return len(files)
 
@@ -187,7 +188,7 @@ def validate(model, loader):
             metrics.evaluate(reference_event_list=event_list(y.reshape(-1, len(config.CLASSES)).numpy()),
                              estimated_event_list=event_list(out.reshape(-1, len(config.CLASSES)).numpy()))
         loss = float(total / len(loader))
-    metrics.overall_error_rate()
+    metrics.overall_error_rate()                  # the original computes both for its log line
     metrics.overall_f_measure()
     return loss
 
