@@ -17,7 +17,10 @@ does not count for another:
   fold's test files, whole, with their score files); peak memory of the training process (ru_maxrss) and the
   /proc tree peak;
 - original (unless --skip-original): the same extraction and the same fold's epochs done the way the original
-  baseline did them (benchmark_original.py), timed the same way, and how many times faster ours is.
+  baseline did them (benchmark_original.py), timed the same way, and how many times faster ours is;
+- convolutions (with training): the CRNN's three convolutions alone on the fold's batches, in our layout, forward
+  and backward as training runs them, forward for validation. The original calls the same torch kernels, so the
+  original's epoch over this time bounds how much faster than the original any epoch built on them can be.
 Prints a table and writes --json (atomically); records torch version, threads, CPU, LD_PRELOAD.
 """
 import argparse
@@ -44,7 +47,7 @@ import extract_features
 import runtime
 import task4b
 import utils
-from data_generator import load_fold_tensors
+from data_generator import load_fold_tensors, sequence_batches
 from model import build_model
 
 # -----------------------------------------------------------------------------
@@ -120,11 +123,12 @@ def epoch_times(train_s, val_s):
             'epoch_median_s': statistics.median(t + v for t, v in zip(train_s, val_s))}
 
 
-def phase_train(workdir, device, epochs, fold, malloc, result):
-    def sync():
-        if device == 'cuda':
-            torch.cuda.synchronize()
+def sync(device):
+    if device == 'cuda':
+        torch.cuda.synchronize()
 
+
+def phase_train(workdir, device, epochs, fold, malloc, result):
     tuned = runtime.keep_freed_memory() if malloc == 'kept' else False
     loss_kind = config.LOSS
     data = load_fold_tensors(workdir, fold, device)
@@ -138,10 +142,10 @@ def phase_train(workdir, device, epochs, fold, malloc, result):
         start = time.perf_counter()
         losses = task4b.train_one_epoch(model, optimizer, data['X_train'], data['Y_train'], generator, loss_kind)
         float(losses.mean())
-        sync()
+        sync(device)
         middle = time.perf_counter()
         task4b.validate(model, data['X_val'], data['Y_val'], data['val_reference'], loss_kind)
-        sync()
+        sync(device)
         train_s.append(middle - start)
         val_s.append(time.perf_counter() - middle)
 
@@ -166,6 +170,56 @@ def phase_train(workdir, device, epochs, fold, malloc, result):
         out['cuda_max_allocated_bytes'] = torch.cuda.max_memory_allocated()
         out['cuda_device'] = torch.cuda.get_device_name()
     utils.write_json_atomic(result, out)
+
+
+def phase_convs(workdir, device, epochs, fold, result):
+    runtime.keep_freed_memory()
+    task4b.seed_everything(config.SEED, device)
+    data = load_fold_tensors(workdir, fold, device)
+    convs = [block.conv for block in build_model(device).conv_blocks]
+    frames, bands = data['X_train'].shape[1], [config.N_MELS]
+    for pool in config.POOL_SIZES[:-1]:
+        bands.append(bands[-1] // pool)             # each conv's input bands: 64, 12, 6
+    train_sizes = [len(x) for x in sequence_batches(data['X_train'], config.BATCH_SIZE)]
+    val_sizes = [len(x) for x in sequence_batches(data['X_val'], config.BATCH_SIZE)]
+    del data
+    layouts = {'channels_last': torch.channels_last, 'contiguous': torch.contiguous_format}
+
+    def tensors(size, layout, training):
+        """(conv, input, output gradient) of each conv for `size` sequences; conv 1's input (the features) needs
+        no gradient."""
+        out = []
+        for i, (conv, n) in enumerate(zip(convs, bands)):
+            x = torch.randn(size, conv.in_channels, frames, n, device=device).contiguous(memory_format=layout)
+            grad = None
+            if training:
+                grad = torch.randn(size, conv.out_channels, frames, n, device=device).contiguous(memory_format=layout)
+            out.append((conv, x.requires_grad_(training and i > 0), grad))
+        return out
+
+    # one set per batch size and layout, made before the timing (sizes repeat: 32, ..., the remainder)
+    made = {(size, name, training): tensors(size, layout, training) for name, layout in layouts.items()
+            for training, sizes in ((True, train_sizes), (False, val_sizes)) for size in set(sizes)}
+    times = {layout: ([], []) for layout in layouts}
+    for _ in range(epochs):
+        for layout, (train_s, val_s) in times.items():      # the layouts alternate: the same load for both
+            for conv in convs:
+                conv.to(memory_format=layouts[layout])
+            start = time.perf_counter()
+            for size in train_sizes:
+                for conv, x, grad in made[size, layout, True]:
+                    conv.zero_grad(set_to_none=True)
+                    conv(x).backward(grad)
+            sync(device)
+            middle = time.perf_counter()
+            with torch.inference_mode():
+                for size in val_sizes:
+                    for conv, x, _ in made[size, layout, False]:
+                        conv(x)
+            sync(device)
+            train_s.append(middle - start)
+            val_s.append(time.perf_counter() - middle)
+    utils.write_json_atomic(result, {'fold': fold, **{layout: epoch_times(*t) for layout, t in times.items()}})
 
 
 def phase_original_extract(data_root, result):
@@ -249,6 +303,20 @@ def table(report):
             rows.append((f'  ours [{name}] is faster by', f'{o["epoch_median_s"] / t["epoch_median_s"]:.2f}x per '
                          f'epoch (training {o["train_epoch_median_s"] / t["train_epoch_median_s"]:.2f}x, '
                          f'validation {o["val_pass_median_s"] / t["val_pass_median_s"]:.2f}x)'))
+    if 'convs' in report:
+        c = report['convs']
+        rows.append((f'convolutions alone fold {c["fold"]}', 'the 3 convolutions of the epoch, forward and backward'))
+        for layout in ('channels_last', 'contiguous'):
+            t = c[layout]
+            rows.append((f'  {layout}', f'{t["epoch_median_s"]:.2f} s per epoch (training '
+                         f'{t["train_epoch_median_s"]:.2f} s, validation {t["val_pass_median_s"]:.2f} s)'))
+        fastest = min(c['channels_last']['epoch_median_s'], c['contiguous']['epoch_median_s'])
+        for name, t in report.get('training', {}).items():
+            rows.append((f'  share of ours [{name}]', f'{100 * fastest / t["epoch_median_s"]:.0f}% of the epoch '
+                         f'(the faster layout)'))
+        if 'training' in original:
+            rows.append(('  ceiling on these kernels', f'{original["training"]["epoch_median_s"] / fastest:.2f}x the '
+                         f'original per epoch (it runs the same convolutions, and all the rest)'))
     width = max(len(r[0]) for r in rows)
     m = report['machine']
     head = (f'torch {m["torch"]}, {m["torch_threads"]} threads, {m["cpu"]} ({m["cpu_count"]} CPUs), device '
@@ -272,7 +340,7 @@ def main(argv=None):
     parser.add_argument('--skip-training', action='store_true')
     parser.add_argument('--skip-original', action='store_true', help="don't time the original's way")
     parser.add_argument('--json', type=Path, help='write the results here (atomically)')
-    parser.add_argument('--phase', choices=['extract', 'train', 'original-extract', 'original-train'],
+    parser.add_argument('--phase', choices=['extract', 'train', 'convs', 'original-extract', 'original-train'],
                         help=argparse.SUPPRESS)
     parser.add_argument('--result', type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -280,6 +348,8 @@ def main(argv=None):
         return phase_extract(args.data_root, args.result)
     if args.phase == 'train':
         return phase_train(args.workdir, args.device, args.epochs, args.fold, args.malloc[0], args.result)
+    if args.phase == 'convs':
+        return phase_convs(args.workdir, args.device, args.epochs, args.fold, args.result)
     if args.phase == 'original-extract':
         return phase_original_extract(args.data_root, args.result)
     if args.phase == 'original-train':
@@ -297,6 +367,8 @@ def main(argv=None):
             result, peak = run_child(['--phase', 'train', '--workdir', str(args.workdir), '--device', args.device,
                                       '--epochs', str(args.epochs), '--fold', str(args.fold), '--malloc', malloc])
             report['training'][malloc] = dict(result, tree_peak_bytes=peak)
+        report['convs'], _ = run_child(['--phase', 'convs', '--workdir', str(args.workdir), '--device', args.device,
+                                        '--epochs', str(args.epochs), '--fold', str(args.fold)])
     if not args.skip_original and args.device == 'cpu':
         report['original'] = {}
         if not args.skip_extraction:
