@@ -104,6 +104,15 @@ def max_rss_bytes(who):
 # -----------------------------------------------------------------------------
 # The parts (child processes)
 
+def timed(work, device):
+    """Wall seconds of work(), the GPU's queue included."""
+    start = time.perf_counter()
+    work()
+    if device == 'cuda':
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
 def phase_extract(data_root, result):
     with tempfile.TemporaryDirectory() as workdir:
         start = time.perf_counter()
@@ -123,11 +132,6 @@ def epoch_times(train_s, val_s):
             'epoch_median_s': statistics.median(t + v for t, v in zip(train_s, val_s))}
 
 
-def sync(device):
-    if device == 'cuda':
-        torch.cuda.synchronize()
-
-
 def phase_train(workdir, device, epochs, fold, malloc, result):
     tuned = runtime.keep_freed_memory() if malloc == 'kept' else False
     loss_kind = config.LOSS
@@ -139,23 +143,16 @@ def phase_train(workdir, device, epochs, fold, malloc, result):
 
     train_s, val_s = [], []
     for _ in range(epochs):                            # task4b's own epoch and validation, without the records
-        start = time.perf_counter()
-        losses = task4b.train_one_epoch(model, optimizer, data['X_train'], data['Y_train'], generator, loss_kind)
-        float(losses.mean())
-        sync(device)
-        middle = time.perf_counter()
-        task4b.validate(model, data['X_val'], data['Y_val'], data['val_reference'], loss_kind)
-        sync(device)
-        train_s.append(middle - start)
-        val_s.append(time.perf_counter() - middle)
+        train_s.append(timed(lambda: float(task4b.train_one_epoch(
+            model, optimizer, data['X_train'], data['Y_train'], generator, loss_kind).mean()), device))
+        val_s.append(timed(lambda: task4b.validate(
+            model, data['X_val'], data['Y_val'], data['val_reference'], loss_kind), device))
 
     test_frames = sum(len(x) for x in data['X_test'])
     test_s = []
     for _ in range(3):
         with tempfile.TemporaryDirectory() as run_dir:
-            start = time.perf_counter()
-            task4b.write_test_scores(model, data, run_dir, loss_kind)
-            test_s.append(time.perf_counter() - start)
+            test_s.append(timed(lambda: task4b.write_test_scores(model, data, run_dir, loss_kind), device))
     test_hours = test_frames * config.FRAME_SECONDS / 3600
     out = {
         'fold': fold, 'malloc': malloc, 'malloc_tuned': tuned, 'train_sequences': len(data['X_train']),
@@ -200,25 +197,26 @@ def phase_convs(workdir, device, epochs, fold, result):
     # one set per batch size and layout, made before the timing (sizes repeat: 32, ..., the remainder)
     made = {(size, name, training): tensors(size, layout, training) for name, layout in layouts.items()
             for training, sizes in ((True, train_sizes), (False, val_sizes)) for size in set(sizes)}
+
+    def train(layout):
+        for size in train_sizes:
+            for conv, x, grad in made[size, layout, True]:
+                conv.zero_grad(set_to_none=True)
+                conv(x).backward(grad)
+
+    @torch.inference_mode()
+    def validate(layout):
+        for size in val_sizes:
+            for conv, x, _ in made[size, layout, False]:
+                conv(x)
+
     times = {layout: ([], []) for layout in layouts}
     for _ in range(epochs):
         for layout, (train_s, val_s) in times.items():      # the layouts alternate: the same load for both
             for conv in convs:
                 conv.to(memory_format=layouts[layout])
-            start = time.perf_counter()
-            for size in train_sizes:
-                for conv, x, grad in made[size, layout, True]:
-                    conv.zero_grad(set_to_none=True)
-                    conv(x).backward(grad)
-            sync(device)
-            middle = time.perf_counter()
-            with torch.inference_mode():
-                for size in val_sizes:
-                    for conv, x, _ in made[size, layout, False]:
-                        conv(x)
-            sync(device)
-            train_s.append(middle - start)
-            val_s.append(time.perf_counter() - middle)
+            train_s.append(timed(lambda: train(layout), device))
+            val_s.append(timed(lambda: validate(layout), device))
     utils.write_json_atomic(result, {'fold': fold, **{layout: epoch_times(*t) for layout, t in times.items()}})
 
 
