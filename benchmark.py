@@ -18,8 +18,8 @@ does not count for another:
   /proc tree peak;
 - original (unless --skip-original): the same extraction and the same fold's epochs done the way the original
   baseline did them (benchmark_original.py), timed the same way, and how many times faster ours is;
-- convolutions (with training): the CRNN's three convolutions alone on the fold's batches, in our layout, forward
-  and backward as training runs them, forward for validation. The original calls the same torch kernels, so the
+- convolutions (with training): the CRNN's three convolutions alone on the fold's batches, in both memory layouts
+  (channels-last and torch's default), forward and backward as training runs them, forward for validation. The original calls the same torch kernels, so the
   original's epoch over this time bounds how much faster than the original any epoch built on them can be.
 Prints a table and writes --json (atomically); records torch version, threads, CPU, LD_PRELOAD.
 """

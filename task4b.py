@@ -108,7 +108,7 @@ def seed_everything(seed, device):
     if torch.device(device).type == 'cpu':
         torch.use_deterministic_algorithms(True)
         # deterministic mode also fills every new tensor with NaN before a kernel writes it, a debugging aid that
-        # costs a pass over each 105 MB activation of conv 1 per step (about 2.5% of a full-scale epoch here)
+        # costs a pass over each 210 MB activation of conv 1 per step (about 2.5% of a full-scale epoch here)
         # and changes no number, since every kernel writes its whole output (tests/test_speed.py)
         torch.utils.deterministic.fill_uninitialized_memory = False
 

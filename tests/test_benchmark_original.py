@@ -47,7 +47,7 @@ def test_rebuilt_extraction_gives_our_features_and_targets(demo_root, tmp_path):
     assert benchmark_original.extract(demo_root, config.FOLDS_DIR, tmp_path) == 49
     file_ids = pd.read_csv(config.DEVELOPMENT_SPLIT)['filename']
     for file_id in file_ids[:5]:
-        name = file_id.split('/')[-1]
+        name = utils.file_stem(file_id)
         mbe = np.load(tmp_path / f'{name}.npz')['arr_0']
         ours = extract_features.compute_mel_features(extract_features.read_audio(utils.audio_path(demo_root, file_id)))
         assert mbe.shape == ours.shape
@@ -59,5 +59,5 @@ def test_rebuilt_extraction_gives_our_features_and_targets(demo_root, tmp_path):
         np.testing.assert_array_equal(np.minimum(labels, 1.0), targets)
     merged = np.load(tmp_path / 'merged_mbe_fold1.npz')
     train_ids = pd.read_csv(config.FOLDS_DIR / 'fold1_train.csv')['filename']
-    assert merged['arr_0'].shape[0] == sum(len(np.load(tmp_path / f'{i.split("/")[-1]}.npz')['arr_0']) for i in train_ids)
+    assert merged['arr_0'].shape[0] == sum(len(np.load(tmp_path / f'{utils.file_stem(i)}.npz')['arr_0']) for i in train_ids)
     np.testing.assert_allclose(merged['arr_0'].mean(axis=0), 0, atol=1e-6)
