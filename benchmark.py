@@ -42,6 +42,7 @@ import torch
 # part (measured; its import time is not timed), beside its peak of 1.17 GiB (README, Speed)
 import benchmark_original
 import config
+import experiment
 import evaluate
 import extract_features
 import runtime
@@ -80,7 +81,8 @@ def run_child(args, env=None, interval=0.02):
     """Run this script with `args` as a child, sampling its tree's resident memory -> (result dict, peak bytes)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / 'result.json'
-        process = subprocess.Popen([sys.executable, __file__, *args, '--result', str(out)], env=env)
+        process = subprocess.Popen([sys.executable, __file__, *args, *experiment.command_args(), '--result', str(out)],
+                                   env=env)
         peak, done = [0], threading.Event()
 
         def sample():
@@ -322,7 +324,7 @@ def table(report):
     return '\n'.join([head] + [f'{a:<{width}}  {b}' for a, b in rows])
 
 
-@utils.command
+@utils.command(workdir='uses')
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--data-root', type=Path, default=config.DATA_ROOT, help='audio and annotations')
@@ -341,6 +343,7 @@ def main(argv=None):
     parser.add_argument('--phase', choices=['extract', 'train', 'convs', 'original-extract', 'original-train'],
                         help=argparse.SUPPRESS)
     parser.add_argument('--result', type=Path, help=argparse.SUPPRESS)
+    experiment.add_options(parser)
     args = parser.parse_args(argv)
     if args.phase == 'extract':
         return phase_extract(args.data_root, args.result)

@@ -22,6 +22,7 @@ Outputs: the tables on screen, OUT/comparison.md, OUT/comparison.json and OUT/pe
 ./comparison).
 """
 import argparse
+import difflib
 import json
 import os
 import shlex
@@ -42,10 +43,11 @@ from sed_scores_eval.segment_based import auroc, best_fscore  # noqa: E402
 from sed_scores_eval.segment_based.intermediate_statistics import intermediate_statistics_deltas  # noqa: E402
 
 import config  # noqa: E402
+import experiment  # noqa: E402
 import evaluate  # noqa: E402
 import utils  # noqa: E402
 from evaluate import HEADLINE, format_metric  # noqa: E402
-from runs import read_settings, record_differences, select_runs  # noqa: E402
+from runs import CODE_COPY, read_settings, record_differences, select_runs  # noqa: E402
 from utils import DataError  # noqa: E402
 
 MIN_RUNS = 3                 # fewer runs on a side: too few samples for a test over runs; the files are the samples
@@ -53,12 +55,16 @@ CONFIDENCE = 0.95
 JOBS = os.cpu_count() or 1   # processes of the bootstrap
 BOOTSTRAP = 1000             # resamples of the paired bootstrap (49 demo files, 1 run a side: 40 s of CPU time)
 CLASS_KINDS = {'F': 'F (threshold 0.5)', 'F1_thop': 'F1_thop'}
+SCORING = ('HARD_CLASSES', 'SEGMENT_LENGTH', 'PAUC_MAX_FPR')   # A and B must agree: what their metrics are over
 A_COLOUR, B_COLOUR, MARK_COLOUR = '#0072B2', '#E69F00', '#D55E00'   # Okabe-Ito blue, orange, vermillion
 
 
 def load_side(workdir, runs):
-    """A workdir's runs of one record -> {'workdir', 'run_dirs', 'record', 'metrics' (metrics.json per run)}."""
+    """A workdir's runs of one record -> {'workdir', 'run_dirs', 'record', 'metrics' (metrics.json per run),
+    'scoring' (the settings its metrics are computed with, from its experiment)}."""
     run_dirs, record = select_runs(workdir, runs)
+    with experiment.of_workdir(workdir):
+        scoring = {name: getattr(config, name) for name in SCORING}
     metrics = []
     for run_dir in run_dirs:
         path = Path(run_dir) / 'metrics.json'
@@ -70,7 +76,8 @@ def load_side(workdir, runs):
         if metrics[-1].get('record_id', 'unknown') != read_settings(run_dir)['record_id']:
             raise DataError(f"{path}: scored before the run's current settings; "
                             f'run: python evaluate.py --workdir {shlex.quote(str(workdir))}')
-    return {'workdir': Path(workdir), 'run_dirs': [Path(d) for d in run_dirs], 'record': record, 'metrics': metrics}
+    return {'workdir': Path(workdir), 'run_dirs': [Path(d) for d in run_dirs], 'record': record, 'metrics': metrics,
+            'scoring': scoring}
 
 
 def run_value(metrics, key):
@@ -194,8 +201,11 @@ def _side_values(sides, keys, draws):
 def paired_bootstrap(side_a, side_b, stems, keys, n_resamples, seed):
     """{key: test} of the paired bootstrap over the files `stems`, with each side's observed values (mean over
     its runs, on all the files)."""
-    sides = [[file_statistics(side['workdir'], d, stems, m['F1_thop_time_decimals'])
-              for d, m in zip(side['run_dirs'], side['metrics'])] for side in (side_a, side_b)]
+    sides = []
+    for side in (side_a, side_b):
+        with experiment.of_workdir(side['workdir']):          # each side post-processed as its experiment says
+            sides.append([file_statistics(side['workdir'], d, stems, m['F1_thop_time_decimals'])
+                          for d, m in zip(side['run_dirs'], side['metrics'])])
     observed = _side_values(sides, keys, [np.ones(len(stems), dtype=int)])[0]
     # sed_scores_eval's bootstrap_from_deltas leaves a fifth of the files out at a time (no draws with replacement),
     # so only its confidence_interval is used; the draws are counts per file, (resamples, files)
@@ -209,8 +219,31 @@ def paired_bootstrap(side_a, side_b, stems, keys, n_resamples, seed):
                 **bootstrap_test(observed[1, i] - observed[0, i], differences[:, i])} for i, k in enumerate(keys)}
 
 
+def code_differences(side_a, side_b, differences):
+    """{file name: unified diff} of the files whose code fingerprint differs between the records of A and B, from
+    the copies of the code in the first run of each side."""
+    diffs = {}
+    for key, _, _ in differences:
+        if '.code.' not in key:
+            continue
+        name = key.split('.code.', 1)[1]
+        texts = []
+        for side in (side_a, side_b):
+            path = side['run_dirs'][0] / CODE_COPY / name
+            texts.append(path.read_text().splitlines(keepends=True) if path.is_file() else None)
+        diffs[name] = '' if None in texts else ''.join(difflib.unified_diff(
+            texts[0], texts[1], f"A/{side_a['run_dirs'][0].name}/{name}", f"B/{side_b['run_dirs'][0].name}/{name}"))
+    return diffs
+
+
 def compare(side_a, side_b, n_resamples=BOOTSTRAP, seed=0):
-    """The comparison: settings that differ, method, and a test per headline metric and per class and kind."""
+    """The comparison: settings that differ, the code that differs, method, and a test per headline metric and per
+    class and kind."""
+    for name in SCORING:
+        if side_a['scoring'][name] != side_b['scoring'][name]:
+            raise DataError(f"{side_a['workdir']} and {side_b['workdir']} score over other {name} "
+                            f"({side_a['scoring'][name]!r} vs {side_b['scoring'][name]!r}): their metrics do not "
+                            f'compare; give both experiments the same {name}')
     keys = HEADLINE + [(kind, c) for kind in CLASS_KINDS for c in config.HARD_CLASSES]
     n_a, n_b = len(side_a['run_dirs']), len(side_b['run_dirs'])
     if min(n_a, n_b) >= MIN_RUNS:
@@ -232,6 +265,7 @@ def compare(side_a, side_b, n_resamples=BOOTSTRAP, seed=0):
     return {'a': {'workdir': str(side_a['workdir']), 'runs': [d.name for d in side_a['run_dirs']]},
             'b': {'workdir': str(side_b['workdir']), 'runs': [d.name for d in side_b['run_dirs']]},
             'settings_differ': [{'setting': k, 'a': a, 'b': b} for k, a, b in differ],
+            'code_differs': code_differences(side_a, side_b, differ),
             'method': method, 'note': note,
             'metrics': {k: tests[k] for k in HEADLINE},
             'per_class': {c: {kind: tests[kind, c] for kind in CLASS_KINDS} for c in config.HARD_CLASSES}}
@@ -251,6 +285,9 @@ def comparison_markdown(result):
              'Settings that differ (A vs B):']
     lines += ([f"- {d['setting']}: {d['a']!r} vs {d['b']!r}" for d in result['settings_differ']]
               or ['- no setting differs'])
+    for name, diff in result['code_differs'].items():
+        lines += ['', f'Code of {name} that differs (A vs B, from the runs\' copies in runs/run*/{CODE_COPY}/):', '',
+                  '```diff', *(diff.splitlines() or ['(no copy of it in one of the runs)']), '```']
     if result['note']:
         lines += ['', f"Note: {result['note']}."]
     lines += ['', '| metric | A | B | B - A | 95% interval | p | method |', '| --- |' + ' --- |' * 6]
@@ -311,6 +348,7 @@ def main(argv=None):
     parser.add_argument('--seed', type=int, default=0, help='seed of the bootstrap draws (default: %(default)s)')
     parser.add_argument('--bootstrap', type=int, default=BOOTSTRAP,
                         help='resamples of the paired bootstrap (default: %(default)s)')
+    experiment.add_options(parser)
     args = parser.parse_args(argv)
     if args.bootstrap < 1:
         raise DataError(f'--bootstrap {args.bootstrap}: expected at least 1 resample')

@@ -1,8 +1,8 @@
-"""Every parameter of the DCASE2023 Task 4B baseline, in one place.
+"""Every parameter of the DCASE2023 Task 4B baseline, in one place: the defaults.
 
-Edit this file to try an idea; the scripts take their defaults from here and
-their command-line flags override only paths and per-run choices.
-The method behind each group of values is described in docs/method.md.
+An idea is tried without editing this file: an experiment file that assigns some of these names
+(`--config experiments/hard_targets.py`) or `--set NAME=VALUE`, on any script (experiment.py); a workdir keeps
+the experiment it was made with. The method behind each group of values is described in docs/method.md.
 """
 from pathlib import Path
 
@@ -48,8 +48,6 @@ HARD_CLASSES = [                                     # the 11 classes that are e
     'birds_singing', 'car', 'people talking', 'footsteps', 'children voices', 'wind_blowing',
     'brakes_squeaking', 'large_vehicle', 'cutlery and dishes', 'metro approaching', 'metro leaving',
 ]
-# model outputs -> the 11 evaluated (every script refuses a class missing from CLASSES: utils.check_config)
-HARD_INDEX = [CLASSES.index(c) for c in HARD_CLASSES if c in CLASSES]
 AUDIO_SUBTYPE = 'PCM_24'                             # the real recordings are 24-bit PCM WAV (soundfile subtype)
 HARD_LABEL_THRESHOLD = 0.5                           # hard label: active where soft > this
 ANNOTATION_RESOLUTION = 1.0                          # s, one soft value per second and class
@@ -76,7 +74,6 @@ FMIN = 50.0                                          # Hz
 FMAX = 14000.0                                       # Hz
 LOG_MEL = False                                      # the reference feeds linear mel magnitudes
 LOG_OFFSET = 1e-8                                    # log(mel + LOG_OFFSET) when LOG_MEL
-FRAME_SECONDS = HOP_LENGTH / SAMPLE_RATE if SAMPLE_RATE else 0.0   # 0.2 s per frame (a rate of 0: utils.check_config)
 SEQUENCE_LENGTH = 200                                # frames per training/validation sequence (40 s)
 FEATURE_JOBS = 2                                     # processes for extraction (math libraries capped at 1 thread each)
 
@@ -149,3 +146,16 @@ PUBLISHED_PROTOCOL = {
     'OUTPUT_BIAS_INIT': 'torch', 'LEARNING_RATE': 1e-3, 'ADAM_BETAS': [0.9, 0.999], 'ADAM_EPS': 1e-8, 'BATCH_SIZE': 32,
     'LR_DECAY_PATIENCE': 0.3, 'LR_DECAY_FACTOR': 10.0, 'EARLY_STOP_PATIENCE': 0.6,
 }
+
+
+# -----------------------------------------------------------------------------
+# Derived from the values above; derived again when an experiment overrides them (experiment.py)
+
+def derive():
+    global HARD_INDEX, FRAME_SECONDS
+    # model outputs -> the 11 evaluated (every script refuses a class missing from CLASSES: utils.check_config)
+    HARD_INDEX = [CLASSES.index(c) for c in HARD_CLASSES if c in CLASSES]
+    FRAME_SECONDS = HOP_LENGTH / SAMPLE_RATE if SAMPLE_RATE else 0.0   # 0.2 s per frame (a rate of 0: utils.check_config)
+
+
+derive()

@@ -37,6 +37,7 @@ import soundfile
 from tqdm import tqdm
 
 import config
+import experiment
 import utils
 
 # -----------------------------------------------------------------------------
@@ -324,8 +325,10 @@ def check_file_ids(file_ids):
                                   f'{", ".join(config.SCENES)}')
 
 
-def generate_demo_dataset(out_dir, scale=config.DEMO_SCALE, seed=config.DEMO_SEED, file_ids=None, progress=True):
-    """Write the demo data set (MAESTRO Real's layout) under `out_dir`; returns the file ids written."""
+def generate_demo_dataset(out_dir, scale=None, seed=None, file_ids=None, progress=True):
+    """Write the demo data set (MAESTRO Real's layout) under `out_dir` (scale, seed: default config's); returns the
+    file ids written."""
+    scale, seed = config.DEMO_SCALE if scale is None else scale, config.DEMO_SEED if seed is None else seed
     file_ids = list(file_ids) if file_ids is not None else utils.development_file_ids()
     check_file_ids(file_ids)
     if not scale > 0:
@@ -355,6 +358,7 @@ def main(argv=None):
                         help=f'random seed; the same seed gives the same bytes (default {config.DEMO_SEED})')
     parser.add_argument('--files', nargs='+', metavar='ID', default=None,
                         help='only these file ids, e.g. cafe_restaurant/cafe_restaurant_07 (default: all 49)')
+    experiment.add_options(parser)
     args = parser.parse_args(argv)
     start = time.time()
     file_ids = generate_demo_dataset(args.out, args.scale, args.seed, args.files)

@@ -33,11 +33,11 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 import config
+import experiment
 import utils
 
 CHUNK = 1 << 20           # bytes per read and per md5 update
 TIMEOUT = 60              # s without data before a download is abandoned (run again to resume)
-DATA_FOLDERS = (config.AUDIO_DIR, config.ANNOTATION_DIR)
 
 
 def archive_url(url_base, record, name):
@@ -107,10 +107,9 @@ def archive_members(archive):
     for info, p in zip(members, parts):
         if info.filename.startswith('/') or '..' in p:
             raise utils.DataError(f'{archive.filename}: unsafe path {info.filename!r} in the archive')
-    tops = {p[0] for p in parts}
+    tops, data_folders = {p[0] for p in parts}, {config.AUDIO_DIR, config.ANNOTATION_DIR}
     # e.g. MAESTRO_Real/development_audio/... -> development_audio/...
-    wrapped = len(tops) == 1 and not tops & set(DATA_FOLDERS) and any(
-        len(p) > 2 and p[1] in DATA_FOLDERS for p in parts)
+    wrapped = len(tops) == 1 and not tops & data_folders and any(len(p) > 2 and p[1] in data_folders for p in parts)
     return [(info, PurePosixPath(*(p[1:] if wrapped else p))) for info, p in zip(members, parts)]
 
 
@@ -130,7 +129,7 @@ def done_marker(data_root, name):
     return Path(data_root) / f'.{name}.done'
 
 
-def download_archive(name, record, md5, data_root, url_base=config.ZENODO_URL, keep_archive=False, progress=True):
+def download_archive(name, record, md5, data_root, url_base=None, keep_archive=False, progress=True):
     """Download, verify and unpack one archive; returns False when it was already there."""
     data_root = Path(data_root)
     marker = done_marker(data_root, name)
@@ -141,7 +140,7 @@ def download_archive(name, record, md5, data_root, url_base=config.ZENODO_URL, k
     path = data_root / name
     if not path.is_file():                 # an archive kept from an earlier run is reused
         part = data_root / f'{name}.part'
-        fetch(archive_url(url_base, record, name), part, progress)
+        fetch(archive_url(url_base or config.ZENODO_URL, record, name), part, progress)
         part.replace(path)
     verify_md5(path, md5)
     n_files = unpack(path, data_root)
@@ -152,7 +151,7 @@ def download_archive(name, record, md5, data_root, url_base=config.ZENODO_URL, k
     return True
 
 
-def download_archives(archives, data_root, url_base=config.ZENODO_URL, keep_archives=False, progress=True):
+def download_archives(archives, data_root, url_base=None, keep_archives=False, progress=True):
     """Every archive of `archives` ({name: (Zenodo record, md5)}); returns the names downloaded now."""
     return [name for name, (record, md5) in archives.items()
             if download_archive(name, record, md5, data_root, url_base, keep_archives, progress)]
@@ -172,6 +171,7 @@ def main(argv=None):
                              f'(default {config.ZENODO_URL})')
     parser.add_argument('--keep-archives', action='store_true',
                         help='keep the zip files after unpacking (default: delete them)')
+    experiment.add_options(parser)
     args = parser.parse_args(argv)
     archives = dict(config.DEVELOPMENT_ARCHIVES)
     if args.evaluation:

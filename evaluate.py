@@ -44,6 +44,7 @@ import sed_scores_eval  # noqa: E402
 from sed_scores_eval.base_modules.scores import create_score_dataframe, validate_score_dataframe  # noqa: E402
 
 import config  # noqa: E402
+import experiment  # noqa: E402
 import utils  # noqa: E402
 from post_processing import clean_events, events_from_activity, hard_labels, post_process_events  # noqa: E402
 from runs import (TRAIN_HINT, check_scores_folder, finished_files, protocol_differences, protocol_label,  # noqa: E402
@@ -154,8 +155,10 @@ def frame_timestamps(n_frames):
     return np.arange(n_frames + 1) * config.HOP_LENGTH / config.SAMPLE_RATE
 
 
-def write_score_file(path, frame_scores, classes=config.HARD_CLASSES):
-    """Frame scores (frames, len(classes)) -> sed_scores_eval TSV (onset, offset, one column per class), atomically."""
+def write_score_file(path, frame_scores, classes=None):
+    """Frame scores (frames, len(classes)) -> sed_scores_eval TSV (onset, offset, one column per class, default
+    config.HARD_CLASSES), atomically."""
+    classes = config.HARD_CLASSES if classes is None else classes
     frame_scores = np.asarray(frame_scores, dtype=np.float64)
     if frame_scores.ndim != 2 or frame_scores.shape[1] != len(classes):
         raise ValueError(f'{path}: scores of shape {frame_scores.shape}, expected (frames, {len(classes)})')
@@ -309,7 +312,7 @@ def folds_dir_of_features(workdir):
         return config.FOLDS_DIR
 
 
-def evaluate_scores(scores_dir, workdir=config.WORKDIR, file_stems=None, timeline=None, folds_dir=None,
+def evaluate_scores(scores_dir, workdir=None, file_stems=None, timeline=None, folds_dir=None,
                     time_decimals=None):
     """Every metric for the score files of a folder -> dict (F1 in percent, ER and pAUC fractions).
 
@@ -320,6 +323,7 @@ def evaluate_scores(scores_dir, workdir=config.WORKDIR, file_stems=None, timelin
     """
     timeline = timeline or config.TIMELINE
     time_decimals = config.F1_THOP_TIME_DECIMALS if time_decimals is None else time_decimals
+    workdir = config.WORKDIR if workdir is None else workdir
     metadata = Path(workdir) / config.METADATA_DIR
     durations = read_durations(metadata / config.DURATIONS_FILE)
     events = read_ground_truth(metadata / config.GT_FILE)
@@ -498,7 +502,7 @@ def write_results(json_path, summary):
     utils.write_text_atomic(json_path.with_suffix('.md'), results_table_markdown(summary))
 
 
-@utils.command
+@utils.command(workdir='uses')
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -517,6 +521,7 @@ def main(argv=None):
     parser.add_argument('--time-decimals', type=int, default=config.F1_THOP_TIME_DECIMALS,
                         help="F1_thop's best_fscore(time_decimals=...): 30 as the challenge called it, 6 the "
                              'library default (default: %(default)s)')
+    experiment.add_options(parser)
     args = parser.parse_args(argv)
     if args.scores is not None:
         check_scores_folder(args.workdir, args.scores)

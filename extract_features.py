@@ -37,6 +37,7 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 import config
+import experiment
 import post_processing
 import utils
 from utils import DataError
@@ -46,6 +47,8 @@ READ_BLOCK = 1 << 18           # audio frames read at once (keeps peak memory at
 EPS_FRAMES = 1e-6              # 1.2 / 0.2 is 5.999999999999999 in floating point: nudge before floor/ceil
 ANNOTATION_COLUMNS = ['onset', 'offset', 'event_label', 'soft']
 MANIFEST = 'manifest.json'
+# the code the files depend on, recorded by its fingerprint (utils.code_fingerprint: comments and docstrings aside)
+CODE = ('extract_features.py', 'post_processing.py')
 
 
 def feature_params():
@@ -473,7 +476,7 @@ def extract(data_root, workdir, folds_dir=None, jobs=None, split_file=None):
         _save_npz(features_dir(workdir) / f'fold{fold}.npz', **build_fold(features, targets, parts))
     write_metadata(workdir, file_ids, targets, durations)
     utils.write_json_atomic(manifest_path, {
-        'params': feature_params(),
+        'params': feature_params(), 'code': utils.code_record(CODE),
         'dataset': 'demo' if (data_root / config.DEMO_MARKER).is_file() else 'MAESTRO Real',
         'data_root': str(data_root.resolve()), 'folds_dir': str(folds_dir.resolve()),
         'split_file': str(split_file.resolve()), 'folds_sha256': utils.folds_sha256(folds_dir),
@@ -493,8 +496,8 @@ def read_manifest(workdir):
     except (OSError, ValueError):
         raise DataError(f'{manifest_path}: features not extracted yet; run: python extract_features.py '
                         f'--data-root DIR --workdir {shlex.quote(str(workdir))}') from None
-    missing = [k for k in ('params', 'dataset', 'data_root', 'folds_dir', 'split_file', 'folds_sha256', 'files')
-               if k not in manifest]
+    missing = [k for k in ('params', 'code', 'dataset', 'data_root', 'folds_dir', 'split_file', 'folds_sha256',
+                           'files') if k not in manifest]
     if missing:
         raise DataError(f'{manifest_path}: written by an older version (no {", ".join(missing)}); run: python '
                         f'extract_features.py --data-root DIR --workdir {shlex.quote(str(workdir))}')
@@ -506,6 +509,10 @@ def read_manifest(workdir):
         name, old, new = changed
         raise DataError(f'{manifest_path}: feature parameter {name} changed since extraction '
                         f'({old!r} -> {new!r}); run: {run}')
+    changed = utils.first_difference(manifest['code'], utils.code_record(CODE))
+    if changed:
+        raise DataError(f'{manifest_path}: the code of {changed[0]} changed since extraction (comments and '
+                        f'docstrings aside); run: {run}')
     folds_dir = Path(manifest['folds_dir'])
     try:
         folds_changed = utils.folds_sha256(folds_dir) != manifest['folds_sha256']
@@ -542,7 +549,7 @@ def load_fold(workdir, fold):
     return arrays
 
 
-@utils.command
+@utils.command(workdir='defines')
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--data-root', type=Path, default=config.DATA_ROOT, metavar='DIR',
@@ -555,6 +562,7 @@ def main(argv=None):
                         help='list of the development file ids (default: %(default)s)')
     parser.add_argument('--jobs', type=int, default=config.FEATURE_JOBS, metavar='N',
                         help='worker processes, one math thread each (default: %(default)s)')
+    experiment.add_options(parser)
     args = parser.parse_args(argv)
     report = extract(args.data_root, args.workdir, args.folds_dir, args.jobs, args.split_file)
     seconds, audio = report['seconds'], report['audio_seconds']

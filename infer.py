@@ -23,13 +23,14 @@ import torch
 from tqdm import tqdm
 
 import config
+import experiment
 import evaluate
 import extract_features
 import model as model_module
 import post_processing
 import runtime
 import utils
-from runs import select_runs
+from runs import check_code_of_runs, select_runs
 from utils import DataError
 
 
@@ -54,7 +55,10 @@ def find_audio_files(audio_dir):
 def find_models(workdir, runs=None):
     """Paths of the trained fold models of the runs runs.select_runs chooses (runs of other settings are
     refused), `<workdir>/runs/run{r}/fold*/best_model.pt`, in run and fold order."""
-    paths = [p for d in select_runs(workdir, runs)[0] for p in sorted(d.glob('fold*/best_model.pt'))]
+    run_dirs, record = select_runs(workdir, runs)
+    if run_dirs:
+        check_code_of_runs(run_dirs[0], record)
+    paths = [p for d in run_dirs for p in sorted(d.glob('fold*/best_model.pt'))]
     if not paths:
         raise DataError(f'{Path(workdir) / config.RUNS_DIR}: no trained models (run*/fold*/best_model.pt); '
                         f'run: python task4b.py --workdir {shlex.quote(str(workdir))}')
@@ -124,7 +128,7 @@ def infer(audio_dir, workdir, out_dir, device='cpu', runs=None):
     return [p.stem for p in audio_paths]
 
 
-@utils.command
+@utils.command(workdir='uses')
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -135,6 +139,7 @@ def main(argv=None):
                         help='the models of these runs (default: every run; runs of other settings are refused)')
     parser.add_argument('--device', choices=['cpu', 'cuda'], default='cpu',
                         help='cpu (default; reproduces scores of a CPU training run to the last bit) or cuda')
+    experiment.add_options(parser)
     args = parser.parse_args(argv)
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: no CUDA device visible to torch')

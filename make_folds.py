@@ -23,19 +23,22 @@ import argparse
 from pathlib import Path
 
 import config
+import experiment
 import utils
 
 PARTS = ('train', 'val', 'test')
 
 
-def deal_groups(file_ids, n_groups=config.N_FOLDS):
+def deal_groups(file_ids, n_groups):
     """Sorted ids dealt round-robin: a list of n_groups lists."""
     ordered = sorted(file_ids)
     return [ordered[g::n_groups] for g in range(n_groups)]
 
 
-def make_folds(file_ids, n_folds=config.N_FOLDS):
-    """{fold (1-based): {'train': [...], 'val': [...], 'test': [...]}}, each part sorted."""
+def make_folds(file_ids, n_folds=None):
+    """{fold (1-based): {'train': [...], 'val': [...], 'test': [...]}}, each part sorted (n_folds: default
+    config.N_FOLDS)."""
+    n_folds = n_folds or config.N_FOLDS
     groups = deal_groups(file_ids, n_folds)
     folds = {}
     for k in range(1, n_folds + 1):
@@ -52,11 +55,11 @@ def file_list_text(file_ids):
     return 'filename\n' + ''.join(f'{file_id}\n' for file_id in file_ids)
 
 
-def write_split(file_ids, path=config.DEVELOPMENT_SPLIT):
-    utils.write_text_atomic(path, file_list_text(sorted(file_ids)))
+def write_split(file_ids, path=None):
+    utils.write_text_atomic(path or config.DEVELOPMENT_SPLIT, file_list_text(sorted(file_ids)))
 
 
-def write_folds(folds, folds_dir=config.FOLDS_DIR):
+def write_folds(folds, folds_dir=None):
     for k, parts in folds.items():
         for part in PARTS:
             utils.write_text_atomic(utils.fold_file(k, part, folds_dir), file_list_text(parts[part]))
@@ -69,6 +72,7 @@ def main(argv=None):
                                      epilog=__doc__.split('\n', 1)[1])
     parser.add_argument('--split', type=Path, required=True, help='split file to write')
     parser.add_argument('--folds-dir', type=Path, required=True, help='folder for fold{k}_{train,val,test}.csv')
+    experiment.add_options(parser)
     args = parser.parse_args(argv)
     for given, official in ((args.split, config.DEVELOPMENT_SPLIT), (args.folds_dir, config.FOLDS_DIR)):
         if given.resolve() == official.resolve():

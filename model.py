@@ -39,8 +39,9 @@ class ConvBlock(nn.Module):
 class CRNN(nn.Module):
     """Three conv blocks, a bidirectional GRU and two linear layers (no activation after either)."""
 
-    def __init__(self, n_bands=config.N_MELS, n_classes=len(config.CLASSES)):
+    def __init__(self):
         super().__init__()
+        n_bands, n_classes = config.N_MELS, len(config.CLASSES)
         channels = [1] + [config.CONV_CHANNELS] * len(config.POOL_SIZES)
         self.conv_blocks = nn.Sequential(*[
             ConvBlock(channels[i], channels[i + 1], pool) for i, pool in enumerate(config.POOL_SIZES)])
@@ -78,10 +79,10 @@ def build_model(device='cpu'):
     return net
 
 
-def output_bias_init(loss_kind=config.LOSS):
+def output_bias_init(loss_kind=None):
     """How the output layer's bias starts: config.OUTPUT_BIAS_INIT for 'bce'; 'torch' for 'mse', whose raw
     outputs start near the mostly-zero targets already (and which reproduces the published table)."""
-    return 'torch' if loss_kind == 'mse' else config.OUTPUT_BIAS_INIT    # its values: utils.check_config
+    return 'torch' if (loss_kind or config.LOSS) == 'mse' else config.OUTPUT_BIAS_INIT   # values: utils.check_config
 
 
 def init_output_bias(net, Y_train):
@@ -96,13 +97,14 @@ def init_output_bias(net, Y_train):
     return net
 
 
-def soft_label_loss(outputs, targets, kind=config.LOSS):
+def soft_label_loss(outputs, targets, kind=None):
     """Mean loss of frame outputs (batch, frames, 17) against soft targets in [0, 1] of the same shape.
 
     'bce': binary cross-entropy of sigmoid(outputs) and the soft targets, used as probabilities
            (-(t log p + (1 - t) log(1 - p)), averaged over every frame and class);
     'mse': mean squared error of the raw outputs and the soft targets (the reference code).
     """
+    kind = kind or config.LOSS
     if kind == 'bce':
         # the logits form: stable where sigmoid saturates (log(1 - p) of p = 1.0 in float32 is -inf)
         return F.binary_cross_entropy_with_logits(outputs, targets)
@@ -111,7 +113,7 @@ def soft_label_loss(outputs, targets, kind=config.LOSS):
     raise ValueError(f"unknown loss {kind!r}: expected 'bce' or 'mse' (config.LOSS)")
 
 
-def scores_from_outputs(outputs, kind=config.LOSS):
+def scores_from_outputs(outputs, kind=None):
     """Frame scores of the system from the model outputs: sigmoid(logits) for 'bce', the raw outputs for 'mse'.
 
     The 'mse' outputs are not clamped to [0, 1], as in the reference code. Clamping would change no decision
@@ -119,6 +121,7 @@ def scores_from_outputs(outputs, kind=config.LOSS):
     1 (and below 0) together, removing operating points from the threshold sweep of F1_thop and pAUC, which
     can only lower them.
     """
+    kind = kind or config.LOSS
     if kind == 'bce':
         return torch.sigmoid(outputs)
     if kind == 'mse':

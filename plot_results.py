@@ -43,6 +43,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import config  # noqa: E402
+import experiment  # noqa: E402
 import evaluate  # noqa: E402  (first: it silences dcase_util's pkg_resources warning, which sed_eval imports)
 import extract_features  # noqa: E402
 import post_processing  # noqa: E402
@@ -421,7 +422,7 @@ def plot_per_class(workdir, path, runs=None):
     return Path(path)
 
 
-@utils.command
+@utils.command(workdir='uses')
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -445,6 +446,7 @@ def main(argv=None):
                         help='draw only the detection pictures or only the per-class picture')
     parser.add_argument('--out', type=Path, default=None,
                         help=f'output folder (default: <workdir>/{PICTURES_DIR}, or <infer-out>/{PICTURES_DIR})')
+    experiment.add_options(parser)
     args = parser.parse_args(argv)
     written = []
     if args.infer_out is not None:

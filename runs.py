@@ -19,12 +19,12 @@ import math
 import platform
 import shlex
 import shutil
-import subprocess
 import sys
 from importlib.metadata import version
 from pathlib import Path
 
 import config
+import experiment
 import extract_features
 import utils
 from utils import DataError
@@ -34,24 +34,26 @@ TRAIN_HINT = 'run: python task4b.py --workdir DIR'
 # config values that cannot change what a training computes, by exact name: a checkpoint need not agree with them
 # to be resumed, and a run's record leaves them out; every other upper-case value of config.py (a new one too) is
 # a training setting
-NOT_TRAINING_SETTINGS = {
-    # names of files and folders: a renamed folder holds the same run
+NAMES = {  # of files and folders: a renamed folder holds the same run
     'AUDIO_DIR', 'ANNOTATION_DIR', 'FEATURES_DIR', 'METADATA_DIR', 'GT_FILE', 'DURATIONS_FILE', 'RUNS_DIR',
-    'DEMO_MARKER', 'SCENES',
-    # the demo generator, the download, the recognition of the official folds (recorded by their hash)
+    'DEMO_MARKER', 'SCENES'}
+SOURCES = {  # the demo generator, the download, the recognition of the official folds (recorded by their hash)
     'DEMO_SCALE', 'DEMO_SEED', 'DEMO_LENGTH_RANGE', 'AUDIO_SUBTYPE', 'ZENODO_URL', 'DEVELOPMENT_ARCHIVES',
-    'EVALUATION_ARCHIVES', 'OFFICIAL_FOLDS_SHA256',
-    # speed only
-    'FEATURE_JOBS', 'CHANNELS_LAST', 'KEEP_FREED_MEMORY',
-    # defaults of flags, recorded on their own (seed, epochs, loss), and the number of runs
-    'SEED', 'MAX_EPOCHS', 'LOSS', 'RUNS',
-    # derived from the settings recorded
-    'HARD_INDEX', 'FRAME_SECONDS',
-    # evaluation only: evaluate.py re-scores with their values now, and the table's protocol names them
+    'EVALUATION_ARCHIVES', 'OFFICIAL_FOLDS_SHA256'}
+SPEED_ONLY = {'FEATURE_JOBS', 'CHANNELS_LAST', 'KEEP_FREED_MEMORY'}
+FLAG_DEFAULTS = {'SEED', 'MAX_EPOCHS', 'LOSS', 'RUNS'}   # defaults of flags, recorded on their own (seed, epochs, loss)
+DERIVED = {'HARD_INDEX', 'FRAME_SECONDS'}                # from the settings recorded
+EVALUATION_ONLY = {  # evaluate.py re-scores with their values now, and the table's protocol names them
     'THRESHOLD', 'SEGMENT_LENGTH', 'MERGE_GAP', 'MIN_EVENT_LENGTH', 'TIMELINE', 'F1_THOP_TIME_DECIMALS',
-    'PAUC_MAX_FPR', 'PUBLISHED', 'PUBLISHED_PROTOCOL',
-}
+    'PAUC_MAX_FPR', 'PUBLISHED', 'PUBLISHED_PROTOCOL'}
+NOT_TRAINING_SETTINGS = NAMES | SOURCES | SPEED_ONLY | FLAG_DEFAULTS | DERIVED | EVALUATION_ONLY
 EVALUATION_SETTINGS = ('THRESHOLD', 'SEGMENT_LENGTH', 'MERGE_GAP', 'MIN_EVENT_LENGTH')   # read now, when scoring
+# The code a run's numbers depend on, recorded by its fingerprint (utils.code_fingerprint: an edit of comments,
+# docstrings or layout keeps it, any other edit makes another run). Training's here, the features' in their
+# manifest (extract_features.CODE); config.py's values are recorded one by one; the other files (records,
+# metrics, pictures, jobs) write no number of a run (resume and --jobs give a plain run's scores: tested).
+TRAINING_CODE = ('task4b.py', 'model.py', 'data_generator.py')
+CODE_COPY = 'code'                          # runs/run{r}/code/: the source the run ran, config.py included
 
 
 # -----------------------------------------------------------------------------
@@ -68,13 +70,14 @@ def training_settings(seed, epochs, loss_kind):
     values['OUTPUT_BIAS_INIT'] = output_bias_init(loss_kind)
     if values['OUTPUT_BIAS_INIT'] != 'prior':
         values.pop('OUTPUT_BIAS_CLIP', None)
-    return {'seed': seed, 'epochs': epochs, 'loss': loss_kind, 'config': values}
+    return {'seed': seed, 'epochs': epochs, 'loss': loss_kind, 'config': values,
+            'code': utils.code_record(TRAINING_CODE)}
 
 
 def features_record(manifest):
     """What a run's numbers depend on of its features (a part of its record): their parameters, the data set and
     the fold lists, as extraction recorded them in its manifest."""
-    return {key: manifest.get(key) for key in ('params', 'dataset', 'folds_sha256')}
+    return {key: manifest.get(key) for key in ('params', 'code', 'dataset', 'folds_sha256')}
 
 
 def run_record(manifest, epochs, loss_kind):
@@ -103,20 +106,24 @@ def record_differences(a, b, prefix=''):
 
 
 def versions():
-    """Versions of python and the libraries behind the numbers, and the repository's git commit (or None)."""
+    """Versions of python and the libraries behind the numbers."""
     found = {'python': platform.python_version()}
     found.update({name: version(name) for name in ('torch', 'numpy', 'librosa', 'sed_eval', 'sed_scores_eval')})
-    try:
-        commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=config.REPO_ROOT, capture_output=True, text=True,
-                                timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    return found, commit
+    return found
+
+
+def copy_code(run_dir, features_code):
+    """run_dir/code/: the files of the run's record (training's and the features') and config.py, as they are
+    now: what the run ran, comments included (compare.py shows their differences)."""
+    for name in ['config.py', *TRAINING_CODE, *features_code]:
+        source = Path(config.REPO_ROOT) / name
+        utils.write_text_atomic(Path(run_dir) / CODE_COPY / name, source.read_text())
 
 
 def start_run(run_dir, record, seed, restart=False):
-    """Write run_dir/settings.json, the run's record, when the run starts -> its record id. A run folder whose
-    record differs is refused, naming the differences, unless restart: then the old run is removed first."""
+    """Write run_dir/settings.json, the run's record, when the run starts, and the copy of its code -> its record
+    id. A run folder whose record differs is refused, naming the differences, unless restart: then the old run
+    is removed first."""
     path = Path(run_dir) / 'settings.json'
     new_id = record_id(record)
     if path.is_file():
@@ -134,9 +141,11 @@ def start_run(run_dir, record, seed, restart=False):
             raise DataError(f'{run_dir}: a run of other settings ({shown}{"; ..." if len(differences) > 3 else ""}); '
                             f'start it over with --restart (removes it), or use another --workdir')
         shutil.rmtree(run_dir)
-    found, commit = versions()
-    utils.write_json_atomic(path, {'seed': seed, 'record_id': new_id, 'record': record, 'versions': found,
-                                   'git_commit': commit, 'command': sys.argv})
+    commit, dirty = experiment.source_state()
+    copy_code(run_dir, record['features'].get('code') or {})
+    utils.write_json_atomic(path, {'seed': seed, 'record_id': new_id, 'record': record, 'versions': versions(),
+                                   'git_commit': commit, 'git_dirty': dirty, 'experiment': experiment.current(),
+                                   'command': sys.argv})
     return new_id
 
 
@@ -244,6 +253,17 @@ def check_features_of_runs(workdir, run_dir, record):
                     f'{"; ..." if len(differences) > 3 else ""}); extract them again as the run had them, or train '
                     f'it again on these, run: python task4b.py --workdir {shlex.quote(str(workdir))} --run {run} '
                     f'--restart')
+
+
+def check_code_of_runs(run_dir, record):
+    """Refuse to run a run's models with other training code than it was trained with (infer.py: today's
+    model.py with its weights would compute other scores than the run did)."""
+    differences = record_differences(record.get('training', {}).get('code') or {}, utils.code_record(TRAINING_CODE))
+    if differences:
+        files = ', '.join(key for key, _, _ in differences)
+        raise DataError(f'{run_dir}: trained with other code than this checkout holds ({files}; comments and '
+                        f'docstrings aside); use the code it was trained with (its git commit in settings.json, '
+                        f'the files in {Path(run_dir) / CODE_COPY}), or train it again')
 
 
 def check_scores_folder(workdir, scores_dir):

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 import config
+import experiment
 import extract_features
 import utils
 from runs import run_record, start_run
@@ -73,6 +74,10 @@ def load_checkpoint(path, settings, generator):
         if checkpoint['settings'].get(key) != settings[key]:
             raise DataError(f'{path}: trained with {key} {checkpoint["settings"].get(key)}, asked now '
                             f'{settings[key]}; resume with the same flags, or run without --resume')
+    changed = utils.first_difference(checkpoint['settings'].get('code', {}), settings['code'])
+    if changed:
+        raise DataError(f'{path}: trained with other code of {changed[0]} (comments and docstrings aside); '
+                        f'restore it, or run without --resume to start over')
     changed = utils.first_difference(checkpoint['settings']['config'], settings['config'])
     if changed:
         key, old, new = changed
@@ -103,15 +108,17 @@ def run_jobs(script, args, run_ids, folds):
     other flags of args, each one's output in runs/run{r}/fold{k}.log. Every job runs to its end; then a
     DataError names each failed (run, fold) and its log.
 
-    The runs are started here (settings.json, and --restart), once, before the children. On the CPU each child
-    gets cpu_count // jobs math threads (the arithmetic of a sequential run with as many) and spins less while
-    waiting for its threads: side by side, the default spinning made two processes on two cores wait on each
-    other (many times slower per step).
+    The runs are started here (settings.json, and --restart), once, before the children. The children run a
+    snapshot of the code and of the experiment (experiment.snapshot), so that an edit made while they wait changes
+    none of them. On the CPU each child gets cpu_count // jobs math threads (the arithmetic of a sequential run
+    with as many) and spins less while waiting for its threads: side by side, the default spinning made two
+    processes on two cores wait on each other (many times slower per step).
     """
     record = run_record(extract_features.read_manifest(args.workdir), args.epochs, args.loss)
     for r in run_ids:
         start_run(Path(args.workdir) / config.RUNS_DIR / f'run{r}', record, args.seed + r, args.restart)
-    child_args = ['--workdir', str(args.workdir), '--seed', str(args.seed), '--epochs', str(args.epochs),
+    snapshot = experiment.snapshot(args.workdir)
+    child_args = ['--config', str(snapshot / experiment.SNAPSHOT_SETTINGS), '--workdir', str(args.workdir), '--seed', str(args.seed), '--epochs', str(args.epochs),
                   '--loss', args.loss] + (['--device', args.device] if args.device else []) + \
                  (['--resume'] if args.resume else [])
     env = dict(os.environ)
@@ -122,7 +129,7 @@ def run_jobs(script, args, run_ids, folds):
     def job(pair):
         r, k = pair
         log = Path(args.workdir) / config.RUNS_DIR / f'run{r}' / f'fold{k}.log'
-        command = [sys.executable, str(script), '--run', str(r), '--folds', str(k), *child_args]
+        command = [sys.executable, str(snapshot / Path(script).name), '--run', str(r), '--folds', str(k), *child_args]
         with open(log, 'w') as out:
             code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
         print(f'run {r} fold {k}: exit status {code}, log {log}', flush=True)

@@ -43,6 +43,7 @@ import torchinfo
 from tqdm import tqdm
 
 import config
+import experiment
 import evaluate
 import extract_features
 import plot_results
@@ -245,12 +246,14 @@ def save_best_model(path, model, data, loss_kind):
 # -----------------------------------------------------------------------------
 # The experiment: runs x folds, then the metrics
 
-def run_experiment(workdir, folds=None, runs=config.RUNS, seed=config.SEED, epochs=config.MAX_EPOCHS,
-                   device=None, resume=False, loss_kind=config.LOSS, run_ids=None, summarize=True, restart=False):
+def run_experiment(workdir, folds=None, runs=None, seed=None, epochs=None, device=None, resume=False, loss_kind=None,
+                   run_ids=None, summarize=True, restart=False):
     """Train and test every (run, fold); write the fold metrics, then (summarize) each run's metrics and the
-    table -> the summary dict, or None. run_ids: the runs to do (default range(runs)). restart: remove a run
-    folder of other settings instead of refusing it."""
+    table -> the summary dict, or None. runs, seed, epochs, loss_kind: default config's. run_ids: the runs to do
+    (default range(runs)). restart: remove a run folder of other settings instead of refusing it."""
     workdir = Path(workdir)
+    runs, seed = runs or config.RUNS, config.SEED if seed is None else seed
+    epochs, loss_kind = epochs or config.MAX_EPOCHS, loss_kind or config.LOSS
     record = run_record(extract_features.read_manifest(workdir), epochs, loss_kind)
     folds = list(folds or range(1, config.N_FOLDS + 1))
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
@@ -293,7 +296,7 @@ def gather(workdir, run_ids):
     return summary
 
 
-@utils.command
+@utils.command(workdir='defines')
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--workdir', type=Path, default=config.WORKDIR,
@@ -316,6 +319,7 @@ def main(argv=None):
     parser.add_argument('--resume', action='store_true', help='skip finished folds, continue an unfinished one')
     parser.add_argument('--restart', action='store_true',
                         help='a run folder of other settings is removed and trained again (default: refused)')
+    experiment.add_options(parser)
     args = parser.parse_args(argv)
     if args.resume and args.restart:
         parser.error('--resume continues a run, --restart removes it: give one of them')

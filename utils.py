@@ -1,10 +1,12 @@
 """Small helpers shared by the scripts: file ids and paths, fold lists, atomic writes, the config check (a run's
 record and settings.json: runs.py)."""
+import ast
 import functools
 import hashlib
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -96,6 +98,37 @@ def write_text_atomic(path, text):
 
 def write_json_atomic(path, obj):
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + '\n')
+
+
+def code_fingerprint(path):
+    """12 hex digits of a Python file's code: its syntax tree without docstrings, so that an edit of comments,
+    docstrings or layout keeps the fingerprint and any other edit changes it. The tree is written out without the
+    fields that newer Pythons add empty, so 3.11 to 3.13 agree."""
+    def canonical(node):
+        if isinstance(node, list):
+            return '[' + ','.join(map(canonical, node)) + ']'
+        if not isinstance(node, ast.AST):
+            return repr(node)
+        fields = []
+        for name, value in ast.iter_fields(node):
+            if (name == 'body' and isinstance(node, DOCUMENTED) and value and isinstance(value[0], ast.Expr)
+                    and isinstance(value[0].value, ast.Constant) and isinstance(value[0].value.value, str)):
+                value = value[1:]                              # the docstring
+            if name == 'values' and isinstance(node, ast.JoinedStr):   # 3.12 adds empty parts to some f-strings
+                value = [v for v in value if not (isinstance(v, ast.Constant) and v.value == '')]
+            if value is not None and value != []:
+                fields.append(f'{name}={canonical(value)}')
+        return f'{type(node).__name__}({",".join(fields)})'
+    tree = ast.parse(Path(path).read_text(), filename=str(path))
+    return hashlib.sha256(canonical(tree).encode()).hexdigest()[:12]
+
+
+DOCUMENTED = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def code_record(names, root=None):
+    """{file name: code_fingerprint} of the project's files `names` (in config.REPO_ROOT: the code running)."""
+    return {name: code_fingerprint(Path(root or config.REPO_ROOT) / name) for name in names}
 
 
 def first_difference(saved, current):
@@ -211,21 +244,32 @@ def spectrum_problem():
 
 
 def check_config():
-    """Refuse a config.py that no script can work with: DataError naming the setting and what it must be."""
+    """Refuse settings that no script can work with: DataError naming the setting, what it must be and where its
+    value was set (config.py, an experiment file, --set)."""
+    import experiment
     problem = config_problem()
     if problem:
-        raise DataError(f'{problem}; set it in config.py')
+        source = experiment.source_of(re.match(r'config\.(\w+)', problem).group(1))
+        raise DataError(f'{problem}; ' + ('set it in config.py' if source == 'config.py' else f'set by {source}'))
 
 
-def command(main):
-    """The error convention of every script: main(argv) -> exit status; a DataError is one line on stderr
-    (`error: <file>: <what is wrong>; <what to do>`) and exit status 2, never a traceback. config.py is checked
-    first (check_config)."""
+def command(main=None, *, workdir=None):
+    """The conventions of every script, main(argv) -> exit status:
+    - its experiment (experiment.py): --config and --set are taken out of argv and applied to config for the
+      command, over the experiment of its --workdir (workdir: 'uses' or 'defines', for the scripts that have one),
+      and checked (check_config) before anything runs;
+    - a DataError is one line on stderr (`error: <file>: <what is wrong>; <what to do>`) and exit status 2, never
+      a traceback."""
+    if main is None:
+        return functools.partial(command, workdir=workdir)
+
     @functools.wraps(main)
     def run(argv=None):
+        import experiment            # here: it imports this module
+        argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
         try:
-            check_config()
-            return main(argv) or 0
+            with experiment.for_command(argv, workdir) as rest:
+                return main(rest) or 0
         except DataError as error:
             print(f'error: {error}', file=sys.stderr)
             return 2

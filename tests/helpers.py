@@ -9,7 +9,8 @@ import config
 import runs
 import utils
 
-RECORD = {'training': {'epochs': 150, 'loss': 'bce', 'config': {}}, 'features': {'dataset': 'demo'}}
+RECORD = {'training': {'epochs': 150, 'loss': 'bce', 'config': {}, 'code': utils.code_record(runs.TRAINING_CODE)},
+          'features': {'dataset': 'demo'}}
 
 
 def write_run(run_dir, stems, record=RECORD, seed=42):

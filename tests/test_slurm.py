@@ -217,9 +217,9 @@ def sequential(slurm, extracted, tmp_path_factory):
     return workdir
 
 
-def submit(slurm, workdir, *options):
-    out = slurm.run(REPO / 'slurm' / 'submit.sh', '--workdir', workdir, '--runs', RUNS, '--folds', ' '.join(FOLDS),
-                    '--epochs', EPOCHS, *options, '--', *SBATCH_OPTIONS).stdout
+def submit(slurm, workdir, *options, repo=REPO, sbatch_options=()):
+    out = slurm.run(repo / 'slurm' / 'submit.sh', '--workdir', workdir, '--runs', RUNS, '--folds', ' '.join(FOLDS),
+                    '--epochs', EPOCHS, *options, '--', *SBATCH_OPTIONS, *sbatch_options).stdout
     found = re.search(r'job array (\d+) .*gather: job (\d+)', out)
     assert found, out
     return found.group(1), found.group(2)
@@ -284,3 +284,21 @@ def test_a_failed_training_cancels_the_gather_and_rerunning_it_alone_completes_t
     assert task_states(slurm.wait(array)) == {1: 'COMPLETED', 3: 'COMPLETED'}
     assert {p: p.stat().st_mtime_ns for p in workdir.glob('runs/run*/fold1/*')} == finished   # not trained again
     assert_same_table(workdir, sequential)
+
+
+def test_edits_after_submission_change_no_queued_task(slurm, sequential, extracted, tmp_path):
+    """config.py and model.py edited while the array waits (held): the tasks run the code and settings submitted."""
+    repo = tmp_path / 'repo'                     # a checkout of this repository, to edit
+    shutil.copytree(REPO, repo, ignore=shutil.ignore_patterns('.git', '.venv', 'tests', 'data', 'work', '__pycache__',
+                                                              '*.pt', 'runs', 'features'))
+    workdir = new_workdir(extracted, tmp_path / 'workdir')
+    array, gather = submit(slurm, workdir, repo=repo, sbatch_options=['--hold'])
+    assert {r['JobState'] for r in slurm.job(array)} == {'PENDING'}
+    config_py, model_py = repo / 'config.py', repo / 'model.py'
+    config_py.write_text(config_py.read_text().replace('LEARNING_RATE = 1e-3', 'LEARNING_RATE = 1e-2'))
+    model_py.write_text(model_py.read_text().replace('return self.dense2(x)', 'return self.dense2(2 * x)'))
+    assert 'LEARNING_RATE = 1e-2' in config_py.read_text() and '2 * x' in model_py.read_text()
+    slurm.run('scontrol', 'release', array)
+    assert slurm.wait(gather)[0]['JobState'] == 'COMPLETED', slurm.logs()
+    assert_same_table(workdir, sequential)
+    assert (workdir / 'runs' / 'run0' / 'code' / 'model.py').read_text() == (REPO / 'model.py').read_text()

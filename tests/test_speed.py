@@ -115,6 +115,9 @@ def test_jobs_2_gives_the_scores_and_metrics_of_a_sequential_run(sequential, dem
     a, b = json.loads((sequential / 'results.json').read_text()), json.loads((workdir / 'results.json').read_text())
     assert a['mean'] == b['mean'] and [r['seed'] for r in a['runs']] == [r['seed'] for r in b['runs']] == [3]
     assert (workdir / config.RUNS_DIR / 'run0' / 'fold2.log').is_file()
+    snapshots = list((workdir / 'snapshots').iterdir())          # the children ran a copy of the code
+    assert len(snapshots) == 1 and (snapshots[0] / 'task4b.py').read_bytes() == (REPO / 'task4b.py').read_bytes()
+    assert (snapshots[0] / 'settings.py').is_file()
 
 
 @pytest.mark.slow
