@@ -92,6 +92,10 @@ CHANNELS_LAST = True                                 # conv activations in (batc
 KEEP_FREED_MEMORY = True                             # glibc keeps freed memory for reuse: epochs about 1.5x faster on the
                                                      # CPU, about 1 GiB more peak memory (False: glibc's defaults)
 LOSS = 'bce'                                         # 'bce' on sigmoid(logits), or 'mse' on raw outputs (reference code)
+TARGETS = 'soft'                                     # training and validation targets: 'soft', the annotators' certainty
+                                                     # (the published protocol), or 'hard', 1.0 where soft >
+                                                     # HARD_LABEL_THRESHOLD else 0.0: the labels the evaluation scores
+                                                     # against. Set where a fold's targets become tensors: no re-extraction
 OUTPUT_BIAS_INIT = 'prior'                           # 'bce' only: 'prior' starts the output layer's bias at the log-odds
                                                      # of each class's mean soft target over the fold's training frames
                                                      # (the one departure from the original code); 'torch' keeps torch's
@@ -143,7 +147,7 @@ PUBLISHED_PROTOCOL = {
     'MEL_POWER': 1.0, 'N_MELS': 64, 'FMIN': 50.0, 'FMAX': 14000.0, 'LOG_MEL': False, 'LOG_OFFSET': 1e-8,
     'SEQUENCE_LENGTH': 200,
     'CONV_CHANNELS': 128, 'CONV_KERNEL': 3, 'POOL_SIZES': [5, 2, 2], 'DROPOUT': 0.2, 'GRU_UNITS': 32, 'DENSE_UNITS': 32,
-    'OUTPUT_BIAS_INIT': 'torch', 'LEARNING_RATE': 1e-3, 'ADAM_BETAS': [0.9, 0.999], 'ADAM_EPS': 1e-8, 'BATCH_SIZE': 32,
+    'TARGETS': 'soft', 'OUTPUT_BIAS_INIT': 'torch', 'LEARNING_RATE': 1e-3, 'ADAM_BETAS': [0.9, 0.999], 'ADAM_EPS': 1e-8, 'BATCH_SIZE': 32,
     'LR_DECAY_PATIENCE': 0.3, 'LR_DECAY_FACTOR': 10.0, 'EARLY_STOP_PATIENCE': 0.6,
 }
 

@@ -19,18 +19,28 @@ import post_processing
 import utils
 
 
+def training_targets(soft_targets):
+    """A fold's soft targets (float64) -> the targets of training and validation (config.TARGETS): the soft values
+    themselves, or 'hard': 1.0 where soft > config.HARD_LABEL_THRESHOLD, else 0.0, taken on the float64 values (in
+    float32, 0.5000000000000001 would be 0.5), every class: the labels the evaluation scores against."""
+    if config.TARGETS == 'hard':
+        return (np.asarray(soft_targets) > config.HARD_LABEL_THRESHOLD).astype(np.float64)
+    return soft_targets
+
+
 def fold_tensors(fold_data, device='cpu'):
     """The arrays of a fold dict (extract_features.load_fold's keys) as float32 tensors on `device`.
 
-    'X_train' (n, 200, 64), 'Y_train' (n, 200, 17), 'X_val', 'Y_val' likewise; 'X_test' a list of (frames, 64),
-    one per file of 'test_files'; 'val_reference' the events of the validation sequences as one timeline, from
+    'X_train' (n, 200, 64), 'Y_train' (n, 200, 17) (training_targets), 'X_val', 'Y_val' likewise; 'X_test' a list
+    of (frames, 64), one per file of 'test_files'; 'val_reference' the events of the validation sequences as one timeline, from
     their hard labels taken on the float64 soft targets, before the cast; 'mean' and 'scale' (64,) stay numpy
     (they go into best_model.pt for inference on new audio).
     """
     def tensor(a):
         return torch.as_tensor(np.ascontiguousarray(a, dtype=np.float32)).to(device)
 
-    out = {key: tensor(fold_data[key]) for key in ('X_train', 'Y_train', 'X_val', 'Y_val')}
+    out = {key: tensor(fold_data[key]) for key in ('X_train', 'X_val')}
+    out.update({key: tensor(training_targets(fold_data[key])) for key in ('Y_train', 'Y_val')})
     out['X_test'] = [tensor(x) for x in fold_data['X_test']]
     val_hard = post_processing.hard_labels(fold_data['Y_val']).reshape(-1, len(config.HARD_CLASSES))  # (n x 200, 11)
     out['val_reference'] = post_processing.events_from_activity(val_hard, config.HARD_CLASSES, 'validation')

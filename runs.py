@@ -296,11 +296,11 @@ def read_protocol(workdir, run_dirs, timeline, time_decimals):
 
 
 def protocol_label(protocol):
-    """The protocol as the table's row label names it: `demo data, loss bce, 80 epochs, official folds, timeline
-    per fold, F1_thop time_decimals 30`."""
+    """The protocol as the table's row label names it: `demo data, loss bce, soft targets, 80 epochs, official
+    folds, timeline per fold, F1_thop time_decimals 30` (runs recorded before TARGETS existed trained on soft)."""
     folds = protocol.get('folds', 'unknown')
     return (f"{protocol.get('data set', 'unknown')} data, loss {protocol.get('loss', 'unknown')}, "
-            f"{protocol.get('epochs', 'unknown')} epochs, "
+            f"{protocol.get('TARGETS', 'soft')} targets, {protocol.get('epochs', 'unknown')} epochs, "
             f"{'official folds' if folds == 'official' else f'folds of {folds}'}, "
             f"timeline per {protocol.get('timeline', 'unknown')}, F1_thop time_decimals "
             f"{protocol.get('F1_thop time_decimals', 'unknown')}")

@@ -138,7 +138,8 @@ def published_row(workdir):
      f"LEARNING_RATE 0.01 (published: 0.001)"),
     (150, 'bce', {}, {}, 'protocol differs: loss bce (published: mse), OUTPUT_BIAS_INIT prior (published: torch), '
                          'OUTPUT_BIAS_CLIP 0.0001 (published: not used)'),
-], ids=['published', 'epochs', 'threshold', 'post-processing', 'training', 'bce'])
+    (150, 'mse', {'TARGETS': 'hard'}, {}, 'protocol differs: TARGETS hard (published: soft)'),
+], ids=['published', 'epochs', 'threshold', 'post-processing', 'training', 'bce', 'hard targets'])
 def test_published_row_says_same_protocol_only_when_every_setting_matches(demo_workdir, tmp_path, monkeypatch,
                                                                           epochs, loss, trained_with, scored_with,
                                                                           note):
