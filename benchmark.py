@@ -3,7 +3,8 @@
     python demo_data.py --out /tmp/demo_full --scale 1.0                    # the real-size demo set (once)
     python benchmark.py --data-root /tmp/demo_full --workdir /tmp/wd_full --json benchmark.json
     python benchmark.py --workdir WD --skip-extraction --malloc kept plain   # task4b's malloc settings vs glibc's
-    python benchmark.py --workdir WD --skip-extraction --device cuda
+    python benchmark.py --workdir WD --skip-extraction --precision float32 bfloat16   # both precisions, side by side
+    python benchmark.py --workdir WD --skip-extraction --device cuda --precision float32 tf32 bfloat16
 
 Each part runs in its own child process (this script with a hidden --phase flag), so that one part's memory
 does not count for another:
@@ -11,11 +12,11 @@ does not count for another:
   (audio seconds / wall) and its peak memory, two ways: the resident set of the whole process tree (the child and
   its worker processes) summed from /proc every 20 ms, and the largest single process (getrusage ru_maxrss of
   the child and of its workers);
-- training, per malloc setting: fold --fold of --workdir's features (extract_features.py must have run there),
+- training, per malloc setting and precision: fold --fold of --workdir's features (extract_features.py must have run there),
   with task4b's own functions: seconds per training epoch (train_one_epoch), per validation pass (validate) and
   of both, the median over --epochs epochs; test inference seconds per hour of audio (write_test_scores: the
   fold's test files, whole, with their score files); peak memory of the training process (ru_maxrss) and the
-  /proc tree peak;
+  /proc tree peak, and on CUDA the GPU's (torch.cuda.max_memory_allocated);
 - original (unless --skip-original): the same extraction and the same fold's epochs done the way the original
   baseline did them (benchmark_original.py), timed the same way, and how many times faster ours is;
 - convolutions (with training): the CRNN's three convolutions alone on the fold's batches, in both memory layouts
@@ -134,12 +135,13 @@ def epoch_times(train_s, val_s):
             'epoch_median_s': statistics.median(t + v for t, v in zip(train_s, val_s))}
 
 
-def phase_train(workdir, device, epochs, fold, malloc, result):
+def phase_train(workdir, device, epochs, fold, malloc, precision, result):
     tuned = runtime.keep_freed_memory() if malloc == 'kept' else False
     loss_kind = config.LOSS
+    runtime.check_precision(precision, device)
     data = load_fold_tensors(workdir, fold, device)
-    task4b.seed_everything(config.SEED, device)
-    model = build_model(device)
+    task4b.seed_everything(config.SEED, device, precision)
+    model = build_model(device, precision)
     optimizer = task4b.new_optimizer(model)
     generator = torch.Generator().manual_seed(config.SEED)
 
@@ -157,7 +159,8 @@ def phase_train(workdir, device, epochs, fold, malloc, result):
             test_s.append(timed(lambda: task4b.write_test_scores(model, data, run_dir, loss_kind), device))
     test_hours = test_frames * config.FRAME_SECONDS / 3600
     out = {
-        'fold': fold, 'malloc': malloc, 'malloc_tuned': tuned, 'train_sequences': len(data['X_train']),
+        'fold': fold, 'malloc': malloc, 'malloc_tuned': tuned, 'precision': precision,
+        'train_sequences': len(data['X_train']),
         'val_sequences': len(data['X_val']), 'batches': -(-len(data['X_train']) // config.BATCH_SIZE),
         'test_files': len(data['X_test']), 'test_audio_hours': test_hours,
         **epoch_times(train_s, val_s),
@@ -241,18 +244,9 @@ def phase_original_train(workdir, epochs, fold, result):
 # -----------------------------------------------------------------------------
 # The whole benchmark
 
-def cpu_model():
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_info(device):
-    info = {'torch': torch.__version__, 'python': platform.python_version(), 'cpu': cpu_model(),
+    info = {'torch': torch.__version__, 'python': platform.python_version(), 'cpu': runtime.cpu_model(),
+            'cpu_native_bfloat16': runtime.native_bfloat16_cpu(),
             'cpu_count': os.cpu_count(), 'torch_threads': torch.get_num_threads(), 'device': device,
             'load_average': os.getloadavg(), 'gomp_spincount': os.environ.get('GOMP_SPINCOUNT'),
             'ld_preload_outside': os.environ.get('LD_PRELOAD', '')}
@@ -271,6 +265,20 @@ def epoch_rows(t, validation_note=''):
             ('  validation pass', f'{t["val_pass_median_s"]:.2f} s{validation_note}')]
 
 
+def precision_rows(training):
+    """Each other precision's epoch, validation and test scoring against float32's of the same malloc setting."""
+    rows = []
+    for name, t in training.items():
+        base = training.get(f'{t["malloc"]}, float32')
+        if base is not None and t['precision'] != 'float32':
+            rows.append((f'  {t["precision"]} [{t["malloc"]}] vs float32',
+                         f'{base["epoch_median_s"] / t["epoch_median_s"]:.2f}x per epoch (training '
+                         f'{base["train_epoch_median_s"] / t["train_epoch_median_s"]:.2f}x, validation '
+                         f'{base["val_pass_median_s"] / t["val_pass_median_s"]:.2f}x, test scoring '
+                         f'{base["test_s_per_hour"] / t["test_s_per_hour"]:.2f}x)'))
+    return rows
+
+
 def table(report):
     rows = []
     if 'extraction' in report:
@@ -287,6 +295,10 @@ def table(report):
         rows += [('  test inference', f'{t["test_s_per_hour"]:.2f} s per hour of audio, with the score files'),
                  ('  peak memory', f'{gib(t["maxrss_bytes"])} (ru_maxrss of the training process), '
                   f'{gib(t["tree_peak_bytes"])} (/proc)')]
+        if 'cuda_max_allocated_bytes' in t:
+            rows.append(('  peak GPU memory', f'{gib(t["cuda_max_allocated_bytes"])} (torch.cuda.max_memory_allocated, '
+                         f'{t["cuda_device"]})'))
+    rows += precision_rows(report.get('training', {}))
     original = report.get('original', {})
     if 'extraction' in original:
         o = original['extraction']
@@ -312,6 +324,8 @@ def table(report):
                          f'{t["train_epoch_median_s"]:.2f} s, validation {t["val_pass_median_s"]:.2f} s)'))
         fastest = min(c['channels_last']['epoch_median_s'], c['contiguous']['epoch_median_s'])
         for name, t in report.get('training', {}).items():
+            if t.get('precision', 'float32') != 'float32':
+                continue                               # the part times the convolutions in float32
             rows.append((f'  share of ours [{name}]', f'{100 * fastest / t["epoch_median_s"]:.0f}% of the epoch '
                          f'(the faster layout)'))
         if 'training' in original:
@@ -336,6 +350,8 @@ def main(argv=None):
     parser.add_argument('--malloc', nargs='+', choices=['kept', 'plain'], default=['kept'],
                         help="glibc malloc of the training part, one part each: 'kept' as task4b.py sets it "
                              "(freed memory kept for reuse, the default), 'plain' glibc's defaults")
+    parser.add_argument('--precision', nargs='+', choices=['float32', 'bfloat16', 'tf32'], default=['float32'],
+                        help='precision of the training part, one part each (task4b.py --precision)')
     parser.add_argument('--skip-extraction', action='store_true')
     parser.add_argument('--skip-training', action='store_true')
     parser.add_argument('--skip-original', action='store_true', help="don't time the original's way")
@@ -348,7 +364,8 @@ def main(argv=None):
     if args.phase == 'extract':
         return phase_extract(args.data_root, args.result)
     if args.phase == 'train':
-        return phase_train(args.workdir, args.device, args.epochs, args.fold, args.malloc[0], args.result)
+        return phase_train(args.workdir, args.device, args.epochs, args.fold, args.malloc[0], args.precision[0],
+                           args.result)
     if args.phase == 'convs':
         return phase_convs(args.workdir, args.device, args.epochs, args.fold, args.result)
     if args.phase == 'original-extract':
@@ -357,6 +374,8 @@ def main(argv=None):
         return phase_original_train(args.workdir, args.epochs, args.fold, args.result)
     if args.epochs < 3:
         parser.error('--epochs: at least 3 (a median)')
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        raise utils.DataError('--device cuda: no CUDA device visible to torch (a CPU-only build of torch, or no GPU)')
 
     report = {'command': ' '.join(['python', *sys.argv]), 'machine': machine_info(args.device)}
     if not args.skip_extraction:
@@ -365,9 +384,11 @@ def main(argv=None):
     if not args.skip_training:
         report['training'] = {}
         for malloc in args.malloc:
-            result, peak = run_child(['--phase', 'train', '--workdir', str(args.workdir), '--device', args.device,
-                                      '--epochs', str(args.epochs), '--fold', str(args.fold), '--malloc', malloc])
-            report['training'][malloc] = dict(result, tree_peak_bytes=peak)
+            for precision in args.precision:
+                result, peak = run_child(['--phase', 'train', '--workdir', str(args.workdir), '--device', args.device,
+                                          '--epochs', str(args.epochs), '--fold', str(args.fold), '--malloc', malloc,
+                                          '--precision', precision])
+                report['training'][f'{malloc}, {precision}'] = dict(result, tree_peak_bytes=peak)
         report['convs'], _ = run_child(['--phase', 'convs', '--workdir', str(args.workdir), '--device', args.device,
                                         '--epochs', str(args.epochs), '--fold', str(args.fold)])
     if not args.skip_original and args.device == 'cpu':

@@ -104,6 +104,13 @@ OUTPUT_BIAS_INIT = 'prior'                           # 'bce' only: 'prior' start
 OUTPUT_BIAS_CLIP = 1e-4                              # prior clipped to [1e-4, 1 - 1e-4] (bias within +/-9.2): a class absent
                                                      # from the training frames gets a finite bias, still below the mean of
                                                      # a class active in a handful of MAESTRO Real's ~31,000 training frames
+PRECISION = 'float32'                                # 'float32' (the published protocol; on CUDA without TF32), 'bfloat16'
+                                                     # (the conv blocks under torch.autocast: their outputs in bfloat16;
+                                                     # weights, optimiser, BatchNorm statistics, GRU, dense layers, loss
+                                                     # and scores in float32; about 2x faster epochs on a CPU with
+                                                     # native bfloat16, other numbers), or 'tf32' (CUDA on Ampere and
+                                                     # later only: float32 with TF32 matrix products); default of
+                                                     # task4b.py --precision
 LEARNING_RATE = 1e-3
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
@@ -133,7 +140,8 @@ PUBLISHED = {                                        # mean, std over 10 runs on
 # of them matches; the number of runs is shown beside it, not compared. pAUC is not in the published table, so
 # PAUC_MAX_FPR is not compared; speed-only settings (CHANNELS_LAST, KEEP_FREED_MEMORY, FEATURE_JOBS) change no number.
 PUBLISHED_PROTOCOL = {
-    'data set': 'MAESTRO Real', 'folds': 'official', 'epochs': 150, 'loss': 'mse', 'timeline': 'fold',
+    'data set': 'MAESTRO Real', 'folds': 'official', 'epochs': 150, 'loss': 'mse', 'precision': 'float32',
+    'timeline': 'fold',
     'F1_thop time_decimals': 30,
     'THRESHOLD': 0.5, 'SEGMENT_LENGTH': 1.0, 'MERGE_GAP': 0.1, 'MIN_EVENT_LENGTH': 0.1,
     'N_FOLDS': 5, 'HARD_LABEL_THRESHOLD': 0.5, 'ANNOTATION_RESOLUTION': 1.0,

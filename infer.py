@@ -66,9 +66,11 @@ def find_models(workdir, runs=None):
 
 
 def load_model(path, device='cpu'):
-    """best_model.pt -> (CRNN in eval mode, mean (64,), scale (64,), loss kind), checked against this config."""
+    """best_model.pt -> (CRNN in eval mode, in the precision it was trained in, mean (64,), scale (64,), loss kind),
+    checked against this config."""
     checkpoint = runtime.load_torch_file(path, 'best_model.pt of task4b.py')
-    missing = [k for k in ('model', 'mean', 'scale', 'feature_params', 'architecture', 'loss') if k not in checkpoint]
+    missing = [k for k in ('model', 'mean', 'scale', 'feature_params', 'architecture', 'loss', 'precision')
+               if k not in checkpoint]
     if missing:
         raise DataError(f'{path}: not a best_model.pt of task4b.py (missing {missing})')
     changed = extract_features.changed_feature_param(checkpoint['feature_params'])
@@ -81,7 +83,10 @@ def load_model(path, device='cpu'):
         name, saved, now = changed
         raise DataError(f'{path}: a network of config.{name} = {saved!r}, config.py now gives {now!r}; restore '
                         f'config.py or retrain (python task4b.py --workdir DIR)')
-    net = model_module.build_model(device)   # the layout task4b.py trains in: the same kernels, the same scores
+    runtime.check_precision(checkpoint['precision'], device, training=False)
+    runtime.float32_arithmetic(device, checkpoint['precision'])
+    # the layout and precision task4b.py trained in: the same kernels, the same scores
+    net = model_module.build_model(device, checkpoint['precision'])
     net.load_state_dict(checkpoint['model'])
     net.eval()
     mean = checkpoint['mean'].numpy().astype(np.float32)

@@ -37,10 +37,16 @@ class ConvBlock(nn.Module):
 
 
 class CRNN(nn.Module):
-    """Three conv blocks, a bidirectional GRU and two linear layers (no activation after either)."""
+    """Three conv blocks, a bidirectional GRU and two linear layers (no activation after either).
 
-    def __init__(self):
+    precision 'bfloat16' runs the conv blocks, nearly all the arithmetic, under torch.autocast: their outputs are
+    bfloat16, while the weights, the BatchNorm statistics (torch keeps them in float32 for bfloat16 inputs), the
+    GRU, the dense layers and the outputs stay float32. 'float32' and 'tf32' run float32 (tf32: the GPU's matrix
+    units round the inputs of convolutions and products to 10 bits; task4b.seed_everything sets it)."""
+
+    def __init__(self, precision='float32'):
         super().__init__()
+        self.precision = precision
         n_bands, n_classes = config.N_MELS, len(config.CLASSES)
         channels = [1] + [config.CONV_CHANNELS] * len(config.POOL_SIZES)
         self.conv_blocks = nn.Sequential(*[
@@ -54,7 +60,11 @@ class CRNN(nn.Module):
 
     def forward(self, x):                         # (batch, frames, 64)
         x = x.unsqueeze(1)                        # (batch, 1, frames, 64)
-        x = self.conv_blocks(x)                   # (batch, 128, frames, 3)
+        if self.precision == 'bfloat16':
+            with torch.autocast(x.device.type, torch.bfloat16):
+                x = self.conv_blocks(x).float()   # (batch, 128, frames, 3): computed in bfloat16, float32 again
+        else:
+            x = self.conv_blocks(x)               # (batch, 128, frames, 3)
         # channels and bands merged per frame, channel-major: feature c * 3 + b
         x = x.permute(0, 2, 1, 3)                 # (batch, frames, 128, 3)
         x = x.reshape(x.shape[0], x.shape[1], -1)  # (batch, frames, 384)
@@ -71,9 +81,10 @@ def architecture():
     return {name: getattr(config, name) for name in ARCHITECTURE}
 
 
-def build_model(device='cpu'):
-    """A new CRNN on `device`, in the memory layout of config.CHANNELS_LAST (the same function, faster on CPU)."""
-    net = CRNN().to(device)
+def build_model(device='cpu', precision=None):
+    """A new CRNN on `device` in `precision` (default config.PRECISION), in the memory layout of
+    config.CHANNELS_LAST (the same function, faster on CPU)."""
+    net = CRNN(precision or config.PRECISION).to(device)
     if config.CHANNELS_LAST:
         net = net.to(memory_format=torch.channels_last)
     return net

@@ -41,7 +41,7 @@ SOURCES = {  # the demo generator, the download, the recognition of the official
     'DEMO_SCALE', 'DEMO_SEED', 'DEMO_LENGTH_RANGE', 'AUDIO_SUBTYPE', 'ZENODO_URL', 'DEVELOPMENT_ARCHIVES',
     'EVALUATION_ARCHIVES', 'OFFICIAL_FOLDS_SHA256'}
 SPEED_ONLY = {'FEATURE_JOBS', 'CHANNELS_LAST', 'KEEP_FREED_MEMORY'}
-FLAG_DEFAULTS = {'SEED', 'MAX_EPOCHS', 'LOSS', 'RUNS'}   # defaults of flags, recorded on their own (seed, epochs, loss)
+FLAG_DEFAULTS = {'SEED', 'MAX_EPOCHS', 'LOSS', 'PRECISION', 'RUNS'}   # defaults of flags, recorded on their own
 DERIVED = {'HARD_INDEX', 'FRAME_SECONDS'}                # from the settings recorded
 EVALUATION_ONLY = {  # evaluate.py re-scores with their values now, and the table's protocol names them
     'THRESHOLD', 'SEGMENT_LENGTH', 'MERGE_GAP', 'MIN_EVENT_LENGTH', 'TIMELINE', 'F1_THOP_TIME_DECIMALS',
@@ -59,8 +59,10 @@ CODE_COPY = 'code'                          # runs/run{r}/code/: the source the 
 # -----------------------------------------------------------------------------
 # The record of a run: what its numbers depend on
 
-def training_settings(seed, epochs, loss_kind):
-    """What a checkpoint must agree with to be resumed: seed, schedule, loss and the config values of training."""
+def training_settings(seed, epochs, loss_kind, precision=None, device='cpu'):
+    """What a checkpoint must agree with to be resumed: seed, schedule, loss, precision (default
+    config.PRECISION), the kind of device ('cpu' or 'cuda': they round differently), the config values of
+    training and the fingerprints of its code."""
     # here, not at the top: model.py imports torch, 1.8 s and 185 MB of start-up (measured) for evaluate.py,
     # plot_results.py and compare.py, which read records and never make one
     from model import output_bias_init
@@ -70,8 +72,12 @@ def training_settings(seed, epochs, loss_kind):
     values['OUTPUT_BIAS_INIT'] = output_bias_init(loss_kind)
     if values['OUTPUT_BIAS_INIT'] != 'prior':
         values.pop('OUTPUT_BIAS_CLIP', None)
-    return {'seed': seed, 'epochs': epochs, 'loss': loss_kind, 'config': values,
-            'code': utils.code_record(TRAINING_CODE)}
+    return {'seed': seed, 'epochs': epochs, 'loss': loss_kind, 'precision': precision or config.PRECISION,
+            'device': torch_device_type(device), 'config': values, 'code': utils.code_record(TRAINING_CODE)}
+
+
+def torch_device_type(device):
+    return str(device).split(':')[0]          # 'cuda:1' -> 'cuda' (torch.device without importing torch)
 
 
 def features_record(manifest):
@@ -80,10 +86,10 @@ def features_record(manifest):
     return {key: manifest.get(key) for key in ('params', 'code', 'dataset', 'folds_sha256')}
 
 
-def run_record(manifest, epochs, loss_kind):
+def run_record(manifest, epochs, loss_kind, precision=None, device='cpu'):
     """Everything but the seed that can change a run's numbers: the training settings, and the features'
     (their parameters, data set and fold lists, as extraction recorded them)."""
-    training = training_settings(None, epochs, loss_kind)
+    training = training_settings(None, epochs, loss_kind, precision, device)
     del training['seed']
     return json.loads(json.dumps({'training': training, 'features': features_record(manifest)}))  # as read back
 
@@ -120,7 +126,7 @@ def copy_code(run_dir, features_code):
         utils.write_text_atomic(Path(run_dir) / CODE_COPY / name, source.read_text())
 
 
-def start_run(run_dir, record, seed, restart=False):
+def start_run(run_dir, record, seed, restart=False, device_details=None):
     """Write run_dir/settings.json, the run's record, when the run starts, and the copy of its code -> its record
     id. A run folder whose record differs is refused, naming the differences, unless restart: then the old run
     is removed first."""
@@ -144,8 +150,8 @@ def start_run(run_dir, record, seed, restart=False):
     commit, dirty = experiment.source_state()
     copy_code(run_dir, record['features'].get('code') or {})
     utils.write_json_atomic(path, {'seed': seed, 'record_id': new_id, 'record': record, 'versions': versions(),
-                                   'git_commit': commit, 'git_dirty': dirty, 'experiment': experiment.current(),
-                                   'command': sys.argv})
+                                   'device': device_details, 'git_commit': commit, 'git_dirty': dirty,
+                                   'experiment': experiment.current(), 'command': sys.argv})
     return new_id
 
 
@@ -291,16 +297,19 @@ def read_protocol(workdir, run_dirs, timeline, time_decimals):
                 **{name: getattr(config, name) for name in EVALUATION_SETTINGS}}
     training = _read_json(Path(run_dirs[0]) / 'settings.json').get('record', {}).get('training') if run_dirs else None
     if training:
-        protocol.update({'epochs': training.get('epochs'), 'loss': training.get('loss'), **training.get('config', {})})
+        protocol.update({'epochs': training.get('epochs'), 'loss': training.get('loss'),
+                         'precision': training.get('precision', 'float32'), **training.get('config', {})})
     return json.loads(json.dumps(protocol))          # as results.json reads back: tuples are lists
 
 
 def protocol_label(protocol):
-    """The protocol as the table's row label names it: `demo data, loss bce, soft targets, 80 epochs, official
-    folds, timeline per fold, F1_thop time_decimals 30` (runs recorded before TARGETS existed trained on soft)."""
+    """The protocol as the table's row label names it: `demo data, loss bce, soft targets, float32, 80 epochs,
+    official folds, timeline per fold, F1_thop time_decimals 30` (runs recorded before TARGETS and precision
+    existed trained on soft targets in float32)."""
     folds = protocol.get('folds', 'unknown')
     return (f"{protocol.get('data set', 'unknown')} data, loss {protocol.get('loss', 'unknown')}, "
-            f"{protocol.get('TARGETS', 'soft')} targets, {protocol.get('epochs', 'unknown')} epochs, "
+            f"{protocol.get('TARGETS', 'soft')} targets, {protocol.get('precision', 'float32')}, "
+            f"{protocol.get('epochs', 'unknown')} epochs, "
             f"{'official folds' if folds == 'official' else f'folds of {folds}'}, "
             f"timeline per {protocol.get('timeline', 'unknown')}, F1_thop time_decimals "
             f"{protocol.get('F1_thop time_decimals', 'unknown')}")

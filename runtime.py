@@ -1,10 +1,12 @@
-"""What training needs besides the method: memory settings, checkpoints to resume from, parallel jobs.
+"""What training needs besides the method: the device and its precision, memory settings, checkpoints to resume
+from, parallel jobs.
 
 task4b.py calls each of these in a line; none of them changes a number the method computes. What a run is and
 its record (settings.json, training_settings) are runs.py's; here the checkpoints are compared with them.
 """
 import ctypes
 import os
+import platform
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -39,13 +41,89 @@ def keep_freed_memory():
 
 
 # -----------------------------------------------------------------------------
+# The device and its arithmetic
+
+def cpu_model():
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def native_bfloat16_cpu(cpuinfo='/proc/cpuinfo'):
+    """Whether this CPU computes in bfloat16 itself (x86: avx512_bf16 or amx_bf16; Arm: bf16), read from its flags
+    in /proc/cpuinfo -> bool, or None where there is none to read."""
+    try:
+        flags = set(Path(cpuinfo).read_text().split())
+    except OSError:
+        return None
+    return bool(flags & {'avx512_bf16', 'amx_bf16', 'bf16'})
+
+
+_WARNED = set()
+
+
+def check_precision(precision, device, training=True):
+    """Refuse a precision the device cannot train in (DataError); warn once where bfloat16 would be emulated. A
+    'tf32' model is float32 arithmetic elsewhere: only its training needs a GPU."""
+    kind = torch.device(device).type
+    if precision == 'tf32' and kind != 'cuda' and training:
+        raise DataError("precision 'tf32' is float32 with the matrix units of NVIDIA GPUs (Ampere and later); on the "
+                        "CPU give 'float32' or 'bfloat16'")
+    if precision == 'bfloat16' and kind == 'cuda' and not torch.cuda.is_bf16_supported(including_emulation=False):
+        raise DataError(f"precision 'bfloat16': {torch.cuda.get_device_name(device)} has no bfloat16 arithmetic "
+                        f"(NVIDIA's Ampere and later have); give 'float32'")
+    if precision == 'bfloat16' and kind == 'cpu' and not native_bfloat16_cpu() and 'cpu' not in _WARNED:
+        _WARNED.add('cpu')
+        print('warning: precision bfloat16 on a CPU without native bfloat16 (no avx512_bf16, amx_bf16 or bf16 in '
+              '/proc/cpuinfo): torch emulates it, likely slower than float32', file=sys.stderr)
+
+
+def float32_arithmetic(device, precision):
+    """On CUDA, float32 as float32: torch lets cuDNN run float32 convolutions and the GRU in TF32 (10-bit
+    inputs) on Ampere and later unless told; 'tf32' asks for it, any other precision forbids it. The CPU has no
+    such mode."""
+    if torch.device(device).type == 'cuda':
+        fp32 = 'tf32' if precision == 'tf32' else 'ieee'
+        torch.backends.cuda.matmul.fp32_precision = fp32
+        torch.backends.cudnn.conv.fp32_precision = fp32
+        torch.backends.cudnn.rnn.fp32_precision = fp32
+
+
+def device_details(device):
+    """What a run records of its device besides its kind: the CPU or GPU model and, on CUDA, the CUDA and cuDNN
+    versions (never touching CUDA for a CPU training)."""
+    if torch.device(device).type == 'cuda':
+        major, minor = torch.cuda.get_device_capability(device)
+        return {'type': 'cuda', 'name': torch.cuda.get_device_name(device), 'capability': f'{major}.{minor}',
+                'cuda': torch.version.cuda, 'cudnn': torch.backends.cudnn.version()}
+    return {'type': 'cpu', 'name': cpu_model(), 'isa': torch.backends.cpu.get_cpu_capability(),
+            'native_bfloat16': native_bfloat16_cpu(), 'threads': torch.get_num_threads()}
+
+
+def reset_gpu_peak(device):
+    if torch.device(device).type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def gpu_peak_bytes(device):
+    """The most GPU memory torch held since reset_gpu_peak (None on the CPU): what sizes --jobs per GPU."""
+    return torch.cuda.max_memory_allocated(device) if torch.device(device).type == 'cuda' else None
+
+
+# -----------------------------------------------------------------------------
 # Checkpoints: only what torch's safe loader reads (tensors, numbers, strings, lists, dicts)
 
-def save_checkpoint(path, state, generator):
-    """state (model, optimizer, schedule, ... as state dicts) and the random states -> path, atomically."""
+def save_checkpoint(path, state, generator, device='cpu'):
+    """state (model, optimizer, schedule, ... as state dicts) and the random states -> path, atomically: the CPU's,
+    the shuffling generator's, and the training GPU's only (the others draw nothing for it; a CPU training never
+    touches CUDA)."""
     rng = {'torch': torch.get_rng_state(), 'shuffle': generator.get_state()}
-    if torch.cuda.is_available():
-        rng['cuda'] = torch.cuda.get_rng_state_all()
+    if torch.device(device).type == 'cuda':
+        rng['cuda'] = torch.cuda.get_rng_state(device)
     utils.atomic_write(path, lambda tmp: torch.save({**state, 'rng': rng}, tmp))
 
 
@@ -59,9 +137,9 @@ def load_torch_file(path, what):
                         f'train again (python task4b.py)') from None
 
 
-def load_checkpoint(path, settings, generator):
+def load_checkpoint(path, settings, generator, device='cpu'):
     """The checkpoint at path, checked against settings (runs.training_settings), with the random states restored
-    -> dict, or None."""
+    (the GPU's on the training device) -> dict, or None."""
     if not Path(path).is_file():
         return None
     checkpoint = load_torch_file(path, 'checkpoint of task4b.py')
@@ -70,7 +148,7 @@ def load_checkpoint(path, settings, generator):
     if missing:
         raise DataError(f'{path}: not a checkpoint of this version of task4b.py (missing {missing}); '
                         f'run without --resume to start the fold over')
-    for key in ('seed', 'epochs', 'loss'):
+    for key in ('seed', 'epochs', 'loss', 'precision', 'device'):
         if checkpoint['settings'].get(key) != settings[key]:
             raise DataError(f'{path}: trained with {key} {checkpoint["settings"].get(key)}, asked now '
                             f'{settings[key]}; resume with the same flags, or run without --resume')
@@ -85,8 +163,10 @@ def load_checkpoint(path, settings, generator):
                         f'to start over')
     torch.set_rng_state(checkpoint['rng']['torch'])
     generator.set_state(checkpoint['rng']['shuffle'])
-    if 'cuda' in checkpoint['rng'] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(checkpoint['rng']['cuda'])
+    cuda_state = checkpoint['rng'].get('cuda')
+    if cuda_state is not None and torch.device(device).type == 'cuda':
+        # one state; earlier versions kept one per visible GPU, the training's first (its device was cuda:0)
+        torch.cuda.set_rng_state(cuda_state[0] if isinstance(cuda_state, list) else cuda_state, device)
     return checkpoint
 
 
@@ -103,6 +183,14 @@ def start_fold_over(fold_dir, test_files):
 # -----------------------------------------------------------------------------
 # --jobs: (run, fold) trainings as child processes
 
+def visible_gpus():
+    """The GPUs this process may use, as a child's CUDA_VISIBLE_DEVICES names them (indices or UUIDs)."""
+    listed = os.environ.get('CUDA_VISIBLE_DEVICES')
+    if listed is not None:
+        return [gpu.strip() for gpu in listed.split(',') if gpu.strip()]
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
 def run_jobs(script, args, run_ids, folds):
     """Train the (run, fold) pairs as args.jobs child processes at once: `script --run R --folds K` with the
     other flags of args, each one's output in runs/run{r}/fold{k}.log. Every job runs to its end; then a
@@ -110,33 +198,38 @@ def run_jobs(script, args, run_ids, folds):
 
     The runs are started here (settings.json, and --restart), once, before the children. The children run a
     snapshot of the code and of the experiment (experiment.snapshot), so that an edit made while they wait changes
-    none of them. On the CPU each child gets cpu_count // jobs math threads (the arithmetic of a sequential run
+    none of them. Each child gets cpu_count // jobs math threads (on the CPU the arithmetic of a sequential run
     with as many) and spins less while waiting for its threads: side by side, the default spinning made two
-    processes on two cores wait on each other (many times slower per step).
+    processes on two cores wait on each other (many times slower per step). On CUDA the children take the visible
+    GPUs in turn, each child one GPU (its cuda:0); CPU children see none.
     """
-    record = run_record(extract_features.read_manifest(args.workdir), args.epochs, args.loss)
+    device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    record = run_record(extract_features.read_manifest(args.workdir), args.epochs, args.loss, args.precision, device)
     for r in run_ids:
-        start_run(Path(args.workdir) / config.RUNS_DIR / f'run{r}', record, args.seed + r, args.restart)
+        start_run(Path(args.workdir) / config.RUNS_DIR / f'run{r}', record, args.seed + r, args.restart,
+                  device_details(device))
     snapshot = experiment.snapshot(args.workdir)
-    child_args = ['--config', str(snapshot / experiment.SNAPSHOT_SETTINGS), '--workdir', str(args.workdir), '--seed', str(args.seed), '--epochs', str(args.epochs),
-                  '--loss', args.loss] + (['--device', args.device] if args.device else []) + \
-                 (['--resume'] if args.resume else [])
+    child_args = ['--config', str(snapshot / experiment.SNAPSHOT_SETTINGS), '--workdir', str(args.workdir),
+                  '--seed', str(args.seed), '--epochs', str(args.epochs), '--loss', args.loss,
+                  '--precision', args.precision, '--device', device] + (['--resume'] if args.resume else [])
+    gpus = visible_gpus() if device == 'cuda' else ['']
     env = dict(os.environ)
-    if not torch.cuda.is_available():
-        env.setdefault('OMP_NUM_THREADS', str(max(1, (os.cpu_count() or 1) // args.jobs)))
+    env.setdefault('OMP_NUM_THREADS', str(max(1, (os.cpu_count() or 1) // args.jobs)))
     env.setdefault('GOMP_SPINCOUNT', '1000')
 
-    def job(pair):
-        r, k = pair
+    def job(numbered):
+        i, (r, k) = numbered
         log = Path(args.workdir) / config.RUNS_DIR / f'run{r}' / f'fold{k}.log'
         command = [sys.executable, str(snapshot / Path(script).name), '--run', str(r), '--folds', str(k), *child_args]
+        gpu = gpus[i % len(gpus)]
         with open(log, 'w') as out:
-            code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
-        print(f'run {r} fold {k}: exit status {code}, log {log}', flush=True)
+            code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT,
+                                  env={**env, 'CUDA_VISIBLE_DEVICES': gpu}).returncode
+        print(f'run {r} fold {k}: exit status {code}, log {log}' + (f', GPU {gpu}' if gpu else ''), flush=True)
         return (r, k, log) if code else None
 
     with ThreadPoolExecutor(args.jobs) as pool:
-        failed = [f for f in pool.map(job, [(r, k) for r in run_ids for k in folds]) if f]
+        failed = [f for f in pool.map(job, enumerate((r, k) for r in run_ids for k in folds)) if f]
     if failed:
         raise DataError(f'{len(failed)} trainings failed: ' + '; '.join(
             f'run {r} fold {k} (log {log})' for r, k, log in failed) + '; the others finished. Fix the cause, '

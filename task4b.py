@@ -101,8 +101,12 @@ class PlateauSchedule:
         vars(self).update(state)
 
 
-def seed_everything(seed, device):
-    """One seed for torch (weights, dropout), numpy and python random; deterministic kernels on the CPU."""
+def seed_everything(seed, device, precision='float32'):
+    """One seed for torch (weights, dropout), numpy and python random, and the device's arithmetic. On the CPU
+    deterministic kernels: the same seed gives the same scores, bit for bit. On CUDA cuDNN's deterministic
+    kernels without autotuning, but torch's deterministic mode off (it stops a training at the first kernel that
+    has no deterministic form, and cuBLAS needs an environment variable for it): the same seed gives nearly, not
+    exactly, the same scores; float32 without TF32 unless precision is 'tf32' (runtime.float32_arithmetic)."""
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
@@ -112,6 +116,10 @@ def seed_everything(seed, device):
         # costs a pass over each 210 MB activation of conv 1 per step (about 2.5% of a full-scale epoch here)
         # and changes no number, since every kernel writes its whole output (tests/test_speed.py)
         torch.utils.deterministic.fill_uninitialized_memory = False
+    else:                 # the mode is process-wide: a CPU training before this one in the process turned it on
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        runtime.float32_arithmetic(device, precision)
 
 
 def new_optimizer(model):
@@ -168,20 +176,22 @@ def write_test_scores(model, data, run_dir, loss_kind):
 # -----------------------------------------------------------------------------
 # One fold: train with validation-based selection, keep the best weights
 
-def train_fold(data, fold_dir, seed, epochs, device, loss_kind, resume=False, name=''):
+def train_fold(data, fold_dir, seed, epochs, device, loss_kind, resume=False, name='', precision=None):
     """Train on data['X_train'] with selection on data['X_val'] -> the model with the best weights loaded, and
-    the schedule (best epoch and loss). Writes fold_dir/checkpoint.pt and history.csv after every epoch."""
+    the schedule (best epoch and loss). Writes fold_dir/checkpoint.pt and history.csv after every epoch.
+    precision: 'float32', 'bfloat16' or 'tf32' (default config.PRECISION; model.CRNN)."""
     checkpoint_path = Path(fold_dir) / 'checkpoint.pt'
-    seed_everything(seed, device)
-    model = build_model(device)
+    precision = precision or config.PRECISION
+    seed_everything(seed, device, precision)
+    model = build_model(device, precision)
     if output_bias_init(loss_kind) == 'prior':         # start each output at its class's prior (bce)
         init_output_bias(model, data['Y_train'])
     optimizer = new_optimizer(model)
     schedule = PlateauSchedule(epochs)
     generator = torch.Generator().manual_seed(seed)      # the shuffling order; its state is checkpointed
-    settings = training_settings(seed, epochs, loss_kind)
+    settings = training_settings(seed, epochs, loss_kind, precision, device)
     history, best_state, start_epoch, finished = [], None, 1, False
-    checkpoint = runtime.load_checkpoint(checkpoint_path, settings, generator) if resume else None
+    checkpoint = runtime.load_checkpoint(checkpoint_path, settings, generator, device) if resume else None
     if checkpoint:                     # resume: continue after the last finished epoch, exactly
         model.load_state_dict(checkpoint['model'])
         optimizer.load_state_dict(checkpoint['optimizer'])
@@ -219,7 +229,7 @@ def train_fold(data, fold_dir, seed, epochs, device, loss_kind, resume=False, na
         runtime.save_checkpoint(checkpoint_path, {
             'epoch': epoch, 'finished': finished, 'model': model.state_dict(), 'optimizer': optimizer.state_dict(),
             'schedule': schedule.state_dict(), 'best_model': best_state, 'history': history, 'settings': settings},
-            generator)
+            generator, device)
         bar.update(1)
         bar.set_postfix(train=f'{history[-1]["train_loss"]:.4f}', val=f'{val_loss:.4f}', F1=f'{val_f1:.1f}',
                         best=schedule.best_epoch, lr=f'{optimizer.param_groups[0]["lr"]:.0e}')
@@ -240,31 +250,33 @@ def save_best_model(path, model, data, loss_kind):
     utils.atomic_write(path, lambda tmp: torch.save({
         'model': {k: v.detach().cpu() for k, v in model.state_dict().items()},
         'mean': torch.from_numpy(data['mean']), 'scale': torch.from_numpy(data['scale']),
-        'feature_params': extract_features.feature_params(), 'architecture': architecture(), 'loss': loss_kind}, tmp))
+        'feature_params': extract_features.feature_params(), 'architecture': architecture(), 'loss': loss_kind,
+        'precision': model.precision}, tmp))
 
 
 # -----------------------------------------------------------------------------
 # The experiment: runs x folds, then the metrics
 
 def run_experiment(workdir, folds=None, runs=None, seed=None, epochs=None, device=None, resume=False, loss_kind=None,
-                   run_ids=None, summarize=True, restart=False):
+                   run_ids=None, summarize=True, restart=False, precision=None):
     """Train and test every (run, fold); write the fold metrics, then (summarize) each run's metrics and the
-    table -> the summary dict, or None. runs, seed, epochs, loss_kind: default config's. run_ids: the runs to do
-    (default range(runs)). restart: remove a run folder of other settings instead of refusing it."""
+    table -> the summary dict, or None. runs, seed, epochs, loss_kind, precision: default config's. run_ids: the
+    runs to do (default range(runs)). restart: remove a run folder of other settings instead of refusing it."""
     workdir = Path(workdir)
     runs, seed = runs or config.RUNS, config.SEED if seed is None else seed
-    epochs, loss_kind = epochs or config.MAX_EPOCHS, loss_kind or config.LOSS
-    record = run_record(extract_features.read_manifest(workdir), epochs, loss_kind)
-    folds = list(folds or range(1, config.N_FOLDS + 1))
+    epochs, loss_kind, precision = epochs or config.MAX_EPOCHS, loss_kind or config.LOSS, precision or config.PRECISION
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    runtime.check_precision(precision, device)
+    record = run_record(extract_features.read_manifest(workdir), epochs, loss_kind, precision, device)
+    folds = list(folds or range(1, config.N_FOLDS + 1))
     run_ids = list(range(runs) if run_ids is None else run_ids)
     print(torchinfo.summary(CRNN(), input_size=(config.BATCH_SIZE, config.SEQUENCE_LENGTH, config.N_MELS),
                             verbose=0, device='cpu'))
     print(f'workdir {workdir}, folds {folds}, runs {run_ids} (seed {seed} + run), at most {epochs} epochs, '
-          f'loss {loss_kind}, device {device}')
+          f'loss {loss_kind}, {precision}, device {device}')
     for r in run_ids:
         run_dir = workdir / config.RUNS_DIR / f'run{r}'
-        record_id = start_run(run_dir, record, seed + r, restart)
+        record_id = start_run(run_dir, record, seed + r, restart, runtime.device_details(device))
         for k in folds:
             fold_dir = run_dir / f'fold{k}'
             name = f'run {r} fold {k}'
@@ -276,13 +288,16 @@ def run_experiment(workdir, folds=None, runs=None, seed=None, epochs=None, devic
                 runtime.start_fold_over(fold_dir, data['test_files'])
             print(f'{name}: {len(data["X_train"])} training and {len(data["X_val"])} validation sequences, '
                   f'{len(data["test_files"])} test files')
-            model, schedule = train_fold(data, fold_dir, seed + r, epochs, device, loss_kind, resume, name)
+            runtime.reset_gpu_peak(device)
+            model, schedule = train_fold(data, fold_dir, seed + r, epochs, device, loss_kind, resume, name, precision)
             save_best_model(fold_dir / 'best_model.pt', model, data, loss_kind)
             stems = write_test_scores(model, data, run_dir, loss_kind)
             metrics = evaluate.evaluate_scores(run_dir / 'scores', workdir, file_stems=stems)
-            metrics.update(best_epoch=schedule.best_epoch, best_val_loss=schedule.best_loss, record_id=record_id)
+            metrics.update(best_epoch=schedule.best_epoch, best_val_loss=schedule.best_loss, record_id=record_id,
+                           device=runtime.device_details(device)['name'], gpu_peak_bytes=runtime.gpu_peak_bytes(device))
             utils.write_json_atomic(fold_dir / 'metrics.json', metrics)   # written last: the fold is finished
-            print(f'{name}: best epoch {schedule.best_epoch}: {evaluate.format_headline(metrics)}')
+            gpu = f", peak GPU memory {metrics['gpu_peak_bytes'] / 2**30:.2f} GiB" if metrics['gpu_peak_bytes'] else ''
+            print(f'{name}: best epoch {schedule.best_epoch}: {evaluate.format_headline(metrics)}{gpu}')
     if summarize:
         return gather(workdir, run_ids)
     return None
@@ -315,6 +330,10 @@ def main(argv=None):
     parser.add_argument('--loss', choices=['bce', 'mse'], default=config.LOSS,
                         help="'bce' on sigmoid(logits), or 'mse' on the raw outputs as the published baseline "
                              '(default: config.LOSS = %(default)s)')
+    parser.add_argument('--precision', choices=['float32', 'bfloat16', 'tf32'], default=config.PRECISION,
+                        help="'float32' as the published baseline, 'bfloat16' the conv blocks in bfloat16 (faster on a "
+                             "CPU or GPU with native bfloat16, other numbers), 'tf32' float32 with TF32 on NVIDIA GPUs "
+                             '(default: config.PRECISION = %(default)s)')
     parser.add_argument('--device', choices=['cpu', 'cuda'], help='default: cuda when available')
     parser.add_argument('--resume', action='store_true', help='skip finished folds, continue an unfinished one')
     parser.add_argument('--restart', action='store_true',
@@ -339,7 +358,7 @@ def main(argv=None):
     # --run R is one job of many (a cluster array, a child of --jobs): it writes its folds only; the gathering
     # (evaluate.py, or the --jobs parent) writes what belongs to a run or to the table
     run_experiment(args.workdir, folds, args.runs, args.seed, args.epochs, args.device, args.resume, args.loss,
-                   run_ids, summarize=args.run is None, restart=args.restart)
+                   run_ids, summarize=args.run is None, restart=args.restart, precision=args.precision)
     return 0
 
 

@@ -162,7 +162,8 @@ def _number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-CONFIG_CHOICES = {'LOSS': ('bce', 'mse'), 'TARGETS': ('soft', 'hard'), 'OUTPUT_BIAS_INIT': ('prior', 'torch'),
+CONFIG_CHOICES = {'LOSS': ('bce', 'mse'), 'TARGETS': ('soft', 'hard'), 'PRECISION': ('float32', 'bfloat16', 'tf32'),
+                  'OUTPUT_BIAS_INIT': ('prior', 'torch'),
                   'TIMELINE': ('fold', 'file'),
                   'LOG_MEL': (False, True), 'CENTER': (False, True)}
 CONFIG_COUNTS = {name: 1 for name in ('SAMPLE_RATE', 'HOP_LENGTH', 'N_FFT', 'N_MELS', 'SEQUENCE_LENGTH', 'FEATURE_JOBS',

@@ -302,11 +302,13 @@ def test_summary_is_mean_and_population_std_over_runs():
 
 def test_table_row_label_names_the_protocol():
     table = evaluate.results_table_markdown(summary_of_two_runs(PUBLISHED_PROTOCOL))
-    assert ('| This baseline: MAESTRO Real data, loss mse, soft targets, 150 epochs, official folds, timeline per '
-            'fold, F1_thop time_decimals 30; 2 runs, 49 of 49 files |') in table
+    assert ('| This baseline: MAESTRO Real data, loss mse, soft targets, float32, 150 epochs, official folds, '
+            'timeline per fold, F1_thop time_decimals 30; 2 runs, 49 of 49 files |') in table
     table = evaluate.results_table_markdown(summary_of_two_runs({**PUBLISHED_PROTOCOL, 'data set': 'demo',
-                                                                'loss': 'bce', 'TARGETS': 'hard', 'epochs': 80}))
-    assert '| This baseline: demo data, loss bce, hard targets, 80 epochs, official folds, timeline per fold,' in table
+                                                                'loss': 'bce', 'TARGETS': 'hard',
+                                                                'precision': 'bfloat16', 'epochs': 80}))
+    assert ('| This baseline: demo data, loss bce, hard targets, bfloat16, 80 epochs, official folds, timeline per '
+            'fold,') in table
 
 
 def test_published_row_says_same_protocol_only_when_it_is():

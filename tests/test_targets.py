@@ -78,4 +78,4 @@ def test_hard_targets_train_as_soft_targets_on_a_copy_of_the_data_holding_only_h
     assert score_files(hard) != score_files(soft)
     settings = json.loads((hard / config.RUNS_DIR / 'run0' / 'settings.json').read_text())
     assert settings['record']['training']['config']['TARGETS'] == 'hard'
-    assert '| This baseline: demo data, loss bce, hard targets, 2 epochs,' in (hard / 'results.md').read_text()
+    assert '| This baseline: demo data, loss bce, hard targets, float32, 2 epochs,' in (hard / 'results.md').read_text()
