@@ -98,7 +98,7 @@ TARGETS = 'soft'                                     # training and validation t
                                                      # against. Set where a fold's targets become tensors: no re-extraction
 OUTPUT_BIAS_INIT = 'prior'                           # 'bce' only: 'prior' starts the output layer's bias at the log-odds
                                                      # of each class's mean soft target over the fold's training frames
-                                                     # (the one departure from the original code); 'torch' keeps torch's
+                                                     # (with bce, this baseline's choice); 'torch' keeps torch's
                                                      # initialisation. 'mse' always keeps torch's: it reproduces the
                                                      # published table
 OUTPUT_BIAS_CLIP = 1e-4                              # prior clipped to [1e-4, 1 - 1e-4] (bias within +/-9.2): a class absent
@@ -107,7 +107,7 @@ OUTPUT_BIAS_CLIP = 1e-4                              # prior clipped to [1e-4, 1
 PRECISION = 'float32'                                # 'float32' (the published protocol; on CUDA without TF32), 'bfloat16'
                                                      # (the conv blocks under torch.autocast: their outputs in bfloat16;
                                                      # weights, optimiser, BatchNorm statistics, GRU, dense layers, loss
-                                                     # and scores in float32; about 2x faster epochs on a CPU with
+                                                     # and scores in float32; 1.5x faster epochs on a CPU with
                                                      # native bfloat16, other numbers), or 'tf32' (CUDA on Ampere and
                                                      # later only: float32 with TF32 matrix products); default of
                                                      # task4b.py --precision

@@ -465,20 +465,23 @@ def _mean_or_none(values):
 
 def results_table_markdown(summary):
     """The results table in the layout of the published one, its protocol in the row label; the published row
-    for MAESTRO Real only, saying whether the protocol is the same; then the per-class part (mean over runs)."""
-    def cell(key, mean, std):                   # `0.487 (+/-0.009)`, `70.34% (+/-0.766)` as published
-        return f'{format_metric(key, mean)} (+/-{std:.3f})'
+    for MAESTRO Real only, saying whether the protocol is the same; then the per-class part (mean over runs).
+    The standard deviation over runs beside each mean, as published; none for one run (n = 1: no spread was
+    measured)."""
+    runs = summary['n_runs']
+
+    def cell(key, mean, std, n=runs):           # `0.487 (+/-0.009)`, `70.34% (+/-0.766)` as published
+        return format_metric(key, mean) + (f' (+/-{std:.3f})' if n > 1 else '')
     protocol = summary.get('protocol', {})
     n_files = '/'.join(str(n) for n in summary['n_files'])
-    runs = summary['n_runs']
-    label = (f"This baseline: {protocol_label(protocol)}; {runs} run{'s' if runs != 1 else ''}, "
+    label = (f"This baseline: {protocol_label(protocol)}; {runs} run{'s (mean +/-std)' if runs != 1 else ' (n = 1)'}, "
              f"{n_files} of {summary['n_files_total']} files")
     lines = ['| System | ' + ' | '.join(HEADLINE) + ' |', '| --- |' + ' --- |' * len(HEADLINE),
              f'| {label} | ' + ' | '.join(cell(k, summary['mean'][k], summary['std'][k]) for k in HEADLINE) + ' |']
     if protocol.get('data set') == config.PUBLISHED_PROTOCOL['data set']:
         differences = protocol_differences(protocol)
         note = 'same protocol' if not differences else 'protocol differs: ' + ', '.join(differences)
-        published = [cell(k, *config.PUBLISHED[k]) if k in config.PUBLISHED else '-' for k in HEADLINE]
+        published = [cell(k, *config.PUBLISHED[k], n=10) if k in config.PUBLISHED else '-' for k in HEADLINE]
         lines.append(f'| Published baseline (MAESTRO Real, 10 runs, 49 files; {note}) | ' + ' | '.join(published) + ' |')
 
     def number(value, fmt):
@@ -486,11 +489,10 @@ def results_table_markdown(summary):
 
     lines += ['', '| Class | F (threshold 0.5) | F1_thop | precision at F1_thop | recall at F1_thop | threshold |',
               '| --- | --- | --- | --- | --- | --- |']
-    runs = summary['runs']
     for c in config.HARD_CLASSES:
-        values = [_mean_or_none([m['class_wise'][c].get(key) for m in runs])
+        values = [_mean_or_none([m['class_wise'][c].get(key) for m in summary['runs']])
                   for key in ('F', 'F1_thop', 'P_thop', 'R_thop')]
-        threshold = _mean_or_none([m['thresholds'][c] for m in runs])
+        threshold = _mean_or_none([m['thresholds'][c] for m in summary['runs']])
         lines.append(f'| {c} | ' + ' | '.join(number(v, '.2f') for v in values) + f' | {number(threshold, ".3f")} |')
     return '\n'.join(lines) + '\n'
 

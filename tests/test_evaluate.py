@@ -296,14 +296,24 @@ def test_summary_is_mean_and_population_std_over_runs():
     assert [r['class_wise'][A]['F'] for r in summary['runs']] == [1.0, 2.0]
     assert all('report' not in r for r in summary['runs'])
     table = evaluate.results_table_markdown(summary)
-    assert '2 runs, 49 of 49 files | 0.450 (+/-0.050) | 71.00% (+/-1.000) | 32.00% (+/-2.000) |' in table
+    assert '2 runs (mean +/-std), 49 of 49 files | 0.450 (+/-0.050) | 71.00% (+/-1.000) | 32.00% (+/-2.000) |' in table
     assert f'| {A} | 1.50 | - | - | - | 0.400 |' in table                     # per class: means over runs
+
+
+def test_a_table_of_one_run_shows_no_spread():
+    summary = summary_of_two_runs(PUBLISHED_PROTOCOL)
+    one = evaluate.summarize_runs(summary['runs'][:1])
+    one['protocol'] = summary['protocol']
+    table = evaluate.results_table_markdown(one)
+    row = [line for line in table.splitlines() if line.startswith('| This baseline')][0]
+    assert '1 run (n = 1), 49 of 49 files | 0.500 | 70.00% | 30.00% |' in row and '+/-' not in row
+    assert '| 0.487 (+/-0.009) |' in table                        # the published row keeps its spread
 
 
 def test_table_row_label_names_the_protocol():
     table = evaluate.results_table_markdown(summary_of_two_runs(PUBLISHED_PROTOCOL))
     assert ('| This baseline: MAESTRO Real data, loss mse, soft targets, float32, 150 epochs, official folds, '
-            'timeline per fold, F1_thop time_decimals 30; 2 runs, 49 of 49 files |') in table
+            'timeline per fold, F1_thop time_decimals 30; 2 runs (mean +/-std), 49 of 49 files |') in table
     table = evaluate.results_table_markdown(summary_of_two_runs({**PUBLISHED_PROTOCOL, 'data set': 'demo',
                                                                 'loss': 'bce', 'TARGETS': 'hard',
                                                                 'precision': 'bfloat16', 'epochs': 80}))
