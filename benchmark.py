@@ -12,11 +12,12 @@ does not count for another:
   (audio seconds / wall) and its peak memory, two ways: the resident set of the whole process tree (the child and
   its worker processes) summed from /proc every 20 ms, and the largest single process (getrusage ru_maxrss of
   the child and of its workers);
-- training, per malloc setting and precision: fold --fold of --workdir's features (extract_features.py must have run there),
-  with task4b's own functions: seconds per training epoch (train_one_epoch), per validation pass (validate) and
-  of both, the median over --epochs epochs; test inference seconds per hour of audio (write_test_scores: the
-  fold's test files, whole, with their score files); peak memory of the training process (ru_maxrss) and the
-  /proc tree peak, and on CUDA the GPU's (torch.cuda.max_memory_allocated);
+- training, per malloc setting and precision: fold --fold of --workdir's features (extract_features.py must have
+  run there), with task4b's own functions: seconds per training epoch (train_one_epoch), per validation pass
+  (validate) and of both, the median over --epochs epochs; test inference seconds per hour of audio
+  (write_test_scores: the fold's test files, whole, with their score files); peak memory of the training process
+  (ru_maxrss) and the /proc tree peak, and on CUDA the GPU's (torch.cuda.max_memory_allocated); each other
+  precision against float32 of the same malloc setting;
 - original (unless --skip-original): the same extraction and the same fold's epochs done the way the original
   baseline did them (benchmark_original.py), timed the same way, and how many times faster ours is;
 - convolutions (with training): the CRNN's three convolutions alone on the fold's batches, in both memory layouts

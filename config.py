@@ -92,10 +92,11 @@ CHANNELS_LAST = True                                 # conv activations in (batc
 KEEP_FREED_MEMORY = True                             # glibc keeps freed memory for reuse: epochs about 1.5x faster on the
                                                      # CPU, about 1 GiB more peak memory (False: glibc's defaults)
 LOSS = 'bce'                                         # 'bce' on sigmoid(logits), or 'mse' on raw outputs (reference code)
-TARGETS = 'soft'                                     # training and validation targets: 'soft', the annotators' certainty
-                                                     # (the published protocol), or 'hard', 1.0 where soft >
+TARGETS = 'soft'                                     # training and validation targets: 'soft', the annotators'
+                                                     # certainty (the published protocol), or 'hard', 1.0 where soft >
                                                      # HARD_LABEL_THRESHOLD else 0.0: the labels the evaluation scores
-                                                     # against. Set where a fold's targets become tensors: no re-extraction
+                                                     # against. Set where a fold's targets become tensors (no new
+                                                     # extraction)
 OUTPUT_BIAS_INIT = 'prior'                           # 'bce' only: 'prior' starts the output layer's bias at the log-odds
                                                      # of each class's mean soft target over the fold's training frames
                                                      # (with bce, this baseline's choice); 'torch' keeps torch's
@@ -104,8 +105,8 @@ OUTPUT_BIAS_INIT = 'prior'                           # 'bce' only: 'prior' start
 OUTPUT_BIAS_CLIP = 1e-4                              # prior clipped to [1e-4, 1 - 1e-4] (bias within +/-9.2): a class absent
                                                      # from the training frames gets a finite bias, still below the mean of
                                                      # a class active in a handful of MAESTRO Real's ~31,000 training frames
-PRECISION = 'float32'                                # 'float32' (the published protocol; on CUDA without TF32), 'bfloat16'
-                                                     # (the conv blocks under torch.autocast: their outputs in bfloat16;
+PRECISION = 'float32'                                # 'float32' (the published protocol; on CUDA without TF32),
+                                                     # 'bfloat16' (the conv blocks under torch.autocast: their outputs in bfloat16;
                                                      # weights, optimiser, BatchNorm statistics, GRU, dense layers, loss
                                                      # and scores in float32; 1.5x faster epochs on a CPU with
                                                      # native bfloat16, other numbers), or 'tf32' (CUDA on Ampere and
@@ -155,7 +156,8 @@ PUBLISHED_PROTOCOL = {
     'MEL_POWER': 1.0, 'N_MELS': 64, 'FMIN': 50.0, 'FMAX': 14000.0, 'LOG_MEL': False, 'LOG_OFFSET': 1e-8,
     'SEQUENCE_LENGTH': 200,
     'CONV_CHANNELS': 128, 'CONV_KERNEL': 3, 'POOL_SIZES': [5, 2, 2], 'DROPOUT': 0.2, 'GRU_UNITS': 32, 'DENSE_UNITS': 32,
-    'TARGETS': 'soft', 'OUTPUT_BIAS_INIT': 'torch', 'LEARNING_RATE': 1e-3, 'ADAM_BETAS': [0.9, 0.999], 'ADAM_EPS': 1e-8, 'BATCH_SIZE': 32,
+    'TARGETS': 'soft', 'OUTPUT_BIAS_INIT': 'torch', 'LEARNING_RATE': 1e-3, 'ADAM_BETAS': [0.9, 0.999], 'ADAM_EPS': 1e-8,
+    'BATCH_SIZE': 32,
     'LR_DECAY_PATIENCE': 0.3, 'LR_DECAY_FACTOR': 10.0, 'EARLY_STOP_PATIENCE': 0.6,
 }
 
@@ -167,7 +169,7 @@ def derive():
     global HARD_INDEX, FRAME_SECONDS
     # model outputs -> the 11 evaluated (every script refuses a class missing from CLASSES: utils.check_config)
     HARD_INDEX = [CLASSES.index(c) for c in HARD_CLASSES if c in CLASSES]
-    FRAME_SECONDS = HOP_LENGTH / SAMPLE_RATE if SAMPLE_RATE else 0.0   # 0.2 s per frame (a rate of 0: utils.check_config)
+    FRAME_SECONDS = HOP_LENGTH / SAMPLE_RATE if SAMPLE_RATE else 0.0   # 0.2 s per frame (0 Hz: utils.check_config)
 
 
 derive()

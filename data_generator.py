@@ -32,9 +32,9 @@ def fold_tensors(fold_data, device='cpu'):
     """The arrays of a fold dict (extract_features.load_fold's keys) as float32 tensors on `device`.
 
     'X_train' (n, 200, 64), 'Y_train' (n, 200, 17) (training_targets), 'X_val', 'Y_val' likewise; 'X_test' a list
-    of (frames, 64), one per file of 'test_files'; 'val_reference' the events of the validation sequences as one timeline, from
-    their hard labels taken on the float64 soft targets, before the cast; 'mean' and 'scale' (64,) stay numpy
-    (they go into best_model.pt for inference on new audio).
+    of (frames, 64), one per file of 'test_files'; 'val_reference' the events of the validation sequences as one
+    timeline, from their hard labels taken on the float64 soft targets, before the cast; 'mean' and 'scale' (64,)
+    stay numpy (they go into best_model.pt for inference on new audio).
     """
     def tensor(a):
         return torch.as_tensor(np.ascontiguousarray(a, dtype=np.float32)).to(device)

@@ -38,8 +38,12 @@ if [ ! -f "$workdir/features/manifest.json" ]; then
     exit 1
 fi
 if [ -n "$snapshot" ]; then
-    [ ${#settings[@]} -eq 0 ] || { echo "error: --snapshot runs that snapshot's experiment: no --config or --set with it" >&2; exit 2; }
-    [ -f "$snapshot/settings.py" ] || { echo "error: $snapshot: not a snapshot of experiment.py (no settings.py)" >&2; exit 2; }
+    if [ ${#settings[@]} -gt 0 ]; then
+        echo "error: --snapshot runs that snapshot's experiment: no --config or --set with it" >&2; exit 2
+    fi
+    if [ ! -f "$snapshot/settings.py" ]; then
+        echo "error: $snapshot: not a snapshot of experiment.py (no settings.py)" >&2; exit 2
+    fi
 else
     snapshot=$(python experiment.py --workdir "$workdir" --snapshot "${settings[@]}")
 fi
@@ -57,4 +61,5 @@ gather=$(sbatch --parsable --dependency="afterok:$array" --kill-on-invalid-dep=y
 gather=${gather%%;*}
 echo "trainings: job array $array (tasks $tasks), gather: job $gather; logs in $logs; code and experiment: $snapshot"
 echo "if trainings fail (the gather is then cancelled), rerun only those, then the gather:"
-echo "  slurm/submit.sh --workdir $workdir --runs $runs --folds \"$folds\" --epochs $epochs ${loss[*]} --snapshot $snapshot --tasks \$(slurm/failed.sh $array)${*:+ -- $*}"
+echo "  slurm/submit.sh --workdir $workdir --runs $runs --folds \"$folds\" --epochs $epochs ${loss[*]}" \
+     "--snapshot $snapshot --tasks \$(slurm/failed.sh $array)${*:+ -- $*}"
