@@ -348,12 +348,11 @@ def of_workdir(workdir):
 # Snapshots: what later jobs run
 
 def _snapshot_files(root):
-    """(path relative to root) of what a snapshot copies: the scripts, the split and the fold lists."""
-    root = Path(root)
-    files = sorted(p.relative_to(root) for p in root.glob('*.py'))
-    files.append(Path(config.DEVELOPMENT_SPLIT).relative_to(root))
-    files += sorted(p.relative_to(root) for p in Path(config.FOLDS_DIR).glob('*.csv'))
-    return files
+    """(path relative to root) of what a snapshot copies: the scripts, and the split and fold lists that config
+    names when they are the repository's (others stay where they are, named by their absolute paths)."""
+    root = Path(root).resolve()
+    paths = [*root.glob('*.py'), Path(config.DEVELOPMENT_SPLIT), *Path(config.FOLDS_DIR).glob('*.csv')]
+    return sorted({p.resolve().relative_to(root) for p in paths if p.resolve().is_relative_to(root)})
 
 
 def settings_source(settings):
@@ -389,7 +388,7 @@ def snapshot(workdir):
     """The code of this checkout, its fold lists and this command's experiment, copied once into
     WD/snapshots/<id>/ (id: a hash of all of it) -> that folder. Jobs run `python <folder>/task4b.py --config
     <folder>/settings.py ...`."""
-    root = Path(config.REPO_ROOT)
+    root = Path(config.REPO_ROOT).resolve()
     settings = settings_source(_command['settings'])
     digest = hashlib.sha256(settings.encode())
     files = _snapshot_files(root)
@@ -459,4 +458,5 @@ def add_options(parser):
 
 
 if __name__ == '__main__':
-    raise SystemExit(main())
+    import experiment       # one module: utils.command applies the experiment in `experiment`, not in `__main__`
+    raise SystemExit(experiment.main())

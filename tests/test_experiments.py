@@ -247,3 +247,23 @@ def test_runs_of_other_code_are_never_continued_resumed_or_combined(demo_workdir
     assert "- training.code.model.py: '" in markdown and 'Code of model.py that differs' in markdown
     assert '\n-        return self.dense2(x)  ' in markdown and '\n+        return self.dense2(x) - 1  ' in markdown
     assert list(json.loads((out / 'comparison.json').read_text())['code_differs']) == ['model.py']
+
+
+def test_a_snapshot_holds_the_code_and_the_experiment_of_its_time(tmp_path):
+    repo = checkout(tmp_path)
+    workdir = tmp_path / 'work'
+    workdir.mkdir()
+    done = subprocess.run([sys.executable, str(repo / 'experiment.py'), '--workdir', str(workdir), '--snapshot',
+                           '--set', 'LEARNING_RATE=0.01', '--set', 'TARGETS=hard'], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    snapshot = Path(done.stdout.strip())
+    assert snapshot.parent == workdir / 'snapshots'
+    original = (repo / 'model.py').read_text()
+    (repo / 'model.py').write_text(original.replace('return self.dense2(x)', 'return self.dense2(x) - 1'))
+    assert (snapshot / 'model.py').read_text() == original                        # what was there then
+    assert (snapshot / 'development_folds' / 'fold1_test.csv').is_file()
+    assert experiment.read_experiment_file(snapshot / 'settings.py')[0] == {'LEARNING_RATE': 0.01, 'TARGETS': 'hard'}
+    assert json.loads((workdir / 'experiment.json').read_text())['settings'] == {'LEARNING_RATE': 0.01,
+                                                                                  'TARGETS': 'hard'}
+    state = json.loads((snapshot / 'snapshot.json').read_text())
+    assert state['repository'] == str(repo.resolve()) and state['git_commit'] is None      # the copy is no git tree
