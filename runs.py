@@ -306,10 +306,10 @@ def protocol_label(protocol):
     """The protocol as the table's row label names it: `demo data, loss bce, soft targets, float32, 80 epochs,
     official folds, timeline per fold, F1_thop time_decimals 30` (runs recorded before TARGETS and precision
     existed trained on soft targets in float32)."""
-    folds = protocol.get('folds', 'unknown')
+    folds, epochs = protocol.get('folds', 'unknown'), protocol.get('epochs', 'unknown')
     return (f"{protocol.get('data set', 'unknown')} data, loss {protocol.get('loss', 'unknown')}, "
             f"{protocol.get('TARGETS', 'soft')} targets, {protocol.get('precision', 'float32')}, "
-            f"{protocol.get('epochs', 'unknown')} epochs, "
+            f"{epochs} epoch{'' if epochs == 1 else 's'}, "
             f"{'official folds' if folds == 'official' else f'folds of {folds}'}, "
             f"timeline per {protocol.get('timeline', 'unknown')}, F1_thop time_decimals "
             f"{protocol.get('F1_thop time_decimals', 'unknown')}")

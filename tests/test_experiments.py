@@ -153,13 +153,12 @@ raise SystemExit(task4b.main())
 
 
 @pytest.mark.slow
-def test_two_experiments_trained_at_once_give_the_scores_of_each_trained_alone(demo_workdir, tmp_path):
-    experiments = {'lr': ['--set', 'LEARNING_RATE=0.01'], 'mse': ['--set', 'LOSS=mse', '--set', 'BATCH_SIZE=8']}
-    alone = {}
-    for name, settings in experiments.items():
-        workdir = copy_workdir(demo_workdir, tmp_path / f'{name}_alone')
-        assert task4b.main(['--workdir', str(workdir)] + settings + EPOCH) == 0
-        alone[name] = score_files(workdir)
+def test_two_experiments_trained_at_once_give_the_scores_of_each_trained_alone(default_run, demo_workdir, tmp_path):
+    experiments = {'default': [], 'mse': ['--set', 'LOSS=mse', '--set', 'BATCH_SIZE=8']}
+    alone = {'default': score_files(default_run)}
+    workdir = copy_workdir(demo_workdir, tmp_path / 'mse_alone')
+    assert task4b.main(['--workdir', str(workdir)] + experiments['mse'] + EPOCH) == 0
+    alone['mse'] = score_files(workdir)
     processes = {name: subprocess.Popen([sys.executable, '-c', TRAIN.format(
         argv=['--workdir', str(copy_workdir(demo_workdir, tmp_path / name))] + settings + EPOCH, repo=str(REPO))],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, 'OMP_NUM_THREADS': '1'})
@@ -167,7 +166,7 @@ def test_two_experiments_trained_at_once_give_the_scores_of_each_trained_alone(d
     for name, process in processes.items():
         assert process.wait(timeout=600) == 0, process.stderr.read().decode()[-2000:]
         assert score_files(tmp_path / name) == alone[name] and alone[name]
-    assert alone['lr'] != alone['mse']
+    assert alone['default'] != alone['mse']
 
 
 # -----------------------------------------------------------------------------

@@ -65,7 +65,7 @@ def hard_label_copy(demo_root, path):
 @pytest.mark.slow
 def test_hard_targets_train_as_soft_targets_on_a_copy_of_the_data_holding_only_hard_labels(demo_root, demo_workdir,
                                                                                           tmp_path):
-    train = ['--folds', '1', '--epochs', '2', '--device', 'cpu']
+    train = ['--folds', '1', '--epochs', '1', '--device', 'cpu']
     hard = copy_workdir(demo_workdir, tmp_path / 'hard')
     assert task4b.main(['--workdir', str(hard), '--set', 'TARGETS=hard'] + train) == 0
     hard_data = tmp_path / 'hard_labels'
@@ -78,4 +78,4 @@ def test_hard_targets_train_as_soft_targets_on_a_copy_of_the_data_holding_only_h
     assert score_files(hard) != score_files(soft)
     settings = json.loads((hard / config.RUNS_DIR / 'run0' / 'settings.json').read_text())
     assert settings['record']['training']['config']['TARGETS'] == 'hard'
-    assert '| This baseline: demo data, loss bce, hard targets, float32, 2 epochs,' in (hard / 'results.md').read_text()
+    assert '| This baseline: demo data, loss bce, hard targets, float32, 1 epoch,' in (hard / 'results.md').read_text()
