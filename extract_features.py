@@ -12,7 +12,7 @@ Reads every file id of the split file (default development_split.csv) and of the
     <workdir>/metadata/gt_dev.csv          events of the 11 evaluated classes, soft > 0.5 (post_processing.py)
     <workdir>/metadata/development_metadata.csv   audio durations
 
-Every run reads all inputs and writes everything (the 200 minutes of MAESTRO Real take 7 to 15 s on 2 cores,
+Every run reads all inputs and writes everything (the 200 minutes of MAESTRO Real take 4 to 15 s on 2 cores,
 docs/speed.md). load_fold, which training calls, refuses features whose manifest disagrees with config.py, the
 feature code, the fold files or the audio and annotation files. The method: docs/method.md, sections Features and
 Folds and metadata.
