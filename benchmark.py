@@ -339,7 +339,7 @@ def table(report):
     return '\n'.join([head] + [f'{a:<{width}}  {b}' for a, b in rows])
 
 
-@utils.command(workdir='uses')
+@experiment.command(workdir=True)
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--data-root', type=Path, default=config.DATA_ROOT, help='audio and annotations')
@@ -360,8 +360,7 @@ def main(argv=None):
     parser.add_argument('--phase', choices=['extract', 'train', 'convs', 'original-extract', 'original-train'],
                         help=argparse.SUPPRESS)
     parser.add_argument('--result', type=Path, help=argparse.SUPPRESS)
-    experiment.add_options(parser)
-    args = parser.parse_args(argv)
+    args = experiment.parse_args(parser, argv)
     if args.phase == 'extract':
         return phase_extract(args.data_root, args.result)
     if args.phase == 'train':

@@ -23,9 +23,7 @@ Outputs: the tables on screen, OUT/comparison.md, OUT/comparison.json and OUT/pe
 """
 import argparse
 import difflib
-import json
 import os
-import shlex
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from itertools import repeat
@@ -38,6 +36,7 @@ import matplotlib
 matplotlib.use('Agg')                        # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')  # dcase_util imports pkg_resources
+import sed_eval  # noqa: E402
 from sed_scores_eval.base_modules.bootstrap import confidence_interval  # noqa: E402
 from sed_scores_eval.segment_based import auroc, best_fscore  # noqa: E402
 from sed_scores_eval.segment_based.intermediate_statistics import intermediate_statistics_deltas  # noqa: E402
@@ -47,37 +46,25 @@ import experiment  # noqa: E402
 import evaluate  # noqa: E402
 import utils  # noqa: E402
 from evaluate import HEADLINE, format_metric  # noqa: E402
-from runs import CODE_COPY, read_settings, record_differences, select_runs  # noqa: E402
+from runs import CODE_COPY, select_runs  # noqa: E402
 from utils import DataError  # noqa: E402
 
 MIN_RUNS = 3                 # fewer runs on a side: too few samples for a test over runs; the files are the samples
 CONFIDENCE = 0.95
 JOBS = os.cpu_count() or 1   # processes of the bootstrap
 BOOTSTRAP = 1000             # resamples of the paired bootstrap (49 demo files, 1 run a side: 40 s of CPU time)
-CLASS_KINDS = {'F': 'F (threshold 0.5)', 'F1_thop': 'F1_thop'}
+CLASS_KINDS = {'F': 'F (threshold {THRESHOLD:g})', 'F1_thop': 'F1_thop'}   # titles, of result['scoring']
 SCORING = ('HARD_CLASSES', 'SEGMENT_LENGTH', 'PAUC_MAX_FPR')   # A and B must agree: what their metrics are over
 A_COLOUR, B_COLOUR, MARK_COLOUR = '#0072B2', '#E69F00', '#D55E00'   # Okabe-Ito blue, orange, vermillion
 
 
 def load_side(workdir, runs):
-    """A workdir's runs of one record -> {'workdir', 'run_dirs', 'record', 'metrics' (metrics.json per run),
-    'scoring' (the settings its metrics are computed with, from its experiment)}."""
-    run_dirs, record = select_runs(workdir, runs)
+    """A workdir's runs of one record, chosen and scored inside its own experiment -> {'workdir', 'run_dirs',
+    'record', 'metrics' (each run's, scored as evaluate.py scores now: evaluate.run_metrics), 'scoring'}."""
     with experiment.of_workdir(workdir):
-        scoring = {name: getattr(config, name) for name in SCORING}
-    metrics = []
-    for run_dir in run_dirs:
-        path = Path(run_dir) / 'metrics.json'
-        try:
-            metrics.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            raise DataError(f'{path}: missing or unreadable; run: python evaluate.py --workdir '
-                            f'{shlex.quote(str(workdir))}') from None
-        if metrics[-1].get('record_id', 'unknown') != read_settings(run_dir)['record_id']:
-            raise DataError(f"{path}: scored before the run's current settings; "
-                            f'run: python evaluate.py --workdir {shlex.quote(str(workdir))}')
-    return {'workdir': Path(workdir), 'run_dirs': [Path(d) for d in run_dirs], 'record': record, 'metrics': metrics,
-            'scoring': scoring}
+        run_dirs, record = select_runs(workdir, runs)
+        return {'workdir': Path(workdir), 'run_dirs': [Path(d) for d in run_dirs], 'record': record,
+                'metrics': [evaluate.run_metrics(workdir, d) for d in run_dirs], 'scoring': evaluate.scoring()}
 
 
 def run_value(metrics, key):
@@ -121,23 +108,26 @@ def bootstrap_test(observed, differences):
 # Paired bootstrap over files: per-file statistics once, then each draw sums them with the draw's multiplicities
 
 def file_statistics(workdir, run_dir, stems, time_decimals):
-    """One run's per-file building blocks: sed_eval's segment counts of each file on its own timeline, and
-    sed_scores_eval's per-file deltas of F1_thop (the run's time_decimals) and of pAUC (as evaluate.py calls
-    auroc: the library's default rounding)."""
+    """One run's per-file building blocks, in the experiment config holds: sed_eval's segment counts of each file on
+    its own timeline, and sed_scores_eval's per-file deltas of F1_thop (the run's time_decimals) and of pAUC (as
+    evaluate.py calls auroc: the library's default rounding) for the classes with reference events."""
     metadata = Path(workdir) / config.METADATA_DIR
     durations = evaluate.read_durations(metadata / config.DURATIONS_FILE)
     events = evaluate.read_ground_truth(metadata / config.GT_FILE)
     ground_truth = {stem: events.get(stem, []) for stem in durations}
     scores = evaluate.read_score_files(Path(run_dir) / 'scores', ground_truth)
-    scores = {stem: scores[stem] for stem in stems}
     counts = [evaluate.segment_metrics([timeline]) for timeline in
               evaluate.timelines(stems, scores, ground_truth, durations, 'file', workdir)]
+    present = [c for c in config.HARD_CLASSES if any(e[2] == c for s in stems for e in ground_truth[s])]
+    scores = {stem: scores[stem][['onset', 'offset', *present]] for stem in stems}
     reference = {stem: [list(e) for e in ground_truth[stem]] for stem in stems}
     lengths = {stem: durations[stem] for stem in stems}
     common = dict(segment_length=config.SEGMENT_LENGTH)
+    deltas = {'thop': intermediate_statistics_deltas(scores, reference, lengths, time_decimals=time_decimals, **common),
+              'pauc': intermediate_statistics_deltas(scores, reference, lengths, **common)} if present else {}
     return {'overall': [m.overall for m in counts], 'class_wise': [m.class_wise for m in counts], 'stems': stems,
-            'thop': intermediate_statistics_deltas(scores, reference, lengths, time_decimals=time_decimals, **common),
-            'pauc': intermediate_statistics_deltas(scores, reference, lengths, **common)}
+            'classes': list(config.HARD_CLASSES), 'present': present, 'segment_length': config.SEGMENT_LENGTH,
+            'max_fpr': config.PAUC_MAX_FPR, **deltas}
 
 
 def _sum_counts(count_dicts, weights):
@@ -155,25 +145,26 @@ def resampled_metrics(run, weights):
     """Every metric of one run on a draw of its files (weights: how often each file was drawn, (files,))."""
     # sed_eval's SegmentBasedMetrics only adds each evaluated file's counts: summed counts are its state after
     # evaluating the drawn files one by one (49 files x 1000 draws of that: minutes), its formulas unchanged.
-    metrics = evaluate.segment_metrics([])
+    classes = run['classes']
+    metrics = sed_eval.sound_event.SegmentBasedMetrics(classes, time_resolution=run['segment_length'])
     metrics.overall = _sum_counts(run['overall'], weights)
-    metrics.class_wise = {c: _sum_counts([cw[c] for cw in run['class_wise']], weights) for c in config.HARD_CLASSES}
-    class_f = {c: np.nan_to_num(metrics.class_wise_f_measure(c)['f_measure']) for c in config.HARD_CLASSES}
+    metrics.class_wise = {c: _sum_counts([cw[c] for cw in run['class_wise']], weights) for c in classes}
+    class_f = {c: np.nan_to_num(metrics.class_wise_f_measure(c)['f_measure']) for c in classes}
     values = {'ER_m': metrics.overall_error_rate()['error_rate'],
               'F1_m': 100 * metrics.overall_f_measure()['f_measure'],
               'F1_M': 100 * np.mean(list(class_f.values()))}
-    values.update({('F', c): 100 * class_f[c] for c in config.HARD_CLASSES})
+    values.update({('F', c): 100 * class_f[c] for c in classes})
     # sed_scores_eval asserts a reference event per class: a class absent from the draw counts 0, as in evaluate.py
-    present = [c for c in config.HARD_CLASSES if metrics.class_wise[c]['Nref'] > 0]
+    present = [c for c in run['present'] if metrics.class_wise[c]['Nref'] > 0]
     f_thop, pauc = {}, {}
     if present:
-        f_thop = best_fscore(None, None, None, segment_length=config.SEGMENT_LENGTH,
+        f_thop = best_fscore(None, None, None, segment_length=run['segment_length'],
                              deltas=_weighted_deltas(run['thop'], run['stems'], weights, present))[0]
-        pauc = auroc(None, None, None, segment_length=config.SEGMENT_LENGTH, max_fpr=config.PAUC_MAX_FPR,
+        pauc = auroc(None, None, None, segment_length=run['segment_length'], max_fpr=run['max_fpr'],
                      deltas=_weighted_deltas(run['pauc'], run['stems'], weights, present))[0]
-    values.update({('F1_thop', c): 100 * f_thop.get(c, 0.0) for c in config.HARD_CLASSES})
-    values['F1_thop'] = np.mean([values['F1_thop', c] for c in config.HARD_CLASSES])
-    values['pAUC'] = np.mean([pauc.get(c, 0.0) for c in config.HARD_CLASSES])
+    values.update({('F1_thop', c): 100 * f_thop.get(c, 0.0) for c in classes})
+    values['F1_thop'] = np.mean([values['F1_thop', c] for c in classes])
+    values['pAUC'] = np.mean([pauc.get(c, 0.0) for c in classes])
     return values
 
 
@@ -203,7 +194,7 @@ def paired_bootstrap(side_a, side_b, stems, keys, n_resamples, seed):
     its runs, on all the files)."""
     sides = []
     for side in (side_a, side_b):
-        with experiment.of_workdir(side['workdir']):          # each side post-processed as its experiment says
+        with experiment.of_workdir(side['workdir']):          # each side post-processed in its own experiment
             sides.append([file_statistics(side['workdir'], d, stems, m['F1_thop_time_decimals'])
                           for d, m in zip(side['run_dirs'], side['metrics'])])
     observed = _side_values(sides, keys, [np.ones(len(stems), dtype=int)])[0]
@@ -236,15 +227,29 @@ def code_differences(side_a, side_b, differences):
     return diffs
 
 
-def compare(side_a, side_b, n_resamples=BOOTSTRAP, seed=0):
-    """The comparison: settings that differ, the code that differs, method, and a test per headline metric and per
-    class and kind."""
+def differences(side_a, side_b):
+    """What differs between A and B -> {'settings_differ': [{setting, a, b}], 'code_differs': {file: diff}}; sides
+    whose metrics are over other classes or segments are refused, naming the setting."""
     for name in SCORING:
         if side_a['scoring'][name] != side_b['scoring'][name]:
             raise DataError(f"{side_a['workdir']} and {side_b['workdir']} score over other {name} "
                             f"({side_a['scoring'][name]!r} vs {side_b['scoring'][name]!r}): their metrics do not "
                             f'compare; give both experiments the same {name}')
-    keys = HEADLINE + [(kind, c) for kind in CLASS_KINDS for c in config.HARD_CLASSES]
+    differ = utils.differences(side_a['record'], side_b['record'])
+    return {'a': {'workdir': str(side_a['workdir']), 'runs': [d.name for d in side_a['run_dirs']]},
+            'b': {'workdir': str(side_b['workdir']), 'runs': [d.name for d in side_b['run_dirs']]},
+            'settings_differ': [{'setting': k, 'a': a, 'b': b} for k, a, b in differ],
+            'code_differs': code_differences(side_a, side_b, differ)}
+
+
+def compare(side_a, side_b, n_resamples=BOOTSTRAP, seed=0):
+    """The comparison: what differs (differences), the method, and a test per headline metric and per class and
+    kind; a class with reference events in no compared file on either side is undefined (None), as in evaluate.py."""
+    classes = side_a['scoring']['HARD_CLASSES']
+    result = differences(side_a, side_b)
+    undefined = [c for c in classes if all(m['class_wise'][c]['F1_thop'] is None
+                                           for side in (side_a, side_b) for m in side['metrics'])]
+    keys = HEADLINE + [(kind, c) for kind in CLASS_KINDS for c in classes if c not in undefined]
     n_a, n_b = len(side_a['run_dirs']), len(side_b['run_dirs'])
     if min(n_a, n_b) >= MIN_RUNS:
         method, note = f'Welch t-test over runs (n={n_a} vs {n_b})', ''
@@ -261,14 +266,12 @@ def compare(side_a, side_b, n_resamples=BOOTSTRAP, seed=0):
     for test in tests.values():
         test['method'] = method
         test['marked'] = not test['low'] <= 0 <= test['high']
-    differ = record_differences(side_a['record'], side_b['record'])
-    return {'a': {'workdir': str(side_a['workdir']), 'runs': [d.name for d in side_a['run_dirs']]},
-            'b': {'workdir': str(side_b['workdir']), 'runs': [d.name for d in side_b['run_dirs']]},
-            'settings_differ': [{'setting': k, 'a': a, 'b': b} for k, a, b in differ],
-            'code_differs': code_differences(side_a, side_b, differ),
-            'method': method, 'note': note,
-            'metrics': {k: tests[k] for k in HEADLINE},
-            'per_class': {c: {kind: tests[kind, c] for kind in CLASS_KINDS} for c in config.HARD_CLASSES}}
+    if undefined:
+        note += ('; ' if note else '') + (f'no reference events of {", ".join(undefined)} in the compared files: '
+                                          f'undefined, counted 0 in the macro averages as evaluate.py does')
+    return {**result, 'scoring': {k: v for k, v in side_a['scoring'].items() if k not in ('code', 'HARD_CLASSES')},
+            'method': method, 'note': note, 'metrics': {k: tests[k] for k in HEADLINE},
+            'per_class': {c: {kind: tests.get((kind, c)) for kind in CLASS_KINDS} for c in classes}}
 
 
 # -----------------------------------------------------------------------------
@@ -278,8 +281,8 @@ def _signed(key, value):
     return f'{value:+.3f}' if key in ('ER_m', 'pAUC') else f'{value:+.2f}'
 
 
-def comparison_markdown(result):
-    """The settings that differ, the headline table and the per-class table, as Markdown (also printed)."""
+def differences_markdown(result):
+    """The sides, the settings and the code that differ, as Markdown (printed before the tests run)."""
     a, b = result['a'], result['b']
     lines = [f"A: {a['workdir']} ({', '.join(a['runs'])}); B: {b['workdir']} ({', '.join(b['runs'])})", '',
              'Settings that differ (A vs B):']
@@ -288,6 +291,13 @@ def comparison_markdown(result):
     for name, diff in result['code_differs'].items():
         lines += ['', f'Code of {name} that differs (A vs B, from the runs\' copies in runs/run*/{CODE_COPY}/):', '',
                   '```diff', *(diff.splitlines() or ['(no copy of it in one of the runs)']), '```']
+    return '\n'.join(lines) + '\n'
+
+
+def comparison_markdown(result):
+    """What differs, the headline table and the per-class table, as Markdown."""
+    lines = [differences_markdown(result).rstrip('\n'), '', 'Both scored with ' + ', '.join(
+        f'{k} {v}' for k, v in result['scoring'].items()) + '.']
     if result['note']:
         lines += ['', f"Note: {result['note']}."]
     lines += ['', '| metric | A | B | B - A | 95% interval | p | method |', '| --- |' + ' --- |' * 6]
@@ -298,8 +308,8 @@ def comparison_markdown(result):
     lines += ['', '| class | F A | F B | F B - A | F1_thop A | F1_thop B | F1_thop B - A |',
               '| --- | --- | --- | --- | --- | --- | --- |']
     for c, kinds in result['per_class'].items():
-        cells = [f"{t['mean_a']:.2f} | {t['mean_b']:.2f} | {t['difference']:+.2f}{' *' if t['marked'] else ''}"
-                 for t in kinds.values()]
+        cells = ['- | - | undefined' if t is None else f"{t['mean_a']:.2f} | {t['mean_b']:.2f} | "
+                 f"{t['difference']:+.2f}{' *' if t['marked'] else ''}" for t in kinds.values()]
         lines.append(f'| {c} | ' + ' | '.join(cells) + ' |')
     lines += ['', f"Per class: F in percent, means over runs; * the 95% interval of the change excludes 0 "
                   f"({result['method']})."]
@@ -308,7 +318,7 @@ def comparison_markdown(result):
 
 def plot_per_class(result, path):
     """Horizontal bars of A and B per class, F at 0.5 and F1_thop side by side; marked changes in vermillion."""
-    classes = list(result['per_class'])
+    classes = [c for c, kinds in result['per_class'].items() if None not in kinds.values()]
     y = np.arange(len(classes))[::-1]
     fig, axes = plt.subplots(1, len(CLASS_KINDS), figsize=(11, 0.45 * len(classes) + 1.6), sharey=True)
     for ax, (kind, title) in zip(axes, CLASS_KINDS.items()):
@@ -319,7 +329,7 @@ def plot_per_class(result, path):
             if t['marked']:
                 ax.text(max(t['mean_a'], t['mean_b']) + 1, yk, f"{t['difference']:+.1f}", va='center',
                         color=MARK_COLOUR, fontweight='bold', fontsize=8)
-        ax.set_title(f'{title}, percent')
+        ax.set_title(f"{title.format(**result['scoring'])}, percent")
         ax.set_xlim(0, 110)
         ax.grid(axis='x', color='#eeeeee', zorder=0)
     axes[0].set_yticks(y, classes)
@@ -335,7 +345,7 @@ def plot_per_class(result, path):
     plt.close(fig)
 
 
-@utils.command
+@experiment.command
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -348,13 +358,15 @@ def main(argv=None):
     parser.add_argument('--seed', type=int, default=0, help='seed of the bootstrap draws (default: %(default)s)')
     parser.add_argument('--bootstrap', type=int, default=BOOTSTRAP,
                         help='resamples of the paired bootstrap (default: %(default)s)')
-    experiment.add_options(parser)
-    args = parser.parse_args(argv)
+    args = experiment.parse_args(parser, argv)
     if args.bootstrap < 1:
         raise DataError(f'--bootstrap {args.bootstrap}: expected at least 1 resample')
-    result = compare(load_side(args.a, args.runs_a), load_side(args.b, args.runs_b), args.bootstrap, args.seed)
+    side_a, side_b = load_side(args.a, args.runs_a), load_side(args.b, args.runs_b)
+    first = differences_markdown(differences(side_a, side_b))
+    print(first, end='', flush=True)                  # before the tests, which may take minutes
+    result = compare(side_a, side_b, args.bootstrap, args.seed)
     markdown = comparison_markdown(result)
-    print(markdown)
+    print(markdown[len(first):])
     utils.write_text_atomic(args.out / 'comparison.md', markdown)
     utils.write_json_atomic(args.out / 'comparison.json', result)
     plot_per_class(result, args.out / 'per_class.png')

@@ -85,7 +85,8 @@ POOL_SIZES = [5, 2, 2]                               # max-pool over frequency p
 DROPOUT = 0.2
 GRU_UNITS = 32                                       # per direction, bidirectional
 DENSE_UNITS = 32
-CHANNELS_LAST = True                                 # conv activations in (batch, frames, bands, channels) memory order: faster, same function up to rounding
+CHANNELS_LAST = True                                 # conv activations in (batch, frames, bands, channels) memory order:
+                                                     # faster on the CPU, the same function up to rounding (recorded)
 
 # -----------------------------------------------------------------------------
 # Training
@@ -163,13 +164,31 @@ PUBLISHED_PROTOCOL = {
 
 
 # -----------------------------------------------------------------------------
+# What each value above is to an experiment (experiment.py, runs.py). Every one not named here defines what a run
+# trains: a run records it, and a workdir keeps it in its experiment. These may change from command to command on
+# one workdir: the names of files and folders (and every path), the sources of data, speed alone (no number
+# changes), and the evaluation (evaluate.py re-scores the saved scores with them; each metrics file records them).
+PER_COMMAND = {
+    'AUDIO_DIR', 'ANNOTATION_DIR', 'FEATURES_DIR', 'METADATA_DIR', 'GT_FILE', 'DURATIONS_FILE', 'RUNS_DIR',
+    'DEMO_MARKER', 'SCENES',
+    'DEMO_SCALE', 'DEMO_SEED', 'DEMO_LENGTH_RANGE', 'AUDIO_SUBTYPE', 'ZENODO_URL', 'DEVELOPMENT_ARCHIVES',
+    'EVALUATION_ARCHIVES', 'OFFICIAL_FOLDS_SHA256', 'RUNS',
+    'FEATURE_JOBS', 'KEEP_FREED_MEMORY',
+    'THRESHOLD', 'SEGMENT_LENGTH', 'MERGE_GAP', 'MIN_EVENT_LENGTH', 'TIMELINE', 'F1_THOP_TIME_DECIMALS',
+    'PAUC_MAX_FPR', 'PUBLISHED', 'PUBLISHED_PROTOCOL',
+}
+RUN_FLAGS = {'SEED', 'MAX_EPOCHS', 'LOSS', 'PRECISION'}   # a run records them by name (seed, epochs, loss, precision)
+DERIVED = ('HARD_INDEX', 'FRAME_SECONDS')                  # from the values above, by derive()
+
+
+# -----------------------------------------------------------------------------
 # Derived from the values above; derived again when an experiment overrides them (experiment.py)
 
 def derive():
     global HARD_INDEX, FRAME_SECONDS
-    # model outputs -> the 11 evaluated (every script refuses a class missing from CLASSES: utils.check_config)
+    # model outputs -> the 11 evaluated (every script refuses a class missing from CLASSES: utils.config_problem)
     HARD_INDEX = [CLASSES.index(c) for c in HARD_CLASSES if c in CLASSES]
-    FRAME_SECONDS = HOP_LENGTH / SAMPLE_RATE if SAMPLE_RATE else 0.0   # 0.2 s per frame (0 Hz: utils.check_config)
+    FRAME_SECONDS = HOP_LENGTH / SAMPLE_RATE if SAMPLE_RATE else 0.0   # 0.2 s per frame (0 Hz: utils.config_problem)
 
 
 derive()

@@ -345,7 +345,7 @@ def generate_demo_dataset(out_dir, scale=None, seed=None, file_ids=None, progres
     return file_ids
 
 
-@utils.command
+@experiment.command
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -358,8 +358,7 @@ def main(argv=None):
                         help=f'random seed; the same seed gives the same bytes (default {config.DEMO_SEED})')
     parser.add_argument('--files', nargs='+', metavar='ID', default=None,
                         help='only these file ids, e.g. cafe_restaurant/cafe_restaurant_07 (default: all 49)')
-    experiment.add_options(parser)
-    args = parser.parse_args(argv)
+    args = experiment.parse_args(parser, argv)
     start = time.time()
     file_ids = generate_demo_dataset(args.out, args.scale, args.seed, args.files)
     print(f'wrote {len(file_ids)} files to {args.out} in {time.time() - start:.1f} s '

@@ -157,7 +157,7 @@ def download_archives(archives, data_root, url_base=None, keep_archives=False, p
             if download_archive(name, record, md5, data_root, url_base, keep_archives, progress)]
 
 
-@utils.command
+@experiment.command
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -171,8 +171,7 @@ def main(argv=None):
                              f'(default {config.ZENODO_URL})')
     parser.add_argument('--keep-archives', action='store_true',
                         help='keep the zip files after unpacking (default: delete them)')
-    experiment.add_options(parser)
-    args = parser.parse_args(argv)
+    args = experiment.parse_args(parser, argv)
     archives = dict(config.DEVELOPMENT_ARCHIVES)
     if args.evaluation:
         archives.update(config.EVALUATION_ARCHIVES)

@@ -45,6 +45,7 @@ from sed_scores_eval.base_modules.scores import create_score_dataframe, validate
 
 import config  # noqa: E402
 import experiment  # noqa: E402
+import extract_features  # noqa: E402
 import utils  # noqa: E402
 from post_processing import clean_events, events_from_activity, hard_labels, post_process_events  # noqa: E402
 from runs import (TRAIN_HINT, check_scores_folder, finished_files, protocol_differences, protocol_label,  # noqa: E402
@@ -52,6 +53,10 @@ from runs import (TRAIN_HINT, check_scores_folder, finished_files, protocol_diff
 from utils import DataError  # noqa: E402
 
 EXTRACT_HINT = 'run: python extract_features.py --data-root DIR --workdir DIR'
+# How a metrics file was scored, recorded in it: the settings and the code its numbers depend on besides the scores
+SCORING = ('HARD_CLASSES', 'THRESHOLD', 'MERGE_GAP', 'MIN_EVENT_LENGTH', 'SEGMENT_LENGTH', 'TIMELINE',
+           'F1_THOP_TIME_DECIMALS', 'PAUC_MAX_FPR')
+SCORING_CODE = ('evaluate.py', 'post_processing.py')
 
 
 # -----------------------------------------------------------------------------
@@ -281,7 +286,8 @@ def timelines(stems, scores, ground_truth, durations, timeline, workdir, folds_d
         raise DataError(f"timeline {timeline!r}: expected 'fold' or 'file' (config.TIMELINE, --timeline)")
     # As the challenge computed it: a fold's test files, in its list order, concatenated frame by frame (the
     # scores, and the hard labels of the soft targets), then post-processed as one recording.
-    groups = fold_test_groups(stems, folds_dir or folds_dir_of_features(workdir))
+    groups = fold_test_groups(stems, folds_dir or extract_features.read_manifest(workdir, check=False).get(
+        'folds_dir', config.FOLDS_DIR))
     reference_frames = read_reference_frames(workdir, stems)
     for name, group in groups:
         score_frames = np.concatenate([scores[s][config.HARD_CLASSES].to_numpy() for s in group])
@@ -303,13 +309,14 @@ def segment_metrics(timelines):
     return metrics
 
 
-def folds_dir_of_features(workdir):
-    """The fold lists the features (so the runs) of workdir were made with (its manifest), else config.FOLDS_DIR."""
-    try:
-        manifest = json.loads((Path(workdir) / config.FEATURES_DIR / 'manifest.json').read_text())
-        return Path(manifest['folds_dir'])
-    except (OSError, ValueError, KeyError, TypeError):
-        return config.FOLDS_DIR
+def scoring(timeline=None, time_decimals=None):
+    """How metrics computed now are scored (SCORING's values, timeline and time_decimals as evaluate_scores takes
+    them, the fingerprints of SCORING_CODE), as a metrics file records it."""
+    values = {name: getattr(config, name) for name in SCORING}
+    values['TIMELINE'] = timeline or config.TIMELINE
+    values['F1_THOP_TIME_DECIMALS'] = config.F1_THOP_TIME_DECIMALS if time_decimals is None else time_decimals
+    values['code'] = utils.code_record(SCORING_CODE)
+    return json.loads(json.dumps(values))              # as a metrics file reads back: tuples are lists
 
 
 def evaluate_scores(scores_dir, workdir=None, file_stems=None, timeline=None, folds_dir=None,
@@ -324,6 +331,7 @@ def evaluate_scores(scores_dir, workdir=None, file_stems=None, timeline=None, fo
     timeline = timeline or config.TIMELINE
     time_decimals = config.F1_THOP_TIME_DECIMALS if time_decimals is None else time_decimals
     workdir = config.WORKDIR if workdir is None else workdir
+    extract_features.refresh_ground_truth(workdir)
     metadata = Path(workdir) / config.METADATA_DIR
     durations = read_durations(metadata / config.DURATIONS_FILE)
     events = read_ground_truth(metadata / config.GT_FILE)
@@ -391,6 +399,7 @@ def evaluate_scores(scores_dir, workdir=None, file_stems=None, timeline=None, fo
         'files': stems,
         'timeline': timeline,
         'F1_thop_time_decimals': time_decimals,
+        'scoring': scoring(timeline, time_decimals),
         'report': report,
     }
 
@@ -433,20 +442,35 @@ def summarize_runs(run_metrics):
     return summary
 
 
-def evaluate_runs(workdir, run_dirs, timeline=None, time_decimals=None, verbose=False):
+def score_run(workdir, run_dir, timeline=None, time_decimals=None):
+    """A run's metrics over the files of its finished folds, scored now, with its seed and record id."""
+    metrics = evaluate_scores(Path(run_dir) / 'scores', workdir, file_stems=finished_files(run_dir),
+                              timeline=timeline, time_decimals=time_decimals)
+    settings = read_settings(run_dir)
+    return {**metrics, 'seed': settings['seed'], 'record_id': settings['record_id']}
+
+
+def run_metrics(workdir, run_dir):
+    """A run's metrics.json when it was scored as config scores now (its record, settings and code), else the run
+    scored again, in memory: what compare.py and plot_results.py show never mixes scorings."""
+    path = Path(run_dir) / 'metrics.json'
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    if saved.get('scoring') == scoring() and saved.get('record_id') == read_settings(run_dir)['record_id']:
+        return saved
+    return score_run(workdir, run_dir)
+
+
+def evaluate_runs(workdir, run_dirs, timeline=None, time_decimals=None, verbose=False, write=True):
     """Re-score each run folder's finished folds -> the summary (summarize_runs) with its 'protocol'.
 
-    Writes each run's metrics.json. verbose: print each run's sed_eval report and its headline.
+    write: each run's metrics.json (how it was scored is recorded in it). verbose: print each run's sed_eval
+    report and its headline.
     """
-    timeline = timeline or config.TIMELINE
-    time_decimals = config.F1_THOP_TIME_DECIMALS if time_decimals is None else time_decimals
     run_metrics = []
     for run_dir in run_dirs:
-        metrics = evaluate_scores(Path(run_dir) / 'scores', workdir, file_stems=finished_files(run_dir),
-                                  timeline=timeline, time_decimals=time_decimals)
-        settings = read_settings(run_dir)
-        metrics['seed'], metrics['record_id'] = settings['seed'], settings['record_id']
-        utils.write_json_atomic(Path(run_dir) / 'metrics.json', metrics)
+        metrics = score_run(workdir, run_dir, timeline, time_decimals)
+        if write:
+            utils.write_json_atomic(Path(run_dir) / 'metrics.json', metrics)
         if verbose:
             print(f'== {run_dir}')
             print(metrics['report'])
@@ -454,7 +478,7 @@ def evaluate_runs(workdir, run_dirs, timeline=None, time_decimals=None, verbose=
         print(f'{Path(run_dir).name}: {format_headline(metrics)}')
         run_metrics.append(metrics)
     summary = summarize_runs(run_metrics)
-    summary['protocol'] = read_protocol(workdir, run_dirs, timeline, time_decimals)
+    summary['protocol'] = read_protocol(workdir, run_dirs, run_metrics[0]['scoring'])
     return summary
 
 
@@ -504,7 +528,7 @@ def write_results(json_path, summary):
     utils.write_text_atomic(json_path.with_suffix('.md'), results_table_markdown(summary))
 
 
-@utils.command(workdir='uses')
+@experiment.command(workdir=True, flags={'--timeline': 'TIMELINE', '--time-decimals': 'F1_THOP_TIME_DECIMALS'})
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -513,36 +537,36 @@ def main(argv=None):
     parser.add_argument('--scores', type=Path, default=None,
                         help='evaluate this folder of score files alone (default: every <workdir>/runs/run*/scores)')
     parser.add_argument('--json', type=Path, default=None,
-                        help='where to write the metrics (default: <workdir>/results.json, or with --scores '
-                             '<scores>/../evaluation.json); the Markdown table goes beside it (.md)')
+                        help='write the metrics there and the table beside it (.md), nothing else (default: '
+                             '<workdir>/results.json and each run\'s metrics.json, or with --scores '
+                             '<scores>/../evaluation.json)')
     parser.add_argument('--runs', type=int, nargs='+', metavar='R',
                         help='combine these runs (default: every run; runs of other settings are refused)')
     parser.add_argument('--timeline', choices=['fold', 'file'], default=config.TIMELINE,
                         help="'fold': each fold's test files on one timeline, as the challenge; 'file': each file "
-                             'on its own (default: config.TIMELINE = %(default)s)')
+                             'on its own (--set TIMELINE; default: %(default)s)')
     parser.add_argument('--time-decimals', type=int, default=config.F1_THOP_TIME_DECIMALS,
                         help="F1_thop's best_fscore(time_decimals=...): 30 as the challenge called it, 6 the "
-                             'library default (default: %(default)s)')
-    experiment.add_options(parser)
-    args = parser.parse_args(argv)
+                             'library default (--set F1_THOP_TIME_DECIMALS; default: %(default)s)')
+    args = experiment.parse_args(parser, argv)
+    written = []
     if args.scores is not None:
         check_scores_folder(args.workdir, args.scores)
-        metrics = evaluate_scores(args.scores, args.workdir, timeline=args.timeline,
-                                  time_decimals=args.time_decimals)
+        metrics = evaluate_scores(args.scores, args.workdir)
         print(metrics['report'])
         print(format_thresholds(metrics))
         print(format_headline(metrics))
         summary = summarize_runs([metrics])
-        summary['protocol'] = read_protocol(args.workdir, [args.scores.resolve().parent], args.timeline,
-                                            args.time_decimals)
+        summary['protocol'] = read_protocol(args.workdir, [args.scores.resolve().parent], metrics['scoring'])
         json_path = args.json or args.scores.resolve().parent / 'evaluation.json'
     else:
         run_dirs, _ = select_runs(args.workdir, args.runs)
-        summary = evaluate_runs(args.workdir, run_dirs, args.timeline, args.time_decimals, verbose=True)
+        summary = evaluate_runs(args.workdir, run_dirs, verbose=True, write=args.json is None)
         json_path = args.json or args.workdir / 'results.json'
+        written = [] if args.json else [f'the metrics.json of {len(run_dirs)} run{"s" * (len(run_dirs) > 1)}']
     print(results_table_markdown(summary))
     write_results(json_path, summary)
-    print(f'wrote {json_path} and {Path(json_path).with_suffix(".md")}')
+    print(f'wrote {", ".join([str(json_path), str(Path(json_path).with_suffix(".md")), *written])}')
     return 0
 
 

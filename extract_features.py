@@ -48,8 +48,11 @@ READ_BLOCK = 1 << 18           # audio frames read at once (keeps peak memory at
 EPS_FRAMES = 1e-6              # 1.2 / 0.2 is 5.999999999999999 in floating point: nudge before floor/ceil
 ANNOTATION_COLUMNS = ['onset', 'offset', 'event_label', 'soft']
 MANIFEST = 'manifest.json'
-# the code the files depend on, recorded by its fingerprint (utils.code_fingerprint: comments and docstrings aside)
-CODE = ('extract_features.py', 'post_processing.py')
+# the code the feature arrays and targets depend on, recorded by its fingerprint (utils.code_fingerprint: comments
+# and docstrings aside); gt_dev.csv's events depend on post_processing.py's, recorded apart: evaluate.py rebuilds
+# them from the stored targets when it changes (refresh_ground_truth), no new extraction
+CODE = ('extract_features.py',)
+REFERENCE_CODE = ('post_processing.py',)
 
 
 def feature_params():
@@ -66,7 +69,7 @@ def feature_params():
 
 def changed_feature_param(saved):
     """First feature parameter whose saved value differs from config.py's now -> (name, saved, now), or None."""
-    return utils.first_difference(saved, feature_params())
+    return next(iter(utils.differences(saved, feature_params())), None)
 
 
 def features_dir(workdir):
@@ -371,6 +374,11 @@ def _file_features(audio_file):
     return features, info.frames / info.samplerate
 
 
+def _worker(settings):
+    utils.limit_math_threads(1)
+    experiment.apply(settings)
+
+
 def compute_files(todo, audio_files, jobs):
     """Yield (file_id, features (frames, 64), duration) for the ids in `todo` as `jobs` processes finish them."""
     # filterbank and window built once here, before forking: each worker would import librosa for them (~1 s)
@@ -388,10 +396,12 @@ def compute_files(todo, audio_files, jobs):
         # fork where available (no re-import); every worker caps its math libraries at one thread: two
         # processes with uncapped BLAS threads fight over the cores (34 s instead of 5 s measured here).
         # Largest files first, so that no long file starts last while the other worker idles.
+        # A worker started by spawn or forkserver (macOS, Windows; Python 3.14) imports config afresh: it is given
+        # the command's experiment.
         context = multiprocessing.get_context('fork' if sys.platform.startswith('linux') else 'spawn')
         largest_first = sorted(todo, key=lambda i: -os.path.getsize(audio_files[i]))
-        with concurrent.futures.ProcessPoolExecutor(min(jobs, len(todo)), mp_context=context,
-                                                    initializer=utils.limit_math_threads, initargs=(1,)) as pool:
+        with concurrent.futures.ProcessPoolExecutor(min(jobs, len(todo)), mp_context=context, initializer=_worker,
+                                                    initargs=(experiment.current()['settings'],)) as pool:
             futures = {pool.submit(_file_features, audio_files[i]): i for i in largest_first}
             try:
                 for future in concurrent.futures.as_completed(futures):
@@ -418,6 +428,23 @@ def write_metadata(workdir, file_ids, targets, durations):
         duration_lines.append(f'{stem}\t{durations[file_id]!r}')
     utils.write_text_atomic(metadata_dir / config.GT_FILE, '\n'.join(gt_lines) + '\n')
     utils.write_text_atomic(metadata_dir / config.DURATIONS_FILE, '\n'.join(duration_lines) + '\n')
+
+
+def refresh_ground_truth(workdir):
+    """gt_dev.csv rebuilt from the stored soft targets when the event code it was made with (REFERENCE_CODE)
+    changed since: seconds, not an extraction. Nothing for a workdir without features."""
+    manifest = read_manifest(workdir, check=False)
+    if not manifest or manifest.get('reference_code') == utils.code_record(REFERENCE_CODE):
+        return
+    targets = {}
+    for file_id in manifest['files']:
+        with np.load(utils.file_features_path(workdir, file_id)) as data:
+            targets[file_id] = data['targets']
+    write_metadata(workdir, list(manifest['files']), targets, {i: f['duration'] for i, f in manifest['files'].items()})
+    utils.write_json_atomic(features_dir(workdir) / MANIFEST, {**manifest, 'reference_code':
+                                                               utils.code_record(REFERENCE_CODE)})
+    print(f'{Path(workdir) / config.METADATA_DIR / config.GT_FILE}: rebuilt from the stored targets '
+          f'({", ".join(REFERENCE_CODE)} changed since)', file=sys.stderr)
 
 
 def _stat(path):
@@ -478,6 +505,7 @@ def extract(data_root, workdir, folds_dir=None, jobs=None, split_file=None):
     write_metadata(workdir, file_ids, targets, durations)
     utils.write_json_atomic(manifest_path, {
         'params': feature_params(), 'code': utils.code_record(CODE),
+        'reference_code': utils.code_record(REFERENCE_CODE),
         'dataset': 'demo' if (data_root / config.DEMO_MARKER).is_file() else 'MAESTRO Real',
         'data_root': str(data_root.resolve()), 'folds_dir': str(folds_dir.resolve()),
         'split_file': str(split_file.resolve()), 'folds_sha256': utils.folds_sha256(folds_dir),
@@ -486,15 +514,19 @@ def extract(data_root, workdir, folds_dir=None, jobs=None, split_file=None):
             'seconds': time.perf_counter() - started}
 
 
-def read_manifest(workdir):
+def read_manifest(workdir, check=True):
     """The manifest of workdir's features, checked: refused (DataError naming the file and the command to run)
     when it is missing or from an older version, or the features are older than config.py's feature
-    parameters, the fold files, or an audio or annotation file still present."""
+    parameters, the fold files, or an audio or annotation file still present. check False: as it is, or {}."""
     workdir = Path(workdir)
     manifest_path = features_dir(workdir) / MANIFEST
     try:
         manifest = json.loads(manifest_path.read_text())
+        if not check:
+            return manifest
     except (OSError, ValueError):
+        if not check:
+            return {}
         raise DataError(f'{manifest_path}: features not extracted yet; run: python extract_features.py '
                         f'--data-root DIR --workdir {shlex.quote(str(workdir))}') from None
     missing = [k for k in ('params', 'code', 'dataset', 'data_root', 'folds_dir', 'split_file', 'folds_sha256',
@@ -510,9 +542,8 @@ def read_manifest(workdir):
         name, old, new = changed
         raise DataError(f'{manifest_path}: feature parameter {name} changed since extraction '
                         f'({old!r} -> {new!r}); run: {run}')
-    changed = utils.first_difference(manifest['code'], utils.code_record(CODE))
-    if changed:
-        raise DataError(f'{manifest_path}: the code of {changed[0]} changed since extraction (comments and '
+    for name, _, _ in utils.differences(manifest['code'], utils.code_record(CODE))[:1]:
+        raise DataError(f'{manifest_path}: the code of {name} changed since extraction (comments and '
                         f'docstrings aside); run: {run}')
     folds_dir = Path(manifest['folds_dir'])
     try:
@@ -550,7 +581,7 @@ def load_fold(workdir, fold):
     return arrays
 
 
-@utils.command(workdir='defines')
+@experiment.command(workdir=True)
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--data-root', type=Path, default=config.DATA_ROOT, metavar='DIR',
@@ -563,9 +594,9 @@ def main(argv=None):
                         help='list of the development file ids (default: %(default)s)')
     parser.add_argument('--jobs', type=int, default=config.FEATURE_JOBS, metavar='N',
                         help='worker processes, one math thread each (default: %(default)s)')
-    experiment.add_options(parser)
-    args = parser.parse_args(argv)
+    args = experiment.parse_args(parser, argv)
     report = extract(args.data_root, args.workdir, args.folds_dir, args.jobs, args.split_file)
+    experiment.save()
     seconds, audio = report['seconds'], report['audio_seconds']
     print(f'{len(report["files"])} files, {audio / 60:.1f} min of audio, {audio / max(seconds, 1e-9):.0f}x real '
           f'time, {seconds:.2f} s')

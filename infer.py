@@ -78,9 +78,7 @@ def load_model(path, device='cpu'):
         name, saved, now = changed
         raise DataError(f'{path}: trained with feature parameter {name} = {saved!r}, config.py now gives '
                         f'{now!r}; restore config.py or retrain (python task4b.py --workdir DIR)')
-    changed = utils.first_difference(checkpoint['architecture'], model_module.architecture())
-    if changed:
-        name, saved, now = changed
+    for name, saved, now in utils.differences(checkpoint['architecture'], model_module.architecture())[:1]:
         raise DataError(f'{path}: a network of config.{name} = {saved!r}, config.py now gives {now!r}; restore '
                         f'config.py or retrain (python task4b.py --workdir DIR)')
     runtime.check_precision(checkpoint['precision'], device, training=False)
@@ -133,7 +131,7 @@ def infer(audio_dir, workdir, out_dir, device='cpu', runs=None):
     return [p.stem for p in audio_paths]
 
 
-@utils.command(workdir='uses')
+@experiment.command(workdir=True)
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -144,8 +142,7 @@ def main(argv=None):
                         help='the models of these runs (default: every run; runs of other settings are refused)')
     parser.add_argument('--device', choices=['cpu', 'cuda'], default='cpu',
                         help='cpu (default; reproduces scores of a CPU training run to the last bit) or cuda')
-    experiment.add_options(parser)
-    args = parser.parse_args(argv)
+    args = experiment.parse_args(parser, argv)
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: no CUDA device visible to torch')
     stems = infer(args.audio, args.workdir, args.out, args.device, args.runs)

@@ -65,15 +65,14 @@ def write_folds(folds, folds_dir=None):
             utils.write_text_atomic(utils.fold_file(k, part, folds_dir), file_list_text(parts[part]))
 
 
-@utils.command
+@experiment.command
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split('\n', 1)[1])
     parser.add_argument('--split', type=Path, required=True, help='split file to write')
     parser.add_argument('--folds-dir', type=Path, required=True, help='folder for fold{k}_{train,val,test}.csv')
-    experiment.add_options(parser)
-    args = parser.parse_args(argv)
+    args = experiment.parse_args(parser, argv)
     for given, official in ((args.split, config.DEVELOPMENT_SPLIT), (args.folds_dir, config.FOLDS_DIR)):
         if given.resolve() == official.resolve():
             raise utils.DataError(f'{given}: the official split and folds of the challenge are kept as they are; '

@@ -21,14 +21,13 @@ ER_m of evaluate.py restricted to that file). infer.py's outputs have no referen
 Per-class picture (a workdir): per hard class, sed_eval's class-wise F at config.THRESHOLD and the F-score at the
 class's own optimal threshold (the F1_thop of evaluate.py), as mean over runs (bar), standard deviation
 (whisker) and each run (dot); beside it the seconds of reference (gt_dev.csv, all its files) of each class,
-classes sorted by them, so rare classes stand out. Read from `<workdir>/runs/run*/metrics.json` (task4b.py), else
-from `<workdir>/results.json`; a run whose metrics lack the per-class F1_thop is re-scored from its score files
-with evaluate.evaluate_scores.
+classes sorted by them, so rare classes stand out. Read from `<workdir>/runs/run*/metrics.json` when it was scored
+as config scores now (THRESHOLD, MERGE_GAP, ..., the evaluation code), else the run is scored again from its score
+files (evaluate.run_metrics): the bars are what their labels say.
 
 Colours: Okabe-Ito (blue, vermillion, orange), readable for colour-blind readers; matplotlib's Agg backend.
 """
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -48,7 +47,7 @@ import evaluate  # noqa: E402  (first: it silences dcase_util's pkg_resources wa
 import extract_features  # noqa: E402
 import post_processing  # noqa: E402
 import utils  # noqa: E402
-from runs import check_scores_folder, finished_files, select_runs  # noqa: E402
+from runs import check_scores_folder, select_runs  # noqa: E402
 from utils import DataError  # noqa: E402
 
 PICTURES_DIR = 'pictures'                     # default output folder, in the workdir or infer.py's output
@@ -270,16 +269,9 @@ def reference_seconds(gt_path, stems=None):
 
 def read_run_metrics(workdir, runs=None):
     """[(run name, metrics dict)] of the runs runs.select_runs chooses (runs: run numbers; runs of other
-    settings are refused): their metrics.json, re-scored from the finished folds when it lacks the per-class
-    F1_thop."""
-    found = []
-    for run_dir in select_runs(workdir, runs)[0]:
-        path = run_dir / 'metrics.json'
-        metrics = json.loads(path.read_text()) if path.is_file() else {}
-        if any('F1_thop' not in metrics.get('class_wise', {}).get(c, {}) for c in config.HARD_CLASSES):
-            metrics = evaluate.evaluate_scores(run_dir / 'scores', workdir, file_stems=finished_files(run_dir))
-        found.append((run_dir.name, metrics))
-    return found
+    settings are refused): their metrics.json, or the run scored again when it was scored otherwise than config
+    scores now (evaluate.run_metrics)."""
+    return [(run_dir.name, evaluate.run_metrics(workdir, run_dir)) for run_dir in select_runs(workdir, runs)[0]]
 
 
 def per_class_data(workdir, run_numbers=None):
@@ -422,7 +414,7 @@ def plot_per_class(workdir, path, runs=None):
     return Path(path)
 
 
-@utils.command(workdir='uses')
+@experiment.command(workdir=True)
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -446,8 +438,7 @@ def main(argv=None):
                         help='draw only the detection pictures or only the per-class picture')
     parser.add_argument('--out', type=Path, default=None,
                         help=f'output folder (default: <workdir>/{PICTURES_DIR}, or <infer-out>/{PICTURES_DIR})')
-    experiment.add_options(parser)
-    args = parser.parse_args(argv)
+    args = experiment.parse_args(parser, argv)
     written = []
     if args.infer_out is not None:
         if args.only == 'per-class':

@@ -31,28 +31,11 @@ from utils import DataError
 
 TRAIN_HINT = 'run: python task4b.py --workdir DIR'
 
-# config values that cannot change what a training computes, by exact name: a checkpoint need not agree with them
-# to be resumed, and a run's record leaves them out; every other upper-case value of config.py (a new one too) is
-# a training setting
-NAMES = {  # of files and folders: a renamed folder holds the same run
-    'AUDIO_DIR', 'ANNOTATION_DIR', 'FEATURES_DIR', 'METADATA_DIR', 'GT_FILE', 'DURATIONS_FILE', 'RUNS_DIR',
-    'DEMO_MARKER', 'SCENES'}
-SOURCES = {  # the demo generator, the download, the recognition of the official folds (recorded by their hash)
-    'DEMO_SCALE', 'DEMO_SEED', 'DEMO_LENGTH_RANGE', 'AUDIO_SUBTYPE', 'ZENODO_URL', 'DEVELOPMENT_ARCHIVES',
-    'EVALUATION_ARCHIVES', 'OFFICIAL_FOLDS_SHA256'}
-SPEED_ONLY = {'FEATURE_JOBS', 'CHANNELS_LAST', 'KEEP_FREED_MEMORY'}
-FLAG_DEFAULTS = {'SEED', 'MAX_EPOCHS', 'LOSS', 'PRECISION', 'RUNS'}   # defaults of flags, recorded on their own
-DERIVED = {'HARD_INDEX', 'FRAME_SECONDS'}                # from the settings recorded
-EVALUATION_ONLY = {  # evaluate.py re-scores with their values now, and the table's protocol names them
-    'THRESHOLD', 'SEGMENT_LENGTH', 'MERGE_GAP', 'MIN_EVENT_LENGTH', 'TIMELINE', 'F1_THOP_TIME_DECIMALS',
-    'PAUC_MAX_FPR', 'PUBLISHED', 'PUBLISHED_PROTOCOL'}
-NOT_TRAINING_SETTINGS = NAMES | SOURCES | SPEED_ONLY | FLAG_DEFAULTS | DERIVED | EVALUATION_ONLY
-EVALUATION_SETTINGS = ('THRESHOLD', 'SEGMENT_LENGTH', 'MERGE_GAP', 'MIN_EVENT_LENGTH')   # read now, when scoring
 # The code a run's numbers depend on, recorded by its fingerprint (utils.code_fingerprint: an edit of comments,
 # docstrings or layout keeps it, any other edit makes another run). Training's here, the features' in their
-# manifest (extract_features.CODE); config.py's values are recorded one by one; the other files (records,
-# metrics, pictures, jobs) write no number of a run (resume and --jobs give a plain run's scores: tested).
-TRAINING_CODE = ('task4b.py', 'model.py', 'data_generator.py')
+# manifest (extract_features.CODE), the evaluation's in each metrics file (evaluate.SCORING_CODE); config.py's values
+# are recorded one by one; the other files (records, pictures, jobs) write no number of a run.
+TRAINING_CODE = ('task4b.py', 'model.py', 'data_generator.py', 'runtime.py')
 CODE_COPY = 'code'                          # runs/run{r}/code/: the source the run ran, config.py included
 
 
@@ -66,8 +49,8 @@ def training_settings(seed, epochs, loss_kind, precision=None, device='cpu'):
     # here, not at the top: model.py imports torch, 1.8 s and 185 MB of start-up (measured) for evaluate.py,
     # plot_results.py and compare.py, which read records and never make one
     from model import output_bias_init
-    values = {k: v for k, v in vars(config).items() if k.isupper() and not isinstance(v, Path)
-              and k not in NOT_TRAINING_SETTINGS}
+    values = {name: getattr(config, name) for name in utils.DEFAULTS if experiment.defines(name)
+              and name not in config.RUN_FLAGS}
     # the initialisation the loss really gets: 'mse' ignores OUTPUT_BIAS_INIT, so its runs never differ by it
     values['OUTPUT_BIAS_INIT'] = output_bias_init(loss_kind)
     if values['OUTPUT_BIAS_INIT'] != 'prior':
@@ -99,18 +82,6 @@ def record_id(record):
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def record_differences(a, b, prefix=''):
-    """Every leaf that differs between two nested dicts of settings -> [(dotted key, value in a, value in b)]."""
-    differences = []
-    for key in list(a) + [k for k in b if k not in a]:
-        left, right = a.get(key), b.get(key)
-        if isinstance(left, dict) and isinstance(right, dict):
-            differences += record_differences(left, right, f'{prefix}{key}.')
-        elif left != right:
-            differences.append((f'{prefix}{key}', left, right))
-    return differences
-
-
 def versions():
     """Versions of python and the libraries behind the numbers."""
     found = {'python': platform.python_version()}
@@ -140,14 +111,15 @@ def start_run(run_dir, record, seed, restart=False, device_details=None):
         if old.get('record_id') == new_id and old.get('seed') == seed:
             return new_id
         if not restart:
-            differences = record_differences(old.get('record', {}), record)
+            differences = utils.differences(old.get('record', {}), record)
             if old.get('seed') != seed:
                 differences.insert(0, ('seed', old.get('seed'), seed))
             shown = '; '.join(f'{key}: {a!r} there, {b!r} now' for key, a, b in differences[:3])
             raise DataError(f'{run_dir}: a run of other settings ({shown}{"; ..." if len(differences) > 3 else ""}); '
                             f'start it over with --restart (removes it), or use another --workdir')
         shutil.rmtree(run_dir)
-    commit, dirty = experiment.source_state()
+    experiment.save()                           # the workdir keeps the experiment of its runs
+    commit, dirty = utils.git_state(config.REPO_ROOT)
     copy_code(run_dir, record['features'].get('code') or {})
     utils.write_json_atomic(path, {'seed': seed, 'record_id': new_id, 'record': record, 'versions': versions(),
                                    'device': device_details, 'git_commit': commit, 'git_dirty': dirty,
@@ -205,7 +177,7 @@ def select_runs(workdir, runs=None):
     first = run_dirs[0]
     for run_dir in run_dirs[1:]:
         if settings[run_dir]['record_id'] != settings[first]['record_id']:
-            differences = record_differences(settings[first]['record'], settings[run_dir]['record'])
+            differences = utils.differences(settings[first]['record'], settings[run_dir]['record'])
             shown = '; '.join(f'{key}: {a!r} vs {b!r}' for key, a, b in differences[:3])
             alike = ' '.join(d.name[3:] for d in run_dirs if settings[d]['record_id'] == settings[first]['record_id'])
             raise DataError(f'{first.name} and {run_dir.name} of {Path(workdir) / config.RUNS_DIR} were trained with '
@@ -249,7 +221,7 @@ def check_features_of_runs(workdir, run_dir, record):
     if not manifest_path.is_file():
         return
     manifest = extract_features.read_manifest(workdir)
-    differences = record_differences(record.get('features', {}), features_record(manifest), 'features.')
+    differences = utils.differences(record.get('features', {}), features_record(manifest), 'features.')
     if not differences:
         return
     shown = '; '.join(f'{key}: {folds_name(a)} then, {folds_name(b)} now' if key == 'features.folds_sha256' else
@@ -264,7 +236,7 @@ def check_features_of_runs(workdir, run_dir, record):
 def check_code_of_runs(run_dir, record):
     """Refuse to run a run's models with other training code than it was trained with (infer.py: today's
     model.py with its weights would compute other scores than the run did)."""
-    differences = record_differences(record.get('training', {}).get('code') or {}, utils.code_record(TRAINING_CODE))
+    differences = utils.differences(record.get('training', {}).get('code') or {}, utils.code_record(TRAINING_CODE))
     if differences:
         files = ', '.join(key for key, _, _ in differences)
         raise DataError(f'{run_dir}: trained with other code than this checkout holds ({files}; comments and '
@@ -284,21 +256,24 @@ def check_scores_folder(workdir, scores_dir):
 # -----------------------------------------------------------------------------
 # The protocol of a table: the runs' record and the evaluation's settings
 
-def read_protocol(workdir, run_dirs, timeline, time_decimals):
+def read_protocol(workdir, run_dirs, scoring):
     """How a table was computed, keyed as config.PUBLISHED_PROTOCOL: the data set and the folds (as extraction
     recorded them), the runs' record (settings.json: epochs, loss, the config values of training and features;
-    select_runs lets only runs of one record through) and this evaluation (the timeline, the F1_thop call and
-    config.py's evaluation values now)."""
-    manifest = _read_json(Path(workdir) / config.FEATURES_DIR / 'manifest.json')
+    select_runs lets only runs of one record through) and how they were scored (evaluate.scoring)."""
+    manifest = extract_features.read_manifest(workdir, check=False)
     official = manifest.get('folds_sha256') == config.OFFICIAL_FOLDS_SHA256
     protocol = {'data set': manifest.get('dataset', 'unknown'),
                 'folds': 'official' if official else manifest.get('folds_dir', 'unknown'),
-                'loss': 'unknown', 'timeline': timeline, 'F1_thop time_decimals': time_decimals,
-                **{name: getattr(config, name) for name in EVALUATION_SETTINGS}}
+                'loss': 'unknown', 'timeline': scoring['TIMELINE'],
+                'F1_thop time_decimals': scoring['F1_THOP_TIME_DECIMALS'],
+                **{name: scoring[name] for name in ('THRESHOLD', 'SEGMENT_LENGTH', 'MERGE_GAP', 'MIN_EVENT_LENGTH')}}
     training = _read_json(Path(run_dirs[0]) / 'settings.json').get('record', {}).get('training') if run_dirs else None
     if training:
+        # the memory layout (CHANNELS_LAST) is recorded, so that runs of both never combine, but it changes the
+        # last bits only: no protocol names it
         protocol.update({'epochs': training.get('epochs'), 'loss': training.get('loss'),
-                         'precision': training.get('precision', 'float32'), **training.get('config', {})})
+                         'precision': training.get('precision', 'float32'),
+                         **{k: v for k, v in training.get('config', {}).items() if k != 'CHANNELS_LAST'}})
     return json.loads(json.dumps(protocol))          # as results.json reads back: tuples are lists
 
 

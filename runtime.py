@@ -1,14 +1,21 @@
 """What training needs besides the method: the device and its precision, memory settings, checkpoints to resume
-from, parallel jobs.
+from, snapshots of the code for jobs that start later, parallel jobs.
+
+    python runtime.py --workdir WD [--config FILE] [--set NAME=VALUE]     # a snapshot (slurm/submit.sh): its folder
 
 task4b.py calls each of these in a line; none of them changes a number the method computes. What a run is and
 its record (settings.json, training_settings) are runs.py's; here the checkpoints are compared with them.
 """
+import argparse
+import contextlib
 import ctypes
+import hashlib
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,6 +27,8 @@ import extract_features
 import utils
 from runs import run_record, start_run
 from utils import DataError
+
+SNAPSHOTS_DIR, SNAPSHOT_SETTINGS = 'snapshots', 'settings.py'   # WD/snapshots/<id>/settings.py: its experiment
 
 
 def keep_freed_memory():
@@ -70,9 +79,10 @@ def check_precision(precision, device, training=True):
     """Refuse a precision the device cannot train in (DataError); warn once where bfloat16 would be emulated. A
     'tf32' model is float32 arithmetic elsewhere: only its training needs a GPU."""
     kind = torch.device(device).type
-    if precision == 'tf32' and kind != 'cuda' and training:
-        raise DataError("precision 'tf32' is float32 with the matrix units of NVIDIA GPUs (Ampere and later); on the "
-                        "CPU give 'float32' or 'bfloat16'")
+    if precision == 'tf32' and training and (kind != 'cuda' or torch.cuda.get_device_capability(device)[0] < 8):
+        where = 'the CPU' if kind != 'cuda' else torch.cuda.get_device_name(device)
+        raise DataError(f"precision 'tf32' is float32 with the matrix units of NVIDIA GPUs (Ampere and later); on "
+                        f"{where} give 'float32' or 'bfloat16'")
     if precision == 'bfloat16' and kind == 'cuda' and not torch.cuda.is_bf16_supported(including_emulation=False):
         raise DataError(f"precision 'bfloat16': {torch.cuda.get_device_name(device)} has no bfloat16 arithmetic "
                         f"(NVIDIA's Ampere and later have); give 'float32'")
@@ -152,13 +162,10 @@ def load_checkpoint(path, settings, generator, device='cpu'):
         if checkpoint['settings'].get(key) != settings[key]:
             raise DataError(f'{path}: trained with {key} {checkpoint["settings"].get(key)}, asked now '
                             f'{settings[key]}; resume with the same flags, or run without --resume')
-    changed = utils.first_difference(checkpoint['settings'].get('code', {}), settings['code'])
-    if changed:
-        raise DataError(f'{path}: trained with other code of {changed[0]} (comments and docstrings aside); '
+    for name, _, _ in utils.differences(checkpoint['settings'].get('code', {}), settings['code'])[:1]:
+        raise DataError(f'{path}: trained with other code of {name} (comments and docstrings aside); '
                         f'restore it, or run without --resume to start over')
-    changed = utils.first_difference(checkpoint['settings']['config'], settings['config'])
-    if changed:
-        key, old, new = changed
+    for key, old, new in utils.differences(checkpoint['settings']['config'], settings['config'])[:1]:
         raise DataError(f'{path}: config.{key} was {old!r}, is now {new!r}; restore it, or run without --resume '
                         f'to start over')
     torch.set_rng_state(checkpoint['rng']['torch'])
@@ -181,7 +188,37 @@ def start_fold_over(fold_dir, test_files):
 
 
 # -----------------------------------------------------------------------------
-# --jobs: (run, fold) trainings as child processes
+# Snapshots and --jobs: (run, fold) trainings as child processes
+
+def snapshot(workdir):
+    """The code of this checkout, the fold lists config names when they are the repository's, and this command's
+    experiment (settings.py), copied once into WD/snapshots/<id>/ (id: a hash of all of it) -> that folder."""
+    root = Path(config.REPO_ROOT).resolve()
+    settings = '"""The experiment of a snapshot (runtime.py)."""\n' + ''.join(
+        f'{name} = {str(value) if isinstance(value, Path) else value!r}\n'
+        for name, value in sorted(experiment.current()['settings'].items()))
+    paths = [*root.glob('*.py'), Path(config.DEVELOPMENT_SPLIT), *Path(config.FOLDS_DIR).glob('*.csv')]
+    files = sorted({p.resolve().relative_to(root) for p in paths if p.resolve().is_relative_to(root)})
+    digest = hashlib.sha256(settings.encode())
+    for relative in files:
+        digest.update(str(relative).encode() + b'\0' + (root / relative).read_bytes())
+    target = Path(workdir) / SNAPSHOTS_DIR / digest.hexdigest()[:12]
+    experiment.save()
+    if not target.is_dir():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix='.tmp-'))
+        for relative in files:
+            (tmp / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / relative, tmp / relative)
+        (tmp / SNAPSHOT_SETTINGS).write_text(settings)
+        commit, dirty = utils.git_state(root)
+        utils.write_json_atomic(tmp / utils.SNAPSHOT_RECORD, {'repository': str(root), 'git_commit': commit,
+                                                              'git_dirty': dirty, 'experiment': experiment.current()})
+        with contextlib.suppress(OSError):   # another process renamed its copy of the same id first: keep that
+            os.replace(tmp, target)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
 
 def visible_gpus():
     """The GPUs this process may use, as a child's CUDA_VISIBLE_DEVICES names them (indices or UUIDs)."""
@@ -197,21 +234,22 @@ def run_jobs(script, args, run_ids, folds):
     DataError names each failed (run, fold) and its log.
 
     The runs are started here (settings.json, and --restart), once, before the children. The children run a
-    snapshot of the code and of the experiment (experiment.snapshot), so that an edit made while they wait changes
+    snapshot of the code and of the experiment (snapshot), so that an edit made while they wait changes
     none of them. Each child gets cpu_count // jobs math threads (on the CPU the arithmetic of a sequential run
     with as many) and spins less while waiting for its threads: side by side, the default spinning made two
     processes on two cores wait on each other (many times slower per step). On CUDA the children take the visible
     GPUs in turn, each child one GPU (its cuda:0); CPU children see none.
     """
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    record = run_record(extract_features.read_manifest(args.workdir), args.epochs, args.loss, args.precision, device)
+    check_precision(config.PRECISION, device)
+    record = run_record(extract_features.read_manifest(args.workdir), config.MAX_EPOCHS, config.LOSS,
+                        config.PRECISION, device)
     for r in run_ids:
-        start_run(Path(args.workdir) / config.RUNS_DIR / f'run{r}', record, args.seed + r, args.restart,
+        start_run(Path(args.workdir) / config.RUNS_DIR / f'run{r}', record, config.SEED + r, args.restart,
                   device_details(device))
-    snapshot = experiment.snapshot(args.workdir)
-    child_args = ['--config', str(snapshot / experiment.SNAPSHOT_SETTINGS), '--workdir', str(args.workdir),
-                  '--seed', str(args.seed), '--epochs', str(args.epochs), '--loss', args.loss,
-                  '--precision', args.precision, '--device', device] + (['--resume'] if args.resume else [])
+    folder = snapshot(args.workdir)
+    child_args = ['--config', str(folder / SNAPSHOT_SETTINGS), '--workdir', str(args.workdir), '--device', device,
+                  *(['--resume'] if args.resume else [])]
     gpus = visible_gpus() if device == 'cuda' else ['']
     env = dict(os.environ)
     env.setdefault('OMP_NUM_THREADS', str(max(1, (os.cpu_count() or 1) // args.jobs)))
@@ -220,7 +258,7 @@ def run_jobs(script, args, run_ids, folds):
     def job(numbered):
         i, (r, k) = numbered
         log = Path(args.workdir) / config.RUNS_DIR / f'run{r}' / f'fold{k}.log'
-        command = [sys.executable, str(snapshot / Path(script).name), '--run', str(r), '--folds', str(k), *child_args]
+        command = [sys.executable, str(folder / Path(script).name), '--run', str(r), '--folds', str(k), *child_args]
         gpu = gpus[i % len(gpus)]
         with open(log, 'w') as out:
             code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT,
@@ -234,3 +272,16 @@ def run_jobs(script, args, run_ids, folds):
         raise DataError(f'{len(failed)} trainings failed: ' + '; '.join(
             f'run {r} fold {k} (log {log})' for r, k, log in failed) + '; the others finished. Fix the cause, '
             'then run the same command with --resume')
+
+
+@experiment.command(workdir=True)
+def main(argv=None):
+    parser = argparse.ArgumentParser(description='A snapshot of the code, the fold lists and the experiment of a '
+                                     'workdir for jobs that start later (slurm/submit.sh): prints its folder.')
+    parser.add_argument('--workdir', type=Path, default=config.WORKDIR, help='the workdir (default: %(default)s)')
+    print(snapshot(experiment.parse_args(parser, argv).workdir))
+
+
+if __name__ == '__main__':
+    import runtime          # one module: command() applies the experiment in `experiment`, not in `__main__`
+    raise SystemExit(runtime.main())

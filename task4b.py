@@ -311,7 +311,8 @@ def gather(workdir, run_ids):
     return summary
 
 
-@utils.command(workdir='defines')
+@experiment.command(workdir=True, flags={'--epochs': 'MAX_EPOCHS', '--loss': 'LOSS', '--precision': 'PRECISION',
+                                        '--seed': 'SEED'})
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--workdir', type=Path, default=config.WORKDIR,
@@ -324,22 +325,21 @@ def main(argv=None):
                              'evaluate.py --workdir')
     parser.add_argument('--jobs', type=int, default=1, metavar='N',
                         help='train N (run, fold) pairs at once as child processes (one GPU, several trainings)')
-    parser.add_argument('--seed', type=int, default=config.SEED)
+    parser.add_argument('--seed', type=int, default=config.SEED, help='--set SEED (default: %(default)s)')
     parser.add_argument('--epochs', type=int, default=config.MAX_EPOCHS,
-                        help='maximum epochs; the decay and early-stop patience scale with it (0.3 E, 0.6 E)')
+                        help='--set MAX_EPOCHS: the decay and early-stop patience scale with it (0.3 E, 0.6 E)')
     parser.add_argument('--loss', choices=['bce', 'mse'], default=config.LOSS,
-                        help="'bce' on sigmoid(logits), or 'mse' on the raw outputs as the published baseline "
-                             '(default: config.LOSS = %(default)s)')
+                        help="--set LOSS: 'bce' on sigmoid(logits), or 'mse' on the raw outputs as the published "
+                             'baseline (default: %(default)s)')
     parser.add_argument('--precision', choices=['float32', 'bfloat16', 'tf32'], default=config.PRECISION,
-                        help="'float32' as the published baseline, 'bfloat16' the conv blocks in bfloat16 (faster on a "
-                             "CPU or GPU with native bfloat16, other numbers), 'tf32' float32 with TF32 on NVIDIA GPUs "
-                             '(default: config.PRECISION = %(default)s)')
+                        help="--set PRECISION: 'float32' as the published baseline, 'bfloat16' the conv blocks in "
+                             "bfloat16 (faster on a CPU or GPU with native bfloat16, other numbers), 'tf32' float32 "
+                             'with TF32 on NVIDIA GPUs (default: %(default)s)')
     parser.add_argument('--device', choices=['cpu', 'cuda'], help='default: cuda when available')
     parser.add_argument('--resume', action='store_true', help='skip finished folds, continue an unfinished one')
     parser.add_argument('--restart', action='store_true',
                         help='a run folder of other settings is removed and trained again (default: refused)')
-    experiment.add_options(parser)
-    args = parser.parse_args(argv)
+    args = experiment.parse_args(parser, argv)
     if args.resume and args.restart:
         parser.error('--resume continues a run, --restart removes it: give one of them')
     if args.runs < 1 or args.epochs < 1 or args.jobs < 1:
@@ -348,6 +348,7 @@ def main(argv=None):
         parser.error('--run must be at least 0')
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: no CUDA device visible to torch (a CPU-only build, or no GPU)')
+    runtime.check_precision(config.PRECISION, args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     runtime.keep_freed_memory()
     run_ids = [args.run] if args.run is not None else list(range(args.runs))
     folds = args.folds or list(range(1, config.N_FOLDS + 1))

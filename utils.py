@@ -1,13 +1,13 @@
-"""Small helpers shared by the scripts: file ids and paths, fold lists, atomic writes, the config check (a run's
-record and settings.json: runs.py)."""
+"""Small helpers shared by the scripts: file ids and paths, fold lists, atomic writes, code fingerprints, the check
+of config values (a run's record and settings.json: runs.py)."""
 import ast
-import functools
+import copy
+import difflib
 import hashlib
 import json
 import math
 import os
-import re
-import sys
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -72,6 +72,7 @@ def file_features_path(workdir, file_id):
     return Path(workdir) / config.FEATURES_DIR / 'files' / f'{file_stem(file_id)}.npz'
 
 
+SNAPSHOT_RECORD = 'snapshot.json'           # in a snapshot of the code: where and from which commit it was taken
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -97,7 +98,7 @@ def write_text_atomic(path, text):
 
 
 def write_json_atomic(path, obj):
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + '\n')
+    write_text_atomic(path, json.dumps(obj, indent=2, default=str) + '\n')     # paths as strings
 
 
 def code_fingerprint(path):
@@ -131,12 +132,33 @@ def code_record(names, root=None):
     return {name: code_fingerprint(Path(root or config.REPO_ROOT) / name) for name in names}
 
 
-def first_difference(saved, current):
-    """The first key whose value differs between two dicts of settings -> (key, saved, current), or None."""
-    for key in list(current) + [k for k in saved if k not in current]:
-        if saved.get(key) != current.get(key):
-            return key, saved.get(key), current.get(key)
-    return None
+def differences(a, b, prefix=''):
+    """Every leaf that differs between two nested dicts of settings -> [(dotted key, value in a, value in b)]."""
+    found = []
+    for key in list(a) + [k for k in b if k not in a]:
+        left, right = a.get(key), b.get(key)
+        if isinstance(left, dict) and isinstance(right, dict):
+            found += differences(left, right, f'{prefix}{key}.')
+        elif left != right:
+            found.append((f'{prefix}{key}', left, right))
+    return found
+
+
+def git_state(root):
+    """(git commit, whether tracked files differ from it) of the code at root: a snapshot's record of its repository
+    (runtime.snapshot), else git's answer, or (None, None)."""
+    record = Path(root) / SNAPSHOT_RECORD
+    if record.is_file():
+        state = json.loads(record.read_text())
+        return state.get('git_commit'), state.get('git_dirty')
+
+    def git(*args):
+        return subprocess.run(['git', *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+    try:
+        commit = git('rev-parse', 'HEAD') or None
+        return commit, bool(git('status', '--porcelain', '--untracked-files=no')) if commit else None
+    except (OSError, subprocess.SubprocessError):
+        return None, None
 
 
 def limit_math_threads(n=1):
@@ -153,6 +175,36 @@ class DataError(ValueError):
 # -----------------------------------------------------------------------------
 # config.py: values no script can work with, refused before any work starts (an edit that breaks the network or
 # the batches would otherwise end in a traceback of torch or of range() that names neither setting)
+
+# the settings and their defaults, as config.py gives them (an experiment changes config's values, never these)
+DEFAULTS = {n: copy.deepcopy(v) for n, v in vars(config).items() if n.isupper() and not callable(v)
+            and n not in (*config.DERIVED, 'PER_COMMAND', 'RUN_FLAGS', 'DERIVED')}
+KINDS = {bool: 'True or False', int: 'an integer', float: 'a number', str: 'a string', list: 'a list',
+         tuple: 'a list', dict: 'a dict'}
+
+
+def check_name(name, where):
+    if name in config.DERIVED:
+        raise DataError(f'{where}: {name} is derived (from CLASSES and HARD_CLASSES, or HOP_LENGTH and '
+                        f'SAMPLE_RATE); set those instead')
+    if name not in DEFAULTS:
+        near = difflib.get_close_matches(name.upper(), list(DEFAULTS), n=1)
+        raise DataError(f'{where}: config.py has no setting {name}' + (f'; did you mean {near[0]}?' if near else
+                                                                        '; python experiment.py --list shows them'))
+
+
+def checked(name, value, where):
+    """value for config.NAME -> the value as config holds it (an int for a float, a str for a Path and a list for a
+    tuple taken), or a DataError naming where it came from (the items of a list: config_problem)."""
+    default = DEFAULTS[name]
+    for kind, accepted in ((float, int), (Path, str), (tuple, list)):
+        if isinstance(default, kind) and type(value) is accepted:
+            value = kind(value)
+    if isinstance(value, bool) != isinstance(default, bool) or not isinstance(value, type(default)):
+        expected = 'a path' if isinstance(default, Path) else KINDS.get(type(default), type(default).__name__)
+        raise DataError(f'{where}: expected {expected}, as config.{name} = {default!r}')
+    return value
+
 
 def _integer(value):
     return isinstance(value, int) and not isinstance(value, bool)
@@ -243,36 +295,3 @@ def spectrum_problem():
         return (f'config.FMAX = {config.FMAX!r} with config.FMIN = {config.FMIN!r}: expected FMIN < FMAX <= '
                 f'SAMPLE_RATE / 2 = {config.SAMPLE_RATE / 2}')
     return None
-
-
-def check_config():
-    """Refuse settings that no script can work with: DataError naming the setting, what it must be and where its
-    value was set (config.py, an experiment file, --set)."""
-    import experiment
-    problem = config_problem()
-    if problem:
-        source = experiment.source_of(re.match(r'config\.(\w+)', problem).group(1))
-        raise DataError(f'{problem}; ' + ('set it in config.py' if source == 'config.py' else f'set by {source}'))
-
-
-def command(main=None, *, workdir=None):
-    """The conventions of every script, main(argv) -> exit status:
-    - its experiment (experiment.py): --config and --set are taken out of argv and applied to config for the
-      command, over the experiment of its --workdir (workdir: 'uses' or 'defines', for the scripts that have one),
-      and checked (check_config) before anything runs;
-    - a DataError is one line on stderr (`error: <file>: <what is wrong>; <what to do>`) and exit status 2, never
-      a traceback."""
-    if main is None:
-        return functools.partial(command, workdir=workdir)
-
-    @functools.wraps(main)
-    def run(argv=None):
-        import experiment            # here: it imports this module
-        argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-        try:
-            with experiment.for_command(argv, workdir) as rest:
-                return main(rest) or 0
-        except DataError as error:
-            print(f'error: {error}', file=sys.stderr)
-            return 2
-    return run

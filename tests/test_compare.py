@@ -8,6 +8,7 @@ from scipy import stats
 import compare
 import config
 import evaluate
+import experiment
 import utils
 from runs import record_id
 
@@ -44,7 +45,8 @@ def scores_of(k, seed, noise):
 
 def write_workdir(workdir, runs, records=RECORD, files=FILES):
     """A workdir with metadata and runs: runs [(seed, noise)], each with score files, settings.json (records: one
-    record, or one per run) and the metrics.json evaluate.py computes (each file on its own timeline)."""
+    record, or one per run), a finished fold of them all and the metrics.json evaluate.py computes with each file on
+    its own timeline (there are no features for the fold's: run_compare scores with TIMELINE file)."""
     metadata = workdir / config.METADATA_DIR
     metadata.mkdir(parents=True, exist_ok=True)
     (metadata / config.DURATIONS_FILE).write_text(
@@ -58,6 +60,8 @@ def write_workdir(workdir, runs, records=RECORD, files=FILES):
             evaluate.write_score_file(run / 'scores' / f'{stem}.tsv', scores_of(k, seed, noise))
         settings = {'seed': 42 + r, 'record_id': record_id(record), 'record': record}
         utils.write_json_atomic(run / 'settings.json', settings)
+        utils.write_json_atomic(run / 'fold1' / 'metrics.json', {'record_id': record_id(record),
+                                                                 'files': [stem for stem, _ in files]})
         metrics = evaluate.evaluate_scores(run / 'scores', workdir, timeline='file')
         metrics.pop('report')
         utils.write_json_atomic(run / 'metrics.json', {**metrics, 'seed': settings['seed'],
@@ -66,7 +70,7 @@ def write_workdir(workdir, runs, records=RECORD, files=FILES):
 
 
 def run_compare(capsys, *argv):
-    code = compare.main([str(a) for a in argv])
+    code = compare.main([str(a) for a in argv] + ['--set', 'TIMELINE=file'])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -111,6 +115,38 @@ def test_a_workdir_against_itself_shows_no_change(tmp_path, capsys):
     for row in rows:
         assert (row['difference'], row['low'], row['high'], row['p'], row['marked']) == (0, 0, 0, 1, False)
         assert row['method'] == f'paired bootstrap over {len(STEMS)} files, 20 resamples (seed 0)'
+
+
+def test_a_set_of_the_command_scores_both_sides_with_it_on_every_path(tmp_path, capsys):
+    a = write_workdir(tmp_path / 'a', [(s, 0.3) for s in (1, 2, 3)])
+    b = write_workdir(tmp_path / 'b', [(s, 0.2) for s in (4, 5, 6)], records=OTHER_RECORD)
+    saved = {p: p.read_bytes() for p in tmp_path.glob('*/runs/run*/metrics.json')}
+    for runs in ([], ['--runs-a', '0', '--runs-b', '0']):              # Welch over runs; the paired bootstrap
+        out = tmp_path / f'out{len(runs)}'
+        assert run_compare(capsys, a, b, '--out', out, '--set', 'THRESHOLD=0.3', '--bootstrap', 20, *runs)[0] == 0
+        result = json.loads((out / 'comparison.json').read_text())
+        assert result['scoring']['THRESHOLD'] == 0.3
+        for side, workdir in (('mean_a', a), ('mean_b', b)):
+            at_03 = []
+            for run in ['run0'] if runs else ['run0', 'run1', 'run2']:
+                with experiment.for_command(['--set', 'THRESHOLD=0.3']):
+                    at_03.append(evaluate.evaluate_scores(workdir / 'runs' / run / 'scores', workdir,
+                                                          timeline='file'))
+            for key in ('F1_m', 'F1_M'):                       # the threshold's metrics (F1_thop has none)
+                assert result['metrics'][key][side] == pytest.approx(np.mean([m[key] for m in at_03]))
+                assert result['metrics'][key][side] != pytest.approx(np.mean(
+                    [json.loads(p.read_bytes())[key] for p in saved if p.parent.parent.parent == workdir]))
+    assert {p: p.read_bytes() for p in saved} == saved                   # the runs' metrics as they were
+
+
+def test_evaluate_into_another_file_leaves_the_runs_metrics_as_they_were(tmp_path, capsys):
+    a = write_workdir(tmp_path / 'a', [(1, 0.3), (2, 0.3)])
+    saved = {p: p.read_bytes() for p in a.glob('runs/run*/metrics.json')}
+    assert evaluate.main(['--workdir', str(a), '--set', 'THRESHOLD=0.3', '--timeline', 'file', '--json',
+                          str(tmp_path / 'elsewhere.json')]) == 0
+    assert f"wrote {tmp_path / 'elsewhere.json'}, {tmp_path / 'elsewhere.md'}\n" in capsys.readouterr().out
+    assert {p: p.read_bytes() for p in saved} == saved and not (a / 'results.json').exists()
+    assert json.loads((tmp_path / 'elsewhere.json').read_text())['runs'][0]['scoring']['THRESHOLD'] == 0.3
 
 
 # -----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from PIL import Image
 
 import config
 import evaluate
+import experiment
 import extract_features
 import plot_results
 import post_processing
@@ -198,20 +199,17 @@ def test_per_class_data_has_the_hard_classes_and_gt_dev_seconds(workdir):
             assert data['thresholds'][c][r] == metrics['thresholds'][c]
 
 
-def test_per_class_f1_thop_missing_from_the_metrics_is_computed_from_the_scores(workdir, tmp_path):
-    wd = tmp_path / 'work'
-    shutil.copytree(workdir['workdir'] / config.METADATA_DIR, wd / config.METADATA_DIR)
-    shutil.copytree(workdir['workdir'] / config.FEATURES_DIR, wd / config.FEATURES_DIR)
-    shutil.copytree(workdir['workdir'] / config.RUNS_DIR / 'run1', wd / config.RUNS_DIR / 'run0')
-    metrics = json.loads((wd / config.RUNS_DIR / 'run0' / 'metrics.json').read_text())
+def test_per_class_bars_are_scored_at_the_threshold_they_name(workdir, tmp_path):
+    wd = workdir['workdir']
+    saved = json.loads((wd / config.RUNS_DIR / 'run0' / 'metrics.json').read_text())    # scored at 0.5
+    with experiment.for_command(['--set', 'THRESHOLD=0.3']):
+        expected = evaluate.evaluate_scores(wd / config.RUNS_DIR / 'run0' / 'scores', wd)
+        data = plot_results.per_class_data(wd)
+        plot_results.draw_per_class_picture(data, tmp_path / 'per_class.png')
     for c in config.HARD_CLASSES:
-        del metrics['class_wise'][c]['F1_thop']
-    utils.write_json_atomic(wd / config.RUNS_DIR / 'run0' / 'metrics.json', metrics)
-    expected = evaluate.evaluate_scores(wd / config.RUNS_DIR / 'run0' / 'scores', wd)
-    data = plot_results.per_class_data(wd)
-    for c in config.HARD_CLASSES:
-        assert data['f1_thop'][c] == [pytest.approx(expected['class_wise'][c]['F1_thop'] or 0.0)]
-    plot_results.draw_per_class_picture(data, tmp_path / 'per_class.png')
+        assert data['f1'][c][0] == pytest.approx(expected['class_wise'][c]['F'] or 0.0)
+    assert [data['f1'][c][0] for c in config.HARD_CLASSES] != pytest.approx(
+        [saved['class_wise'][c]['F'] or 0.0 for c in config.HARD_CLASSES])
     assert_valid_png(tmp_path / 'per_class.png')
 
 

@@ -94,8 +94,14 @@ def test_bfloat16_scores_are_close_to_float32_scores_and_the_precision_is_record
 def test_a_resume_under_the_other_precision_is_refused(both_precisions, tmp_path, capsys):
     workdir = both_precisions['bfloat16']
     capsys.readouterr()
-    # the run folder is refused first (its record says bfloat16) ...
-    assert task4b.main(['--workdir', str(workdir), '--resume', '--precision', 'float32'] + EPOCH) == 2
+    # the workdir's experiment refuses it first ...
+    resume = ['--workdir', str(workdir), '--resume', '--precision', 'float32', '--folds', '1', '--epochs', '2']
+    assert task4b.main(resume) == 2
+    assert "--precision float32 gives PRECISION = 'float32', the experiment 'bfloat16'" in capsys.readouterr().err
+    # ... the run folder (its record says bfloat16) ...
+    copy = tmp_path / 'copy'
+    shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns('experiment.json'))
+    assert task4b.main([str(copy) if a == str(workdir) else a for a in resume]) == 2
     assert "training.precision: 'bfloat16' there, 'float32' now" in capsys.readouterr().err
     # ... and the checkpoint itself
     settings = runs.training_settings(config.SEED, 1, 'bce', 'float32', 'cpu')
@@ -243,6 +249,15 @@ def test_jobs_give_each_child_the_threads_and_the_gpu_of_its_device(gpu_host, de
     assert sorted(env['CUDA_VISIBLE_DEVICES'] for _, env in children) == sorted(expected)
     assert {env['OMP_NUM_THREADS'] for _, env in children} == {'2'}            # 8 cores, 4 jobs
     assert all(command[command.index('--device') + 1] == device for command, _ in children)
+
+
+def test_tf32_is_refused_on_a_gpu_without_tf32_and_taken_on_one_with_it(gpu_host, monkeypatch):
+    monkeypatch.setattr(torch.cuda, 'get_device_name', lambda device=None: 'Tesla V100')
+    monkeypatch.setattr(torch.cuda, 'get_device_capability', lambda device=None: (7, 0))       # Volta: no TF32
+    with pytest.raises(utils.DataError, match="on Tesla V100 give 'float32' or 'bfloat16'"):
+        runtime.check_precision('tf32', 'cuda')
+    monkeypatch.setattr(torch.cuda, 'get_device_capability', lambda device=None: (8, 0))       # Ampere
+    runtime.check_precision('tf32', 'cuda')
 
 
 def test_seed_everything_sets_the_determinism_and_tf32_state_of_each_device():

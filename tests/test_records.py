@@ -53,6 +53,9 @@ def test_a_run_of_other_settings_is_refused_and_restart_replaces_it(demo_workdir
     assert len(score_stems(run_dir)) == len(fold1) + len(utils.read_fold(2)['test'])
 
     capsys.readouterr()
+    assert task4b.main(['--workdir', str(workdir), '--folds', '1', '--loss', 'mse', '--restart'] + EPOCH) == 2
+    assert "--loss mse gives LOSS = 'mse', the experiment 'bce'" in capsys.readouterr().err   # the workdir's, first
+    (workdir / 'experiment.json').unlink()                       # as an older version left it: the run's record
     assert task4b.main(['--workdir', str(workdir), '--folds', '1', '--loss', 'mse'] + EPOCH) == 2
     err = capsys.readouterr().err
     assert "training.loss: 'bce' there, 'mse' now" in err and '--restart' in err and err.count('\n') == 1
@@ -92,7 +95,7 @@ def test_bias_init_is_in_the_run_record_of_bce_runs(monkeypatch):
     prior = runs.run_record(manifest, 150, 'bce')
     monkeypatch.setattr(config, 'OUTPUT_BIAS_INIT', 'torch')
     torch_init = runs.run_record(manifest, 150, 'bce')
-    assert ('training.config.OUTPUT_BIAS_INIT', 'prior', 'torch') in runs.record_differences(prior, torch_init)
+    assert ('training.config.OUTPUT_BIAS_INIT', 'prior', 'torch') in utils.differences(prior, torch_init)
 
 
 def test_evaluate_refuses_runs_of_other_settings_and_combines_a_selection(demo_workdir, tmp_path, capsys):
