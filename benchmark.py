@@ -50,6 +50,7 @@ import extract_features
 import runtime
 import task4b
 import utils
+from augment import Augmenter
 from data_generator import load_fold_tensors, sequence_batches
 from model import build_model
 
@@ -145,11 +146,12 @@ def phase_train(workdir, device, epochs, fold, malloc, precision, result):
     model = build_model(device, precision)
     optimizer = task4b.new_optimizer(model)
     generator = torch.Generator().manual_seed(config.SEED)
+    augmenter = Augmenter(config.SEED, data['mean'], data['scale'])       # as --set augmentations ask
 
     train_s, val_s = [], []
     for _ in range(epochs):                            # task4b's own epoch and validation, without the records
         train_s.append(timed(lambda: float(task4b.train_one_epoch(
-            model, optimizer, data['X_train'], data['Y_train'], generator, loss_kind).mean()), device))
+            model, optimizer, data['X_train'], data['Y_train'], generator, loss_kind, augmenter).mean()), device))
         val_s.append(timed(lambda: task4b.validate(
             model, data['X_val'], data['Y_val'], data['val_reference'], loss_kind), device))
 

@@ -125,6 +125,20 @@ SEED = 42                                            # run k uses SEED + k
 RUNS = 1                                             # independent runs of the 5 folds; the published table is 10
 
 # -----------------------------------------------------------------------------
+# Augmentation of training batches (augment.py), each off by default: the published protocol has none
+FRAME_SHIFT = 0                                      # frames: features and targets rolled together by up to +/- this
+FILTER_AUGMENT_BANDS = 0                             # FilterAugment: mel bands cut into this many, each its own gain
+FILTER_AUGMENT_DB = 6.0                              # dB: FilterAugment's gains drawn from +/- this
+MIXSTYLE = 0.0                                       # probability per batch of frequency MixStyle
+MIXSTYLE_ALPHA = 0.3                                 # its mixing weight ~ Beta(alpha, alpha)
+MIXUP = 0.0                                          # probability per batch of mixup (features and targets)
+MIXUP_ALPHA = 0.2                                    # its lambda ~ Beta(alpha, alpha)
+TIME_MASKS = 0                                       # SpecAugment: time masks per sequence
+TIME_MASK_WIDTH = 20                                 # frames, the widest time mask
+FREQ_MASKS = 0                                       # SpecAugment: frequency masks per sequence
+FREQ_MASK_WIDTH = 8                                  # mel bands, the widest frequency mask
+
+# -----------------------------------------------------------------------------
 # Evaluation
 THRESHOLD = 0.5                                      # frame score -> active
 SEGMENT_LENGTH = 1.0                                 # s, sed_eval / sed_scores_eval segments
@@ -160,6 +174,8 @@ PUBLISHED_PROTOCOL = {
     'TARGETS': 'soft', 'OUTPUT_BIAS_INIT': 'torch', 'LEARNING_RATE': 1e-3, 'ADAM_BETAS': [0.9, 0.999], 'ADAM_EPS': 1e-8,
     'BATCH_SIZE': 32,
     'LR_DECAY_PATIENCE': 0.3, 'LR_DECAY_FACTOR': 10.0, 'EARLY_STOP_PATIENCE': 0.6,
+    'FRAME_SHIFT': 0, 'FILTER_AUGMENT_BANDS': 0, 'FILTER_AUGMENT_DB': 6.0, 'MIXSTYLE': 0.0, 'MIXSTYLE_ALPHA': 0.3,
+    'MIXUP': 0.0, 'MIXUP_ALPHA': 0.2, 'TIME_MASKS': 0, 'TIME_MASK_WIDTH': 20, 'FREQ_MASKS': 0, 'FREQ_MASK_WIDTH': 8,
 }
 
 

@@ -35,7 +35,7 @@ TRAIN_HINT = 'run: python task4b.py --workdir DIR'
 # docstrings or layout keeps it, any other edit makes another run). Training's here, the features' in their
 # manifest (extract_features.CODE), the evaluation's in each metrics file (evaluate.SCORING_CODE); config.py's values
 # are recorded one by one; the other files (records, pictures, jobs) write no number of a run.
-TRAINING_CODE = ('task4b.py', 'model.py', 'data_generator.py', 'runtime.py')
+TRAINING_CODE = ('task4b.py', 'model.py', 'data_generator.py', 'runtime.py', 'augment.py')
 CODE_COPY = 'code'                          # runs/run{r}/code/: the source the run ran, config.py included
 
 
@@ -277,13 +277,21 @@ def read_protocol(workdir, run_dirs, scoring):
     return json.loads(json.dumps(protocol))          # as results.json reads back: tuples are lists
 
 
+AUGMENTATIONS = {  # augment.py's settings -> their name in a table's label, when on
+    'FRAME_SHIFT': 'frame shift {FRAME_SHIFT}', 'MIXSTYLE': 'frequency MixStyle {MIXSTYLE:g}',
+    'FILTER_AUGMENT_BANDS': 'FilterAugment {FILTER_AUGMENT_BANDS} bands +/-{FILTER_AUGMENT_DB:g} dB',
+    'MIXUP': 'mixup {MIXUP:g}', 'TIME_MASKS': 'time masks {TIME_MASKS}x{TIME_MASK_WIDTH}',
+    'FREQ_MASKS': 'frequency masks {FREQ_MASKS}x{FREQ_MASK_WIDTH}'}
+
+
 def protocol_label(protocol):
     """The protocol as the table's row label names it: `demo data, loss bce, soft targets, float32, 80 epochs,
-    official folds, timeline per fold, F1_thop time_decimals 30` (runs recorded before TARGETS and precision
-    existed trained on soft targets in float32)."""
+    official folds, timeline per fold, F1_thop time_decimals 30`, the augmentations that are on after the precision
+    (runs recorded before TARGETS and precision existed trained on soft targets in float32)."""
     folds, epochs = protocol.get('folds', 'unknown'), protocol.get('epochs', 'unknown')
+    augmented = ''.join(f', {label.format(**protocol)}' for name, label in AUGMENTATIONS.items() if protocol.get(name))
     return (f"{protocol.get('data set', 'unknown')} data, loss {protocol.get('loss', 'unknown')}, "
-            f"{protocol.get('TARGETS', 'soft')} targets, {protocol.get('precision', 'float32')}, "
+            f"{protocol.get('TARGETS', 'soft')} targets, {protocol.get('precision', 'float32')}{augmented}, "
             f"{epochs} epoch{'' if epochs == 1 else 's'}, "
             f"{'official folds' if folds == 'official' else f'folds of {folds}'}, "
             f"timeline per {protocol.get('timeline', 'unknown')}, F1_thop time_decimals "

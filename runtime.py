@@ -154,7 +154,7 @@ def load_checkpoint(path, settings, generator, device='cpu'):
         return None
     checkpoint = load_torch_file(path, 'checkpoint of task4b.py')
     missing = [k for k in ('epoch', 'finished', 'model', 'optimizer', 'schedule', 'best_model', 'history', 'rng',
-                           'settings') if k not in checkpoint]
+                           'settings', 'augment') if k not in checkpoint]
     if missing:
         raise DataError(f'{path}: not a checkpoint of this version of task4b.py (missing {missing}); '
                         f'run without --resume to start the fold over')

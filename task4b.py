@@ -50,6 +50,7 @@ import plot_results
 import post_processing
 import runtime
 import utils
+from augment import Augmenter
 from data_generator import load_fold_tensors, sequence_batches, training_batches
 from model import CRNN, architecture, build_model, init_output_bias, output_bias_init, scores_from_outputs, soft_label_loss
 from runs import run_record, start_run, training_settings
@@ -130,11 +131,12 @@ def new_optimizer(model):
 # -----------------------------------------------------------------------------
 # One epoch, validation, test
 
-def train_one_epoch(model, optimizer, X, Y, generator, loss_kind):
+def train_one_epoch(model, optimizer, X, Y, generator, loss_kind, augmenter):
     """One pass over the shuffled training sequences -> the batch losses (tensor (batches,), not yet synced)."""
     model.train()
     losses = []
     for x, y in training_batches(X, Y, config.BATCH_SIZE, generator):   # (b, 200, 64), (b, 200, 17)
+        x, y = augmenter(x, y)                                          # as they were, unless augmentations are on
         optimizer.zero_grad(set_to_none=True)
         loss = soft_label_loss(model(x), y, loss_kind)
         loss.backward()
@@ -189,6 +191,7 @@ def train_fold(data, fold_dir, seed, epochs, device, loss_kind, resume=False, na
     optimizer = new_optimizer(model)
     schedule = PlateauSchedule(epochs)
     generator = torch.Generator().manual_seed(seed)      # the shuffling order; its state is checkpointed
+    augmenter = Augmenter(seed, data['mean'], data['scale'])   # its draws too
     settings = training_settings(seed, epochs, loss_kind, precision, device)
     history, best_state, start_epoch, finished = [], None, 1, False
     checkpoint = runtime.load_checkpoint(checkpoint_path, settings, generator, device) if resume else None
@@ -198,13 +201,15 @@ def train_fold(data, fold_dir, seed, epochs, device, loss_kind, resume=False, na
         schedule.load_state_dict(checkpoint['schedule'])
         history, best_state = checkpoint['history'], checkpoint['best_model']
         start_epoch, finished = checkpoint['epoch'] + 1, checkpoint['finished']
+        augmenter.load_state_dict(checkpoint['augment'])
 
     bar = tqdm(total=epochs, initial=start_epoch - 1, desc=name, unit='epoch', dynamic_ncols=True, disable=finished)
     epoch = start_epoch
     while not finished:
         started = time.perf_counter()
         lr = optimizer.param_groups[0]['lr']
-        batch_losses = train_one_epoch(model, optimizer, data['X_train'], data['Y_train'], generator, loss_kind)
+        batch_losses = train_one_epoch(model, optimizer, data['X_train'], data['Y_train'], generator, loss_kind,
+                                       augmenter)
         if not torch.isfinite(batch_losses).all():
             batch = int((~torch.isfinite(batch_losses)).nonzero()[0, 0]) + 1
             raise TrainingError(f'{name}: training loss is {float(batch_losses[batch - 1])} at epoch {epoch}, batch '
@@ -228,7 +233,8 @@ def train_fold(data, fold_dir, seed, epochs, device, loss_kind, resume=False, na
         utils.write_text_atomic(Path(fold_dir) / 'history.csv', pd.DataFrame(history).to_csv(index=False))
         runtime.save_checkpoint(checkpoint_path, {
             'epoch': epoch, 'finished': finished, 'model': model.state_dict(), 'optimizer': optimizer.state_dict(),
-            'schedule': schedule.state_dict(), 'best_model': best_state, 'history': history, 'settings': settings},
+            'schedule': schedule.state_dict(), 'best_model': best_state, 'history': history, 'settings': settings,
+            'augment': augmenter.state_dict()},
             generator, device)
         bar.update(1)
         bar.set_postfix(train=f'{history[-1]["train_loss"]:.4f}', val=f'{val_loss:.4f}', F1=f'{val_f1:.1f}',

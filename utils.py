@@ -222,8 +222,13 @@ CONFIG_COUNTS = {name: 1 for name in ('SAMPLE_RATE', 'HOP_LENGTH', 'N_FFT', 'N_M
                                       'CONV_CHANNELS', 'CONV_KERNEL', 'GRU_UNITS', 'DENSE_UNITS', 'BATCH_SIZE',
                                       'MAX_EPOCHS', 'RUNS')}
 CONFIG_COUNTS.update(N_FOLDS=2, F1_THOP_TIME_DECIMALS=0, SEED=0)          # name -> the smallest integer it may be
+CONFIG_COUNTS.update(dict.fromkeys(('FRAME_SHIFT', 'FILTER_AUGMENT_BANDS', 'TIME_MASKS', 'TIME_MASK_WIDTH', 'FREQ_MASKS',
+                                    'FREQ_MASK_WIDTH'), 0))
 CONFIG_RANGES = {                                                        # name -> (test, what it must be)
     'THRESHOLD': (lambda v: 0 <= v <= 1, 'a number in [0, 1]'),
+    'MIXUP': (lambda v: 0 <= v <= 1, 'a probability in [0, 1]'),
+    'MIXSTYLE': (lambda v: 0 <= v <= 1, 'a probability in [0, 1]'),
+    'FILTER_AUGMENT_DB': (lambda v: v >= 0, 'a number >= 0'),
     'HARD_LABEL_THRESHOLD': (lambda v: 0 <= v <= 1, 'a number in [0, 1]'),
     'DROPOUT': (lambda v: 0 <= v < 1, 'a number in [0, 1)'),
     'OUTPUT_BIAS_CLIP': (lambda v: 0 < v < 0.5, 'a number in (0, 0.5)'),
@@ -236,7 +241,7 @@ CONFIG_RANGES = {                                                        # name 
     'EARLY_STOP_PATIENCE': (lambda v: v >= 0, 'a number >= 0'),
     **{name: (lambda v: v > 0, 'a number > 0') for name in (
         'FMAX', 'MEL_POWER', 'LOG_OFFSET', 'LEARNING_RATE', 'LR_DECAY_FACTOR', 'SEGMENT_LENGTH',
-        'ANNOTATION_RESOLUTION', 'DEMO_SCALE')},
+        'ANNOTATION_RESOLUTION', 'DEMO_SCALE', 'MIXUP_ALPHA', 'MIXSTYLE_ALPHA')},
 }
 
 
@@ -253,7 +258,7 @@ def config_problem():
         value = getattr(config, name)
         if not _number(value) or not test(value):
             return f'config.{name} = {value!r}: expected {what}'
-    return network_problem() or classes_problem() or spectrum_problem()
+    return network_problem() or classes_problem() or spectrum_problem() or augmentation_problem()
 
 
 def network_problem():
@@ -294,4 +299,15 @@ def spectrum_problem():
     if not config.FMIN < config.FMAX <= config.SAMPLE_RATE / 2:
         return (f'config.FMAX = {config.FMAX!r} with config.FMIN = {config.FMIN!r}: expected FMIN < FMAX <= '
                 f'SAMPLE_RATE / 2 = {config.SAMPLE_RATE / 2}')
+    return None
+
+
+def augmentation_problem():
+    """Augmentations wider than what they cut (a sequence's frames, the mel bands), or None."""
+    for name, limit, of in (('FRAME_SHIFT', config.SEQUENCE_LENGTH - 1, 'SEQUENCE_LENGTH - 1'),
+                            ('TIME_MASK_WIDTH', config.SEQUENCE_LENGTH, 'SEQUENCE_LENGTH'),
+                            ('FREQ_MASK_WIDTH', config.N_MELS, 'N_MELS'),
+                            ('FILTER_AUGMENT_BANDS', config.N_MELS, 'N_MELS')):
+        if getattr(config, name) > limit:
+            return f'config.{name} = {getattr(config, name)}: expected at most {of} = {limit}'
     return None

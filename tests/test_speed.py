@@ -11,6 +11,7 @@ import torch
 
 import config
 import task4b
+from augment import Augmenter
 from helpers import copy_workdir, score_files
 
 REPO = Path(__file__).resolve().parent.parent
@@ -21,6 +22,7 @@ TRAIN_STEPS = """
 import sys, torch
 sys.path.insert(0, {repo!r})
 import config, runtime, task4b
+from augment import Augmenter
 from model import build_model
 tuned = runtime.keep_freed_memory() if sys.argv[2] == 'keep' else False
 torch.set_num_threads(1)
@@ -30,7 +32,8 @@ optimizer = task4b.new_optimizer(model)
 g = torch.Generator().manual_seed(1)
 X = torch.randn(12, 60, config.N_MELS, generator=g)
 Y = torch.rand(12, 60, len(config.CLASSES), generator=g)
-losses = [task4b.train_one_epoch(model, optimizer, X, Y, g, config.LOSS) for _ in range(2)]
+augmenter = Augmenter(0, torch.zeros(config.N_MELS), torch.ones(config.N_MELS))
+losses = [task4b.train_one_epoch(model, optimizer, X, Y, g, config.LOSS, augmenter) for _ in range(2)]
 torch.save({{'losses': torch.cat(losses), 'params': model.state_dict(), 'tuned': tuned}}, sys.argv[1])
 """
 
@@ -72,7 +75,9 @@ def test_new_tensors_left_unfilled_change_no_number():
         g = torch.Generator().manual_seed(1)
         X = torch.randn(12, 60, config.N_MELS, generator=g)
         Y = torch.rand(12, 60, len(config.CLASSES), generator=g)
-        losses = torch.cat([task4b.train_one_epoch(model, optimizer, X, Y, g, config.LOSS) for _ in range(2)])
+        augmenter = Augmenter(0, torch.zeros(config.N_MELS), torch.ones(config.N_MELS))
+        losses = torch.cat([task4b.train_one_epoch(model, optimizer, X, Y, g, config.LOSS, augmenter)
+                            for _ in range(2)])
         return losses, model.state_dict()
 
     try:

@@ -1,0 +1,168 @@
+"""Augmentations of training batches (augment.py): off by default, each doing what it says on a batch, training
+batches only, resumed exactly, and named in the record and the table."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import config
+import experiment
+import task4b
+from augment import Augmenter
+from helpers import copy_workdir, score_files
+from model import CRNN
+from test_training import kill_after_checkpoints
+
+EPOCHS = ['--folds', '1', '--epochs', '3', '--device', 'cpu']
+ALL_ON = ['--set', 'FRAME_SHIFT=10', '--set', 'FILTER_AUGMENT_BANDS=4', '--set', 'MIXSTYLE=0.5', '--set', 'MIXUP=0.5',
+          '--set', 'TIME_MASKS=2', '--set', 'FREQ_MASKS=2']
+BANDS, CLASSES = config.N_MELS, len(config.CLASSES)
+
+
+def batch(b=16, frames=50, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, frames, BANDS, generator=g), torch.rand(b, frames, CLASSES, generator=g)
+
+
+def augmented(settings, x, y, seed=0, mean=None, scale=None):
+    with experiment.for_command([a for name in settings for a in ('--set', name)]):
+        augmenter = Augmenter(seed, torch.zeros(BANDS) if mean is None else mean,
+                              torch.ones(BANDS) if scale is None else scale)
+        return augmenter(x, y)
+
+
+def test_off_a_batch_is_returned_as_it_is_and_nothing_is_drawn():
+    x, y = batch()
+    augmenter = Augmenter(0, torch.zeros(BANDS), torch.ones(BANDS))
+    state = augmenter.state_dict()
+    x2, y2 = augmenter(x, y)
+    assert x2 is x and y2 is y and augmenter.state_dict() == state
+
+
+def test_mixup_mixes_the_targets_with_the_lambda_and_pairs_of_the_features():
+    levels = torch.linspace(0.1, 0.9, 16)                          # sequence i: features c_i, targets 0.5 c_i + 0.2
+    x = levels[:, None, None].expand(16, 50, BANDS).clone()
+    y = (0.5 * levels + 0.2)[:, None, None].expand(16, 50, CLASSES).clone()
+    x2, y2 = augmented(['MIXUP=1.0'], x, y)
+    assert not torch.equal(x2, x)
+    torch.testing.assert_close(y2, 0.5 * x2[..., :1].expand_as(y2) + 0.2)     # same lambda, same pairs
+
+
+def test_masks_cover_at_most_their_widths_and_leave_the_targets():
+    x, y = torch.ones(64, 200, BANDS), torch.rand(64, 200, CLASSES)
+    x2, y2 = augmented(['TIME_MASKS=2', 'TIME_MASK_WIDTH=20', 'FREQ_MASKS=1', 'FREQ_MASK_WIDTH=8'], x, y)
+    masked_frames = (x2 == 0).all(dim=2).sum(dim=1)                 # (b,)
+    masked_bands = (x2 == 0).all(dim=1).sum(dim=1)
+    assert masked_frames.max() <= 2 * 20 and masked_bands.max() <= 8
+    assert masked_frames.sum() > 0 and masked_bands.sum() > 0
+    assert torch.equal(x2[x2 != 0], x[x2 != 0]) and y2 is y
+
+
+def test_frame_shift_moves_features_and_targets_together_within_the_shift():
+    frames = 50
+    x = torch.arange(frames, dtype=torch.float32)[None, :, None].expand(16, frames, BANDS).clone()
+    y = x[..., :CLASSES] / frames
+    x2, y2 = augmented(['FRAME_SHIFT=5'], x, y)
+    torch.testing.assert_close(y2, x2[..., :CLASSES] / frames)
+    shifts = (x2[:, 0, 0] - x[:, 0, 0]).remainder(frames)          # where frame 0 came from
+    shifts = torch.where(shifts > frames // 2, shifts - frames, shifts)
+    assert shifts.abs().max() <= 5 and shifts.abs().sum() > 0
+    for i, shift in enumerate(shifts.long().tolist()):
+        assert torch.equal(x2[i], torch.roll(x[i], -shift, dims=0))
+
+
+def test_filter_augment_gives_each_band_one_gain_within_the_range_of_the_energies():
+    mean, scale = torch.full((BANDS,), 3.0), torch.full((BANDS,), 2.0)
+    energies = torch.rand(16, 50, BANDS) + 1.0
+    x = (energies - mean) / scale
+    x2, y2 = augmented(['FILTER_AUGMENT_BANDS=4', 'FILTER_AUGMENT_DB=6.0'], x, None, mean=mean, scale=scale)
+    gains = (x2 * scale + mean) / energies                          # (b, frames, bands)
+    torch.testing.assert_close(gains, gains[:, :1].expand_as(gains))         # one gain a band, at every frame
+    assert gains.min() >= 10 ** (-6 / 20) - 1e-5 and gains.max() <= 10 ** (6 / 20) + 1e-5
+    distinct = [len(torch.unique(g[0].round(decimals=3))) for g in gains]
+    assert max(distinct) <= 4 and max(distinct) > 1
+
+
+def test_frequency_mixstyle_changes_each_band_affinely_and_leaves_the_targets():
+    x, y = batch()
+    x2, y2 = augmented(['MIXSTYLE=1.0'], x, y)
+    assert y2 is y and not torch.equal(x2, x)
+    for i in range(len(x)):
+        for band in range(BANDS):           # MixStyle normalises a band's values over time, then rescales them
+            assert np.corrcoef(x[i, :, band], x2[i, :, band])[0, 1] == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize('setting, message', [
+    ('MIXUP=1.5', 'config.MIXUP = 1.5: expected a probability in [0, 1]; set by --set MIXUP=1.5'),
+    ('FREQ_MASK_WIDTH=100', 'config.FREQ_MASK_WIDTH = 100: expected at most N_MELS = 64; set by --set '
+                            'FREQ_MASK_WIDTH=100'),
+    ('TIME_MASKS=-1', 'config.TIME_MASKS = -1: expected an integer of at least 0; set by --set TIME_MASKS=-1'),
+])
+def test_an_augmentation_no_training_can_use_is_one_line(setting, message, tmp_path, capsys):
+    assert task4b.main(['--workdir', str(tmp_path), '--set', setting] + EPOCHS) == 2
+    assert capsys.readouterr().err == f'error: {message}\n'
+
+
+# -----------------------------------------------------------------------------
+# In training
+
+@pytest.fixture(scope='module')
+def augmented_run(demo_workdir, tmp_path_factory):
+    """Fold 1 of the demo data, 3 epochs, every augmentation on, the CRNN's inputs recorded."""
+    workdir = copy_workdir(demo_workdir, tmp_path_factory.mktemp('augmented'))
+    inputs = []
+
+    def record(module, args):
+        if isinstance(module, CRNN):
+            inputs.append((module.training, args[0].detach().clone()))
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        assert task4b.main(['--workdir', str(workdir)] + EPOCHS + ALL_ON) == 0
+    finally:
+        hook.remove()
+    return workdir, inputs
+
+
+@pytest.mark.slow
+def test_validation_and_test_batches_reach_the_network_as_they_are(augmented_run, demo_workdir):
+    from data_generator import load_fold_tensors, sequence_batches
+    _, inputs = augmented_run
+    data = load_fold_tensors(demo_workdir, 1)
+    summary, *evaluated = [x for training, x in inputs if not training]     # first torchinfo's, of a new network
+    assert summary.shape == (config.BATCH_SIZE, config.SEQUENCE_LENGTH, config.N_MELS)
+    expected = [*[x for _ in range(3) for x in sequence_batches(data['X_val'], config.BATCH_SIZE)],
+                *[x.unsqueeze(0) for x in data['X_test']]]
+    assert len(evaluated) == len(expected)
+    assert all(torch.equal(a, b) for a, b in zip(evaluated, expected))
+    trained = [x for training, x in inputs if training]
+    originals = {tuple(row.flatten()[:8].tolist()) for row in data['X_train']}
+    assert any(tuple(row.flatten()[:8].tolist()) not in originals for x in trained for row in x)
+
+
+@pytest.mark.slow
+def test_an_augmented_run_killed_and_resumed_gives_the_scores_of_the_uninterrupted_one(augmented_run, demo_workdir,
+                                                                                       tmp_path, monkeypatch):
+    straight, _ = augmented_run
+    workdir = copy_workdir(demo_workdir, tmp_path / 'resumed')
+    with monkeypatch.context() as patch:
+        kill_after_checkpoints(patch, 2)
+        with pytest.raises(KeyboardInterrupt):
+            task4b.main(['--workdir', str(workdir)] + EPOCHS + ALL_ON)
+    assert task4b.main(['--workdir', str(workdir), '--resume'] + EPOCHS + ALL_ON) == 0
+    assert score_files(workdir) == score_files(straight) and score_files(straight)
+    unaugmented = copy_workdir(demo_workdir, tmp_path / 'plain')
+    assert task4b.main(['--workdir', str(unaugmented)] + EPOCHS) == 0
+    assert score_files(unaugmented) != score_files(straight)
+
+
+@pytest.mark.slow
+def test_the_record_and_the_table_name_the_augmentations(augmented_run):
+    workdir, _ = augmented_run
+    recorded = json.loads((workdir / 'runs' / 'run0' / 'settings.json').read_text())['record']['training']
+    assert {k: recorded['config'][k] for k in ('MIXUP', 'TIME_MASKS', 'FRAME_SHIFT')} == {
+        'MIXUP': 0.5, 'TIME_MASKS': 2, 'FRAME_SHIFT': 10}
+    assert 'augment.py' in recorded['code']
+    label = (workdir / 'results.md').read_text().splitlines()[2]
+    assert ('float32, frame shift 10, frequency MixStyle 0.5, FilterAugment 4 bands +/-6 dB, mixup 0.5, time masks '
+            '2x20, frequency masks 2x8, 3 epochs') in label
