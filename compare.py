@@ -108,14 +108,15 @@ def bootstrap_test(observed, differences):
 # Paired bootstrap over files: per-file statistics once, then each draw sums them with the draw's multiplicities
 
 def file_statistics(workdir, run_dir, stems, time_decimals):
-    """One run's per-file building blocks, in the experiment config holds: sed_eval's segment counts of each file on
-    its own timeline, and sed_scores_eval's per-file deltas of F1_thop (the run's time_decimals) and of pAUC (as
-    evaluate.py calls auroc: the library's default rounding) for the classes with reference events."""
+    """One run's per-file building blocks, in the experiment config holds (its scores median-filtered as evaluate.py
+    filters them): sed_eval's segment counts of each file on its own timeline, and sed_scores_eval's per-file
+    deltas of F1_thop (the run's time_decimals) and of pAUC (as evaluate.py calls auroc: the library's default
+    rounding) for the classes with reference events."""
     metadata = Path(workdir) / config.METADATA_DIR
     durations = evaluate.read_durations(metadata / config.DURATIONS_FILE)
     events = evaluate.read_ground_truth(metadata / config.GT_FILE)
     ground_truth = {stem: events.get(stem, []) for stem in durations}
-    scores = evaluate.read_score_files(Path(run_dir) / 'scores', ground_truth)
+    scores = evaluate.filtered_scores(evaluate.read_score_files(Path(run_dir) / 'scores', ground_truth))
     counts = [evaluate.segment_metrics([timeline]) for timeline in
               evaluate.timelines(stems, scores, ground_truth, durations, 'file', workdir)]
     present = [c for c in config.HARD_CLASSES if any(e[2] == c for s in stems for e in ground_truth[s])]

@@ -148,6 +148,10 @@ TIMELINE = 'fold'                                    # 'fold': a fold's test fil
                                                      # challenge computed ER_m, F1_m, F1_M; 'file': each file on its own
 F1_THOP_TIME_DECIMALS = 30                           # best_fscore(time_decimals=...): 30 as the challenge called it, 6 the library default
 PAUC_MAX_FPR = 0.1                                   # segment-based partial AUROC up to this false-positive rate (DCASE 2024 MAESTRO metric)
+MEDIAN_FILTER = 1                                    # frames (odd): each evaluated class's frame scores median-filtered
+                                                     # before the threshold; 1 = no filter, as the original
+MEDIAN_FILTER_BY_CLASS = {}                          # {class: frames}: some classes' own filters, over MEDIAN_FILTER
+TUNE_MEDIAN_FILTERS = [1, 3, 5, 9, 15]               # frames: the filters --tune chooses each class's among
 PUBLISHED = {                                        # mean, std over 10 runs on MAESTRO Real
     'ER_m': (0.487, 0.009), 'F1_m': (70.34, 0.766), 'F1_M': (35.83, 0.660), 'F1_thop': (42.87, 0.840),
 }
@@ -160,6 +164,7 @@ PUBLISHED_PROTOCOL = {
     'timeline': 'fold',
     'F1_thop time_decimals': 30,
     'THRESHOLD': 0.5, 'SEGMENT_LENGTH': 1.0, 'MERGE_GAP': 0.1, 'MIN_EVENT_LENGTH': 0.1,
+    'MEDIAN_FILTER': 1, 'MEDIAN_FILTER_BY_CLASS': {},
     'N_FOLDS': 5, 'HARD_LABEL_THRESHOLD': 0.5, 'ANNOTATION_RESOLUTION': 1.0,
     'CLASSES': ['birds_singing', 'car', 'people talking', 'footsteps', 'children voices', 'wind_blowing',
                 'brakes_squeaking', 'large_vehicle', 'cutlery and dishes', 'furniture dragging', 'coffee machine',
@@ -191,7 +196,8 @@ PER_COMMAND = {
     'EVALUATION_ARCHIVES', 'OFFICIAL_FOLDS_SHA256', 'RUNS',
     'FEATURE_JOBS', 'KEEP_FREED_MEMORY',
     'THRESHOLD', 'SEGMENT_LENGTH', 'MERGE_GAP', 'MIN_EVENT_LENGTH', 'TIMELINE', 'F1_THOP_TIME_DECIMALS',
-    'PAUC_MAX_FPR', 'PUBLISHED', 'PUBLISHED_PROTOCOL',
+    'PAUC_MAX_FPR', 'MEDIAN_FILTER', 'MEDIAN_FILTER_BY_CLASS', 'TUNE_MEDIAN_FILTERS', 'PUBLISHED',
+    'PUBLISHED_PROTOCOL',
 }
 RUN_FLAGS = {'SEED', 'MAX_EPOCHS', 'LOSS', 'PRECISION'}   # a run records them by name (seed, epochs, loss, precision)
 DERIVED = ('HARD_INDEX', 'FRAME_SECONDS')                  # from the values above, by derive()

@@ -5,6 +5,9 @@
     python evaluate.py --workdir DIR --json OUT.json       # write the JSON (and OUT.md) elsewhere
     python evaluate.py --workdir DIR --timeline file       # ER_m, F1_m, F1_M with each file on its own timeline
     python evaluate.py --workdir DIR --time-decimals 6     # F1_thop with sed_scores_eval's default rounding
+    python evaluate.py --workdir DIR --tune --ensemble     # rows more: thresholds and median filters chosen on
+                                                           # validation; the runs' scores averaged, one system
+    python evaluate.py --workdir DIR --set MEDIAN_FILTER=5 # every class's scores median-filtered over 5 frames
 
 Inputs: score files `<stem>.tsv` in sed_scores_eval's format (onset, offset, one column per evaluated class,
 rows of config.FRAME_SECONDS), written by task4b.py or infer.py with `write_score_file`; the ground truth
@@ -23,7 +26,15 @@ docs/method.md, Evaluation, describes them:
 - pAUC: sed_scores_eval segment-based partial AUROC up to config.PAUC_MAX_FPR, divided by it (0..1, as DCASE
   2024's mpAUC for MAESTRO), macro average.
 A class with no defined value (no reference and no system segment; for F1_thop and pAUC: no reference event among
-the scored files) counts 0 in the macro averages. F-scores in percent, ER and pAUC as fractions.
+the scored files) counts 0 in the macro averages. F-scores in percent, ER and pAUC as fractions. With a median filter
+(config.MEDIAN_FILTER, MEDIAN_FILTER_BY_CLASS; none by default) every metric is of the filtered scores, each file
+filtered on its own.
+
+Beside the protocol's row (docs/method.md, Evaluation): --tune chooses, per fold and class, the threshold and median
+filter with the best segment F-score (sed_scores_eval's best_fscore, as F1_thop) on the fold's validation files
+(`runs/run{r}/validation_scores/fold{k}/`, written by task4b.py), and applies them to the fold's test files: what
+F1_thop promises without the test labels. --ensemble averages the runs' frame scores per file and scores them as one
+system. Neither writes a run's metrics.json; the chosen values go into the JSON (each row's 'scoring') and the table.
 
 Which runs are combined, which of their files are finished and the protocol the table names are runs.py's
 answers; this file computes the metrics and the table.
@@ -31,11 +42,13 @@ answers; this file computes the metrics and the table.
 import argparse
 import json
 import math
+import shlex
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')  # dcase_util imports pkg_resources
 import dcase_util  # noqa: E402
@@ -47,15 +60,17 @@ import config  # noqa: E402
 import experiment  # noqa: E402
 import extract_features  # noqa: E402
 import utils  # noqa: E402
-from post_processing import clean_events, events_from_activity, hard_labels, post_process_events  # noqa: E402
-from runs import (TRAIN_HINT, check_scores_folder, finished_files, protocol_differences, protocol_label,  # noqa: E402
-                  read_protocol, read_settings, select_runs)
+from post_processing import (clean_events, events_from_activity, hard_labels, median_filter,  # noqa: E402
+                             median_filter_lengths, post_process_events)
+from runs import (TRAIN_HINT, check_scores_folder, finished_files, finished_folds,  # noqa: E402
+                  missing_validation_scores, protocol_differences, protocol_label, read_protocol, read_settings,
+                  select_runs, validation_files, validation_scores_dir)
 from utils import DataError  # noqa: E402
 
 EXTRACT_HINT = 'run: python extract_features.py --data-root DIR --workdir DIR'
 # How a metrics file was scored, recorded in it: the settings and the code its numbers depend on besides the scores
-SCORING = ('HARD_CLASSES', 'THRESHOLD', 'MERGE_GAP', 'MIN_EVENT_LENGTH', 'SEGMENT_LENGTH', 'TIMELINE',
-           'F1_THOP_TIME_DECIMALS', 'PAUC_MAX_FPR')
+SCORING = ('HARD_CLASSES', 'THRESHOLD', 'MEDIAN_FILTER', 'MEDIAN_FILTER_BY_CLASS', 'MERGE_GAP', 'MIN_EVENT_LENGTH',
+           'SEGMENT_LENGTH', 'TIMELINE', 'F1_THOP_TIME_DECIMALS', 'PAUC_MAX_FPR')
 SCORING_CODE = ('evaluate.py', 'post_processing.py')
 
 
@@ -270,14 +285,32 @@ def fold_test_groups(stems, folds_dir):
     return [(name, group) for name, group in groups if group]
 
 
-def timelines(stems, scores, ground_truth, durations, timeline, workdir, folds_dir=None):
-    """(reference events, estimated events, evaluated length s) per timeline sed_eval sees."""
+def filtered_scores(scores, filter_lengths=None):
+    """{stem: score DataFrame} -> the same with each class's frame scores median-filtered, each file on its own
+    (post_processing.median_filter; filter_lengths {stem: (11,) frames}, default config's for every file): the
+    scores the events are cut from, and what F1_thop and pAUC sweep."""
+    filtered = {}
+    for stem, df in scores.items():
+        lengths = median_filter_lengths(config.HARD_CLASSES) if filter_lengths is None else filter_lengths[stem]
+        df = df.copy()
+        df[config.HARD_CLASSES] = median_filter(df[config.HARD_CLASSES].to_numpy(), lengths)
+        filtered[stem] = df
+    return filtered
+
+
+def timelines(stems, scores, ground_truth, durations, timeline, workdir, folds_dir=None, thresholds=None):
+    """(reference events, estimated events, evaluated length s) per timeline sed_eval sees, from scores already
+    median-filtered (filtered_scores), each file's frames active above its thresholds ({stem: (11,)}, default
+    config.THRESHOLD)."""
+    def events(frames, name, stem):              # filtered before, file by file: no second filter here
+        return post_process_events(frames, config.HARD_CLASSES, name, None if thresholds is None else
+                                   thresholds[stem], filter_lengths=1)
     if timeline == 'file':
         for stem in stems:
             reference = clean_events(dcase_util.containers.MetaDataContainer([
                 {'filename': stem, 'onset': onset, 'offset': offset, 'event_label': label}
                 for onset, offset, label in ground_truth[stem]]), config.HARD_CLASSES)
-            estimated = post_process_events(scores[stem][config.HARD_CLASSES].to_numpy(), config.HARD_CLASSES, stem)
+            estimated = events(scores[stem][config.HARD_CLASSES].to_numpy(), stem, stem)
             # the timeline is the file's duration; never shorter than an event (sed_eval would cut it off)
             length = max(durations[stem], reference.max_offset, estimated.max_offset)
             yield reference, estimated, length
@@ -296,7 +329,7 @@ def timelines(stems, scores, ground_truth, durations, timeline, workdir, folds_d
             raise DataError(f'{name}: {len(score_frames)} score frames but {len(hard)} target frames for '
                             f'{group}; scores of other features? {EXTRACT_HINT}')
         reference = events_from_activity(hard, config.HARD_CLASSES, name)
-        estimated = post_process_events(score_frames, config.HARD_CLASSES, name)
+        estimated = events(score_frames, name, group[0])       # a fold's test files share its thresholds
         yield reference, estimated, len(score_frames) * config.FRAME_SECONDS
 
 
@@ -319,18 +352,9 @@ def scoring(timeline=None, time_decimals=None):
     return json.loads(json.dumps(values))              # as a metrics file reads back: tuples are lists
 
 
-def evaluate_scores(scores_dir, workdir=None, file_stems=None, timeline=None, folds_dir=None,
-                    time_decimals=None):
-    """Every metric for the score files of a folder -> dict (F1 in percent, ER and pAUC fractions).
-
-    file_stems: evaluate only these files (each must have a score file). timeline: 'fold' or 'file' (default
-    config.TIMELINE). folds_dir: fold lists of the 'fold' timeline (default: those recorded in
-    <workdir>/features/manifest.json, else config.FOLDS_DIR). time_decimals: of F1_thop's best_fscore
-    (default config.F1_THOP_TIME_DECIMALS).
-    """
-    timeline = timeline or config.TIMELINE
-    time_decimals = config.F1_THOP_TIME_DECIMALS if time_decimals is None else time_decimals
-    workdir = config.WORKDIR if workdir is None else workdir
+def read_references(workdir):
+    """The workdir's ground truth -> ({stem: [(onset, offset, label)], [] for a file without events}, {stem:
+    duration s}), gt_dev.csv rebuilt first when the event code changed since extraction."""
     extract_features.refresh_ground_truth(workdir)
     metadata = Path(workdir) / config.METADATA_DIR
     durations = read_durations(metadata / config.DURATIONS_FILE)
@@ -338,16 +362,37 @@ def evaluate_scores(scores_dir, workdir=None, file_stems=None, timeline=None, fo
     unknown = sorted(set(events) - set(durations))
     if unknown:
         raise DataError(f'{metadata / config.GT_FILE}: files {unknown[:3]} are not in {config.DURATIONS_FILE}; {EXTRACT_HINT}')
-    ground_truth = {stem: events.get(stem, []) for stem in durations}
-    scores = read_score_files(scores_dir, ground_truth)
+    return {stem: events.get(stem, []) for stem in durations}, durations
+
+
+def evaluate_scores(scores_dir, workdir=None, file_stems=None, timeline=None, folds_dir=None,
+                    time_decimals=None, post=None):
+    """Every metric for the score files of a folder -> dict (F1 in percent, ER and pAUC fractions).
+
+    scores_dir: a folder of score files, or {stem: score DataFrame} read already (an ensemble's averaged scores).
+    file_stems: evaluate only these files (each must have a score file). timeline: 'fold' or 'file' (default
+    config.TIMELINE). folds_dir: fold lists of the 'fold' timeline (default: those recorded in
+    <workdir>/features/manifest.json, else config.FOLDS_DIR). time_decimals: of F1_thop's best_fscore
+    (default config.F1_THOP_TIME_DECIMALS). post: each file's post-processing, {stem: (thresholds (11,), median
+    filters (11,) in frames)} (default config's THRESHOLD and median filters for every file).
+    """
+    timeline = timeline or config.TIMELINE
+    time_decimals = config.F1_THOP_TIME_DECIMALS if time_decimals is None else time_decimals
+    workdir = config.WORKDIR if workdir is None else workdir
+    ground_truth, durations = read_references(workdir)
+    scores = scores_dir if isinstance(scores_dir, dict) else read_score_files(scores_dir, ground_truth)
     if file_stems is not None:
         lacking = [s for s in file_stems if s not in scores]
         if lacking:
-            raise DataError(f'{scores_dir}: no score files for {lacking[:3]} ({len(lacking)} files)')
+            where = 'the scores given' if isinstance(scores_dir, dict) else scores_dir
+            raise DataError(f'{where}: no score files for {lacking[:3]} ({len(lacking)} files)')
         scores = {s: scores[s] for s in file_stems}
     stems = sorted(scores)
+    scores = filtered_scores(scores, None if post is None else {s: post[s][1] for s in stems})
+    thresholds = None if post is None else {s: post[s][0] for s in stems}
 
-    metrics = segment_metrics(timelines(stems, scores, ground_truth, durations, timeline, workdir, folds_dir))
+    metrics = segment_metrics(timelines(stems, scores, ground_truth, durations, timeline, workdir, folds_dir,
+                                        thresholds))
     class_f = {c: metrics.class_wise_f_measure(c)['f_measure'] for c in config.HARD_CLASSES}
     class_er = {c: metrics.class_wise_error_rate(c)['error_rate'] for c in config.HARD_CLASSES}
 
@@ -482,16 +527,162 @@ def evaluate_runs(workdir, run_dirs, timeline=None, time_decimals=None, verbose=
     return summary
 
 
+# -----------------------------------------------------------------------------
+# Post-processing chosen on validation, and an ensemble of runs (evaluate.py --tune, --ensemble)
+
+VALIDATION_HINT = 'run: python infer.py --workdir {workdir} --validation-scores'
+
+
+def check_validation_scores(workdir, run_dir, fold):
+    """A DataError saying how to write them from the fold's best_model.pt when the run lacks the validation scores
+    of any of fold k's validation files (runs trained before task4b.py saved them)."""
+    missing = missing_validation_scores(workdir, run_dir, fold)
+    if missing:
+        hint = VALIDATION_HINT.format(workdir=shlex.quote(str(workdir)))
+        raise DataError(f'{validation_scores_dir(run_dir, fold)}: no validation scores of {missing[:2]}'
+                        f'{"..." * (len(missing) > 2)} (a run trained before they were saved?); score them with the '
+                        f'fold\'s best_model.pt, no retraining, {hint}')
+
+
+def read_validation_scores(workdir, run_dir, fold, ground_truth):
+    """{stem: score DataFrame} of fold k's validation files, the run's validation_scores/fold{k}/
+    (check_validation_scores first)."""
+    check_validation_scores(workdir, run_dir, fold)
+    folder = validation_scores_dir(run_dir, fold)
+    scores = read_score_files(folder, ground_truth)
+    return {utils.file_stem(i): scores[utils.file_stem(i)] for i in validation_files(workdir, fold)}
+
+
+def run_folds(workdir, run_dir, ground_truth, validation=True):
+    """A run's finished folds -> {fold: {'test': {stem: scores}, 'validation': {stem: scores}}} (validation: the
+    scores of the fold's validation files by its selected model, read_validation_scores)."""
+    test = read_score_files(Path(run_dir) / 'scores', ground_truth)
+    folds = {}
+    for fold, stems in finished_folds(run_dir).items():
+        lacking = [s for s in stems if s not in test]
+        if lacking:
+            raise DataError(f'{Path(run_dir) / "scores"}: no score files for {lacking[:3]} ({len(lacking)} files)')
+        folds[fold] = {'test': {s: test[s] for s in stems}}
+        if validation:
+            folds[fold]['validation'] = read_validation_scores(workdir, run_dir, fold, ground_truth)
+    if not folds:
+        raise DataError(f'{run_dir}: no finished fold of its current settings (fold*/metrics.json); {TRAIN_HINT}')
+    return folds
+
+
+def average_scores(frames):
+    """Score DataFrames of one file from several runs -> one: each class's frame scores averaged over the runs."""
+    if len({len(df) for df in frames}) > 1:
+        raise DataError(f'scores of one file with {sorted({len(df) for df in frames})} frames in different runs: '
+                        f'runs of other features? {EXTRACT_HINT}')
+    averaged = frames[0].copy()
+    averaged[config.HARD_CLASSES] = np.mean([df[config.HARD_CLASSES].to_numpy(np.float64) for df in frames], axis=0)
+    return averaged
+
+
+def ensemble_folds(folds_of_runs):
+    """[run_folds of each run] -> the folds every run finished, each file's test (and validation) scores averaged
+    over the runs: the frame scores of the ensemble, as run_folds gives a run's."""
+    common = sorted(set.intersection(*(set(folds) for folds in folds_of_runs)))
+    if not common:
+        raise DataError('the runs have no finished fold in common: an ensemble averages the scores of one file by '
+                        'every run; choose runs with --runs')
+    return {fold: {part: {stem: average_scores([folds[fold][part][stem] for folds in folds_of_runs])
+                          for stem in folds_of_runs[0][fold][part]}
+                   for part in folds_of_runs[0][fold]} for fold in common}
+
+
+def choose_on_validation(scores, ground_truth, durations, time_decimals=None):
+    """Per class, the median filter (of config.TUNE_MEDIAN_FILTERS, in frames) and the threshold with the best
+    segment-based F-score on validation score files {id: DataFrame}: sed_scores_eval's best_fscore (1 s segments,
+    each file on its own, as F1_thop) of the files filtered with each length; ties go to the shorter filter
+    -> {class: {'threshold', 'median_filter', 'F' (%)}}. A class without reference events among the files keeps
+    config's threshold and filter, 'F' None. ground_truth, durations: {id: ...} of these files."""
+    time_decimals = config.F1_THOP_TIME_DECIMALS if time_decimals is None else time_decimals
+    ids = sorted(scores)
+    present = [c for c in config.HARD_CLASSES if any(e[2] == c for i in ids for e in ground_truth[i])]
+    defaults = dict(zip(config.HARD_CLASSES, median_filter_lengths(config.HARD_CLASSES)))
+    chosen = {c: {'threshold': config.THRESHOLD, 'median_filter': defaults[c], 'F': None} for c in config.HARD_CLASSES}
+    if not present:
+        return chosen
+    reference = {i: [list(e) for e in ground_truth[i]] for i in ids}
+    for length in sorted(set(config.TUNE_MEDIAN_FILTERS)):
+        filtered = filtered_scores(scores, dict.fromkeys(ids, length))
+        f, _, _, thresholds, _ = sed_scores_eval.segment_based.best_fscore(
+            {i: filtered[i][['onset', 'offset'] + present] for i in ids}, reference, {i: durations[i] for i in ids},
+            segment_length=config.SEGMENT_LENGTH, time_decimals=time_decimals)
+        for c in present:
+            if chosen[c]['F'] is None or 100 * f[c] > chosen[c]['F']:
+                chosen[c] = {'threshold': float(thresholds[c]), 'median_filter': length, 'F': 100 * float(f[c])}
+    return chosen
+
+
+def tuned_metrics(workdir, folds, timeline=None, time_decimals=None, name=''):
+    """The metrics of test scores post-processed with each fold's thresholds and median filters chosen on its
+    validation files (choose_on_validation; folds as run_folds gives them); the test labels are never read for the
+    choice. The chosen values are recorded in the metrics' scoring ('chosen on validation': {fold: {class}})."""
+    ground_truth, durations = read_references(workdir)
+    chosen, post, test = {}, {}, {}
+    for fold, parts in tqdm(list(folds.items()), desc=f'{name} chosen on validation', unit='fold', leave=False):
+        values = choose_on_validation(parts['validation'], ground_truth, durations, time_decimals)
+        chosen[f'fold{fold}'] = values
+        setting = ([values[c]['threshold'] for c in config.HARD_CLASSES],
+                   [values[c]['median_filter'] for c in config.HARD_CLASSES])
+        post.update(dict.fromkeys(parts['test'], setting))
+        test.update(parts['test'])
+    metrics = evaluate_scores(test, workdir, timeline=timeline, time_decimals=time_decimals, post=post)
+    metrics['scoring'] = {**metrics['scoring'], 'chosen on validation': {
+        'TUNE_MEDIAN_FILTERS': sorted(set(config.TUNE_MEDIAN_FILTERS)), 'values': chosen}}
+    return metrics
+
+
+def evaluate_variants(workdir, run_dirs, tune=False, ensemble=False, timeline=None, time_decimals=None):
+    """The rows beside the protocol's -> {'tuned': summary of each run with post-processing chosen on validation,
+    'ensemble': the runs' averaged scores as one system, 'ensemble_tuned': both}, those asked for. Nothing is
+    written: a run's metrics.json holds the protocol's metrics only."""
+    ground_truth, _ = read_references(workdir)
+    folds_of_runs = [run_folds(workdir, d, ground_truth, validation=tune) for d in run_dirs]
+    names = [Path(d).name for d in run_dirs]
+    variants = {}
+    if tune:
+        runs = []
+        for name, run_dir, folds in zip(names, run_dirs, folds_of_runs):
+            runs.append({**tuned_metrics(workdir, folds, timeline, time_decimals, name),
+                         'seed': read_settings(run_dir)['seed']})
+            print(f'{name}, chosen on validation: {format_headline(runs[-1])}')
+        variants['tuned'] = summarize_runs(runs)
+    if ensemble:
+        folds = ensemble_folds(folds_of_runs)
+        test = {stem: df for parts in folds.values() for stem, df in parts['test'].items()}
+        kinds = [('ensemble', lambda: evaluate_scores(test, workdir, timeline=timeline, time_decimals=time_decimals))]
+        if tune:
+            kinds.append(('ensemble_tuned', lambda: tuned_metrics(workdir, folds, timeline, time_decimals,
+                                                                  'ensemble')))
+        for key, score in kinds:
+            metrics = score()
+            metrics['scoring'] = {**metrics['scoring'], 'ensemble of': names}
+            print(f'ensemble of {len(names)} runs{", chosen on validation" * (key == "ensemble_tuned")}: '
+                  f'{format_headline(metrics)}')
+            variants[key] = {**summarize_runs([metrics]), 'ensemble of': names}
+    return variants
+
+
 def _mean_or_none(values):
     values = [v for v in values if v is not None]
     return float(np.mean(values)) if values else None
 
 
+VARIANTS = {'tuned': 'Thresholds and median filters chosen on validation (per fold and class)',
+            'ensemble': 'Ensemble of {n} run{s} (frame scores averaged per file)',
+            'ensemble_tuned': 'Ensemble of {n} run{s}, thresholds and median filters chosen on validation'}
+
+
 def results_table_markdown(summary):
-    """The results table in the layout of the published one, its protocol in the row label; the published row
-    for MAESTRO Real only, saying whether the protocol is the same; then the per-class part (mean over runs).
-    The standard deviation over runs beside each mean, as published; none for one run (n = 1: no spread was
-    measured)."""
+    """The results table in the layout of the published one, its protocol in the row label; the rows of --tune and
+    --ensemble (evaluate_variants) below it when the summary has them; the published row for MAESTRO Real only,
+    saying whether the protocol is the same; then the per-class part (mean over runs), and the values chosen on
+    validation. The standard deviation over runs beside each mean, as published; none for one run (n = 1: no
+    spread was measured)."""
     runs = summary['n_runs']
 
     def cell(key, mean, std, n=runs):           # `0.487 (+/-0.009)`, `70.34% (+/-0.766)` as published
@@ -502,6 +693,15 @@ def results_table_markdown(summary):
              f"{n_files} of {summary['n_files_total']} files")
     lines = ['| System | ' + ' | '.join(HEADLINE) + ' |', '| --- |' + ' --- |' * len(HEADLINE),
              f'| {label} | ' + ' | '.join(cell(k, summary['mean'][k], summary['std'][k]) for k in HEADLINE) + ' |']
+    for key, name in VARIANTS.items():           # evaluate.py --tune, --ensemble: beside the protocol's row
+        if key in summary:
+            variant, n = summary[key], summary[key]['n_runs']
+            ensemble = len(variant.get('ensemble of', []))           # one system: no spread over runs
+            runs_part = '' if ensemble else f"{n} run{'s (mean +/-std)' if n != 1 else ' (n = 1)'}, "
+            n_files = '/'.join(map(str, variant['n_files']))
+            lines.append(f"| {name.format(n=ensemble, s='s' * (ensemble != 1))}; {runs_part}{n_files} of "
+                         f"{variant['n_files_total']} files | "
+                         + ' | '.join(cell(k, variant['mean'][k], variant['std'][k], n) for k in HEADLINE) + ' |')
     if protocol.get('data set') == config.PUBLISHED_PROTOCOL['data set']:
         differences = protocol_differences(protocol)
         note = 'same protocol' if not differences else 'protocol differs: ' + ', '.join(differences)
@@ -518,7 +718,35 @@ def results_table_markdown(summary):
                   for key in ('F', 'F1_thop', 'P_thop', 'R_thop')]
         threshold = _mean_or_none([m['thresholds'][c] for m in summary['runs']])
         lines.append(f'| {c} | ' + ' | '.join(number(v, '.2f') for v in values) + f' | {number(threshold, ".3f")} |')
+    for key in ('tuned', 'ensemble_tuned'):
+        if key in summary:
+            n = len(summary[key].get('ensemble of', []))
+            lines += ['', *chosen_table(VARIANTS[key].format(n=n, s='s' * (n != 1)), summary[key]['runs'])]
     return '\n'.join(lines) + '\n'
+
+
+def chosen_table(name, runs):
+    """The thresholds and median filters chosen on validation, per class and fold, as Markdown lines: the mean
+    threshold over the runs and the filter most of them chose (the shorter one on a tie), and the F-score of the
+    class with them (sed_eval, mean over the runs)."""
+    chosen = [run['scoring']['chosen on validation']['values'] for run in runs]
+    folds = list(chosen[0])
+    lines = [f'{name}: threshold / median filter (frames) per fold, mean threshold over {len(runs)} '
+             f'run{"s" * (len(runs) != 1)}, the filter most chose (kept: no reference event of the class among the '
+             f"fold's validation files, config's threshold and filter kept)", '',
+             '| Class | F (chosen on validation) | ' + ' | '.join(folds) + ' |',
+             '| --- | --- |' + ' --- |' * len(folds)]
+    for c in config.HARD_CLASSES:
+        cells = []
+        for fold in folds:
+            values = [run[fold][c] for run in chosen if fold in run]
+            filters = [v['median_filter'] for v in values]
+            common = min(filters, key=lambda f: (-filters.count(f), f))
+            kept = ' (kept)' if all(v['F'] is None for v in values) else ''
+            cells.append(f"{np.mean([v['threshold'] for v in values]):.3f} / {common}{kept}")
+        f = _mean_or_none([run['class_wise'][c]['F'] for run in runs])
+        lines.append(f'| {c} | {"-" if f is None else f"{f:.2f}"} | ' + ' | '.join(cells) + ' |')
+    return lines
 
 
 def write_results(json_path, summary):
@@ -548,8 +776,18 @@ def main(argv=None):
     parser.add_argument('--time-decimals', type=int, default=config.F1_THOP_TIME_DECIMALS,
                         help="F1_thop's best_fscore(time_decimals=...): 30 as the challenge called it, 6 the "
                              'library default (--set F1_THOP_TIME_DECIMALS; default: %(default)s)')
+    parser.add_argument('--tune', action='store_true',
+                        help='a row more: per fold and class, the threshold and median filter (of '
+                             'TUNE_MEDIAN_FILTERS) with the best segment F-score on the fold\'s validation files, '
+                             'applied to its test files')
+    parser.add_argument('--ensemble', action='store_true',
+                        help='a row more: the frame scores of the runs averaged per file, scored as one system '
+                             '(with --tune: also chosen on validation)')
     args = experiment.parse_args(parser, argv)
     written = []
+    if args.scores is not None and (args.tune or args.ensemble):
+        parser.error('--tune and --ensemble score the runs of --workdir (their folds and validation scores), not '
+                     'a folder of --scores')
     if args.scores is not None:
         check_scores_folder(args.workdir, args.scores)
         metrics = evaluate_scores(args.scores, args.workdir)
@@ -561,7 +799,11 @@ def main(argv=None):
         json_path = args.json or args.scores.resolve().parent / 'evaluation.json'
     else:
         run_dirs, _ = select_runs(args.workdir, args.runs)
+        for run_dir in run_dirs if args.tune else []:       # before anything is scored or written
+            for fold in finished_folds(run_dir):
+                check_validation_scores(args.workdir, run_dir, fold)
         summary = evaluate_runs(args.workdir, run_dirs, verbose=True, write=args.json is None)
+        summary.update(evaluate_variants(args.workdir, run_dirs, args.tune, args.ensemble))
         json_path = args.json or args.workdir / 'results.json'
         written = [] if args.json else [f'the metrics.json of {len(run_dirs)} run{"s" * (len(run_dirs) > 1)}']
     print(results_table_markdown(summary))

@@ -3,14 +3,26 @@
     python task4b.py --workdir WD                                   # first: trained fold models
     python infer.py --audio DIR --workdir WD --out OUT              # every DIR/**/*.wav
     python infer.py --audio DIR --workdir WD --out OUT --device cuda
+    python infer.py --audio DIR --workdir WD --out OUT --tune       # thresholds and median filters chosen on validation
+    python infer.py --workdir WD --validation-scores                # runs trained before task4b.py saved them
 
 For every WAV file under --audio (recursive, sorted): the mel features of the training (extract_features.py),
 then for every trained model `WD/runs/run*/fold*/best_model.pt` its fold's normalisation and the whole file in one
 pass, frame scores averaged over the models. Written:
 
-    OUT/scores/<stem>.tsv    frame scores of the 11 hard classes (sed_scores_eval format, as task4b's test scores)
+    OUT/scores/<stem>.tsv    frame scores of the 11 hard classes (sed_scores_eval format, as task4b's test scores),
+                             median-filtered when the evaluation filters (config.MEDIAN_FILTER; none by default)
     OUT/events/<stem>.tsv    onset<TAB>offset<TAB>label, the post-processing of those scores (docs/method.md, Evaluation)
     OUT/events.tsv           filename<TAB>onset<TAB>offset<TAB>event_label for every file (a submission)
+    OUT/chosen_on_validation.json   with --tune: each class's threshold and median filter
+
+--tune: one threshold and median filter per class for every model's average, chosen as evaluate.py --tune chooses
+them per fold, but on the validation files of every fold at once (each scored by its fold's models, averaged over
+the runs, as the ensemble of evaluate.py --ensemble): the best segment F-score over all the validation data.
+
+--validation-scores: the validation files of every finished fold scored by the fold's best_model.pt and written to
+`WD/runs/run{r}/validation_scores/fold{k}/`, as task4b.py writes them after training (folds that have them are
+left as they are): what --tune here and in evaluate.py need, for runs trained before they were saved.
 
 Each file is processed on its own (batch of one, eval mode), so its scores are the same alone or in a folder.
 """
@@ -29,10 +41,10 @@ import extract_features
 import model as model_module
 import post_processing
 import runtime
+import task4b
 import utils
-from runs import check_code_of_runs, select_runs
+from runs import check_code_of_runs, finished_folds, missing_validation_scores, run_order, select_runs
 from utils import DataError
-
 
 
 def find_audio_files(audio_dir):
@@ -112,19 +124,53 @@ def write_event_list(path, events):
     utils.write_text_atomic(path, lines)
 
 
-def infer(audio_dir, workdir, out_dir, device='cpu', runs=None):
-    """Scores and events for every WAV under audio_dir, from the fold models of the runs -> stems written."""
+def choose_for_all_folds(workdir, run_dirs):
+    """One threshold and median filter per class for the average of every fold model of the runs: chosen on the
+    validation files of every fold at once, each fold's scores averaged over the runs (evaluate.ensemble_folds),
+    the same file in two folds' validation parts counted once per fold -> {class: {'threshold', 'median_filter',
+    'F'}} (evaluate.choose_on_validation)."""
+    ground_truth, durations = evaluate.read_references(workdir)
+    folds = evaluate.ensemble_folds([evaluate.run_folds(workdir, d, ground_truth) for d in run_dirs])
+    scores = {f'fold{k}/{stem}': df for k, parts in folds.items() for stem, df in parts['validation'].items()}
+    stems = {key: key.split('/', 1)[1] for key in scores}
+    return evaluate.choose_on_validation(scores, {key: ground_truth[stem] for key, stem in stems.items()},
+                                         {key: durations[stem] for key, stem in stems.items()})
+
+
+def write_missing_validation_scores(workdir, runs=None, device='cpu'):
+    """The validation files of each finished fold without validation scores, scored by the fold's best_model.pt
+    and written as task4b.py writes them after training (write_validation_scores) -> [(run folder, fold)] written."""
+    run_dirs, record = select_runs(workdir, runs)
+    check_code_of_runs(run_dirs[0], record)
+    todo = [(d, k) for d in run_dirs for k in finished_folds(d) if missing_validation_scores(workdir, d, k)]
+    for run_dir, fold in tqdm(todo, desc='validation scores', unit='fold'):
+        net, mean, scale, loss = load_model(run_dir / f'fold{fold}' / 'best_model.pt', device)
+        task4b.write_validation_scores(net, workdir, fold, mean, scale, run_dir, loss)
+    return todo
+
+
+def infer(audio_dir, workdir, out_dir, device='cpu', runs=None, tune=False):
+    """Scores and events for every WAV under audio_dir, from the fold models of the runs -> stems written. tune:
+    the thresholds and median filters chosen on the validation files of every fold (choose_for_all_folds)."""
     audio_paths = find_audio_files(audio_dir)
     model_paths = find_models(workdir, runs)
+    thresholds, lengths = None, post_processing.median_filter_lengths(config.HARD_CLASSES)
+    out_dir = Path(out_dir)
+    if tune:
+        chosen = choose_for_all_folds(workdir, sorted({p.parent.parent for p in model_paths}, key=run_order))
+        thresholds = [chosen[c]['threshold'] for c in config.HARD_CLASSES]
+        lengths = [chosen[c]['median_filter'] for c in config.HARD_CLASSES]
+        utils.write_json_atomic(out_dir / 'chosen_on_validation.json', chosen)
     models = [load_model(p, device) for p in model_paths]
     runs = sorted({p.parent.parent.name for p in model_paths})
     print(f'{len(audio_paths)} recordings, {len(models)} models ({", ".join(runs)}), device {device}')
-    out_dir = Path(out_dir)
     combined = ['filename\tonset\toffset\tevent_label\n']
     for path in tqdm(audio_paths, desc='infer', unit='file', disable=len(audio_paths) < 3):
         scores = score_file(path, models, device)[:, config.HARD_INDEX]                                       # (frames, 11)
+        scores = post_processing.median_filter(scores, lengths)         # the scores the events are cut from
         evaluate.write_score_file(out_dir / 'scores' / f'{path.stem}.tsv', scores)
-        events = post_processing.post_process_events(scores, config.HARD_CLASSES, path.stem)
+        events = post_processing.post_process_events(scores, config.HARD_CLASSES, path.stem, thresholds,
+                                                     filter_lengths=1)
         write_event_list(out_dir / 'events' / f'{path.stem}.tsv', events)
         combined += [f'{path.stem}.wav\t{e.onset:.1f}\t{e.offset:.1f}\t{e.event_label}\n' for e in events]
     utils.write_text_atomic(out_dir / 'events.tsv', ''.join(combined))
@@ -135,9 +181,15 @@ def infer(audio_dir, workdir, out_dir, device='cpu', runs=None):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument('--audio', type=Path, required=True, help='folder of WAV files (searched recursively)')
+    parser.add_argument('--audio', type=Path, help='folder of WAV files (searched recursively)')
     parser.add_argument('--workdir', type=Path, default=config.WORKDIR, help='holds runs/run*/fold*/best_model.pt')
-    parser.add_argument('--out', type=Path, required=True, help='output folder (scores/, events/, events.tsv)')
+    parser.add_argument('--out', type=Path, help='output folder (scores/, events/, events.tsv)')
+    parser.add_argument('--tune', action='store_true',
+                        help="each class's threshold and median filter chosen on the validation files of every fold "
+                             '(default: config.THRESHOLD and config.MEDIAN_FILTER)')
+    parser.add_argument('--validation-scores', action='store_true',
+                        help='instead: write the validation scores of finished folds that lack them, from their '
+                             'best_model.pt (runs trained before task4b.py saved them)')
     parser.add_argument('--runs', type=int, nargs='+', metavar='R',
                         help='the models of these runs (default: every run; runs of other settings are refused)')
     parser.add_argument('--device', choices=['cpu', 'cuda'], default='cpu',
@@ -145,7 +197,14 @@ def main(argv=None):
     args = experiment.parse_args(parser, argv)
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: no CUDA device visible to torch')
-    stems = infer(args.audio, args.workdir, args.out, args.device, args.runs)
+    if args.validation_scores:
+        written = write_missing_validation_scores(args.workdir, args.runs, args.device)
+        print(f'wrote the validation scores of {len(written)} fold{"s" * (len(written) != 1)}: '
+              + (', '.join(f'{d.name} fold{k}' for d, k in written) or 'every finished fold had them'))
+        return 0
+    if args.audio is None or args.out is None:
+        parser.error('the following arguments are required: --audio, --out (or --validation-scores)')
+    stems = infer(args.audio, args.workdir, args.out, args.device, args.runs, args.tune)
     print(f'wrote {args.out}/scores, {args.out}/events ({len(stems)} files) and {args.out}/events.tsv')
     return 0
 

@@ -6,6 +6,7 @@
     python plot_results.py --workdir WD --all-classes        # 17 rows; the 6 unscored classes show soft labels only
     python plot_results.py --workdir WD --data-root DATA     # soft labels from DATA's annotation files
     python plot_results.py --workdir WD --only per-class --out docs
+    python plot_results.py --workdir WD --only per-class --tune   # and F with post-processing chosen on validation
     python plot_results.py --infer-out OUT                   # infer.py's OUT/scores, no reference -> OUT/pictures/
 
 Detection picture (one per file): time in seconds on x, one row per class. In each row
@@ -13,7 +14,8 @@ Detection picture (one per file): time in seconds on x, one row per class. In ea
   the rasterised soft labels extract_features.py trains on); with --data-root, the annotation file itself
   (extract_features.read_soft_labels + rasterize_soft_labels on the score frames);
 - black outline: the hard reference (soft > 0.5), the events of `<workdir>/metadata/gt_dev.csv`;
-- blue curve: the frame scores (0 at the bottom of the band, 1 at its top; dotted line: config.THRESHOLD);
+- blue curve: the frame scores (0 at the bottom of the band, 1 at its top; dotted line: config.THRESHOLD), after
+  the median filter of the evaluation when one is set (config.MEDIAN_FILTER, none by default);
 - vermillion bars under the band: the detected events, post_processing.post_process_events of those scores.
 Title: file, scene, and the file's segment-based F1 and ER (sed_eval on the file's own timeline, as F1_m and
 ER_m of evaluate.py restricted to that file). infer.py's outputs have no reference: no outline, no metrics.
@@ -23,7 +25,9 @@ class's own optimal threshold (the F1_thop of evaluate.py), as mean over runs (b
 (whisker) and each run (dot); beside it the seconds of reference (gt_dev.csv, all its files) of each class,
 classes sorted by them, so rare classes stand out. Read from `<workdir>/runs/run*/metrics.json` when it was scored
 as config scores now (THRESHOLD, MERGE_GAP, ..., the evaluation code), else the run is scored again from its score
-files (evaluate.run_metrics): the bars are what their labels say.
+files (evaluate.run_metrics): the bars are what their labels say. --tune: a third bar, the F-score with each fold's
+threshold and median filter chosen on its validation files (evaluate.py --tune, computed here), labelled with the
+mean threshold and the filter chosen most often.
 
 Colours: Okabe-Ito (blue, vermillion, orange), readable for colour-blind readers; matplotlib's Agg backend.
 """
@@ -57,6 +61,7 @@ ROW_HEIGHT = 0.42                             # inches per class row (detection)
 SCORE_COLOUR = '#0072B2'                      # Okabe-Ito blue
 EVENT_COLOUR = '#D55E00'                      # Okabe-Ito vermillion
 THOP_COLOUR = '#E69F00'                       # Okabe-Ito orange
+TUNED_COLOUR = '#009E73'                      # Okabe-Ito bluish green
 SOFT_CMAP = LinearSegmentedColormap.from_list('soft', ['#ffffff', '#5a5a5a'])   # 0 white .. 1 dark grey
 # a row of the detection picture, bottom to top (row units): event bars, gap, soft band with the score curve
 BAR_BOTTOM, BAR_TOP, BAND_BOTTOM, BAND_TOP = 0.06, 0.24, 0.30, 0.94
@@ -104,8 +109,9 @@ def scene_of_stem(stem):
 def file_metrics(stem, scores_df, reference, duration):
     """Segment-based F1 (%) and ER of one file on its own timeline: evaluate.py's timeline (its post-processing,
     reference and length) through sed_eval, i.e. F1_m and ER_m of evaluate.evaluate_scores for this file alone."""
-    metrics = evaluate.segment_metrics(evaluate.timelines([stem], {stem: scores_df}, {stem: reference},
-                                                           {stem: duration}, timeline='file', workdir=None))
+    metrics = evaluate.segment_metrics(evaluate.timelines([stem], evaluate.filtered_scores({stem: scores_df}),
+                                                           {stem: reference}, {stem: duration}, timeline='file',
+                                                           workdir=None))
     return {'F1': 100 * float(metrics.overall_f_measure()['f_measure']),
             'ER': float(metrics.overall_error_rate()['error_rate'])}
 
@@ -122,13 +128,15 @@ def detection_picture_data(stem, scores_df, soft_targets=None, reference=None, d
     'reference' {label: [(onset, offset)]} or None, 'events' {label: [(onset, offset)]} (exactly
     post_processing.post_process_events of the scores), 'metrics' {'F1', 'ER'} or None, 'duration', 'note'.
     """
-    hard_scores = scores_df[config.HARD_CLASSES].to_numpy(dtype=np.float64)               # (frames, 11)
+    lengths = post_processing.median_filter_lengths(config.HARD_CLASSES)        # the evaluation's (none by default)
+    hard_scores = post_processing.median_filter(scores_df[config.HARD_CLASSES].to_numpy(dtype=np.float64),
+                                                lengths)                       # (frames, 11)
     n_frames = len(hard_scores)
     edges = evaluate.frame_timestamps(n_frames)                                            # (frames + 1,)
     duration = float(edges[-1]) if duration is None else float(duration)
     classes = list(config.CLASSES if all_classes else config.HARD_CLASSES)
     events = {label: [] for label in config.HARD_CLASSES}
-    for event in post_processing.post_process_events(hard_scores, config.HARD_CLASSES, stem):
+    for event in post_processing.post_process_events(hard_scores, config.HARD_CLASSES, stem, filter_lengths=1):
         events[event.event_label].append((float(event.onset), float(event.offset)))
     soft = None
     if soft_targets is not None:
@@ -274,11 +282,13 @@ def read_run_metrics(workdir, runs=None):
     return [(run_dir.name, evaluate.run_metrics(workdir, run_dir)) for run_dir in select_runs(workdir, runs)[0]]
 
 
-def per_class_data(workdir, run_numbers=None):
+def per_class_data(workdir, run_numbers=None, tune=False):
     """The per-class picture as plain values: 'classes' (config.HARD_CLASSES), 'runs' (names),
     'f1' and 'f1_thop' {label: [% per run]} (an undefined F counted as 0, as in F1_M), 'thresholds'
     {label: [per run]}, 'reference_seconds' {label: s in gt_dev.csv over the files the runs scored: all of them
-    after a complete run}, 'n_files' [per run], 'n_files_total'."""
+    after a complete run}, 'n_files' [per run], 'n_files_total'. tune: also 'f1_tuned' {label: [% per run]}, the F
+    with each fold's post-processing chosen on its validation files (evaluate.tuned_metrics), and 'chosen' {label:
+    [(threshold, median filter) of every run and fold]}."""
     workdir = Path(workdir)
     runs = read_run_metrics(workdir, run_numbers)
 
@@ -287,7 +297,19 @@ def per_class_data(workdir, run_numbers=None):
 
     def value(x):
         return 0.0 if x is None or not np.isfinite(x) else float(x)
+    tuned = {}
+    if tune:
+        ground_truth, _ = evaluate.read_references(workdir)
+        for run_dir in select_runs(workdir, run_numbers)[0]:
+            folds = evaluate.run_folds(workdir, run_dir, ground_truth)
+            tuned[run_dir.name] = evaluate.tuned_metrics(workdir, folds, name=run_dir.name)
+        chosen = [fold for m in tuned.values() for fold in m['scoring']['chosen on validation']['values'].values()]
+        tuned = {'f1_tuned': {c: [value(m['class_wise'][c]['F']) for m in tuned.values()]
+                              for c in config.HARD_CLASSES},
+                 'chosen': {c: [(v[c]['threshold'], v[c]['median_filter']) for v in chosen]
+                            for c in config.HARD_CLASSES}}
     return {
+        **tuned,
         'classes': list(config.HARD_CLASSES),
         'runs': [name for name, _ in runs],
         'f1': {c: [value(m['class_wise'][c]['F']) for _, m in runs] for c in config.HARD_CLASSES},
@@ -310,12 +332,16 @@ def draw_per_class_picture(data, path):
     y = np.arange(n)[::-1].astype(float)                               # first class on top
     fig, (ax, ax_ref) = plt.subplots(1, 2, figsize=(WIDTH, 1.6 + 1.2 * ROW_HEIGHT * n), sharey=True,
                                      gridspec_kw={'width_ratios': [3.2, 1]}, layout='constrained')
-    height = 0.38
     n_runs = len(data['runs'])
-    series = [('f1', f'F at threshold {config.THRESHOLD:g} (sed_eval class-wise)', SCORE_COLOUR, +height / 2),
-              ('f1_thop', "F at the class's optimal threshold thr (F1_thop)", THOP_COLOUR, -height / 2)]
+    series = [('f1', f'F at threshold {config.THRESHOLD:g} (sed_eval class-wise)', SCORE_COLOUR),
+              ('f1_thop', "F at the class's optimal threshold thr (F1_thop)", THOP_COLOUR)]
+    if 'f1_tuned' in data:
+        series.append(('f1_tuned', 'F with the threshold thr and median filter chosen on validation (per fold)',
+                       TUNED_COLOUR))
+    height = 0.76 / len(series)
     rng = np.random.default_rng(0)                                     # jitter of the run dots, fixed
-    for key, label, colour, shift in series:
+    for k, (key, label, colour) in enumerate(series):
+        shift = height * ((len(series) - 1) / 2 - k)                   # the first series on top
         values = [np.array(data[key][c], dtype=float) for c in classes]
         means = np.array([v.mean() for v in values])
         stds = np.array([v.std() for v in values])
@@ -330,6 +356,10 @@ def draw_per_class_picture(data, path):
             thresholds = [t for t in data['thresholds'][c] if t is not None]
             if key == 'f1_thop' and thresholds:
                 text += f'  (thr {np.mean(thresholds):.2f})'
+            if key == 'f1_tuned':
+                filters = [f for _, f in data['chosen'][c]]
+                text += (f"  (thr {np.mean([t for t, _ in data['chosen'][c]]):.2f}, filter "
+                         f"{min(filters, key=lambda f: (-filters.count(f), f))})")
             ax.text(top + 1, yk, text, va='center', fontsize=8, color='#333333')
     ax.set_xlim(0, 105)
     ax.set_xlabel('F-score (%)')
@@ -352,7 +382,7 @@ def draw_per_class_picture(data, path):
     spread = f'bars: mean over {n_runs} runs, whiskers: +/- 1 std, dots: runs' if n_runs > 1 else 'one run'
     fig.suptitle(f'Per-class F-score of the {n} evaluated classes, {files} of {data["n_files_total"]} files; '
                  f'{spread}', fontsize=12)
-    fig.legend(loc='outside lower center', ncol=2, frameon=False, fontsize=9)
+    fig.legend(loc='outside lower center', ncol=len(series), frameon=False, fontsize=9)
     save_figure(fig, path)
 
 
@@ -409,8 +439,8 @@ def plot_infer_files(infer_out, out_dir, files=None, all_classes=False, data_roo
     return written
 
 
-def plot_per_class(workdir, path, runs=None):
-    draw_per_class_picture(per_class_data(workdir, runs), path)
+def plot_per_class(workdir, path, runs=None, tune=False):
+    draw_per_class_picture(per_class_data(workdir, runs, tune), path)
     return Path(path)
 
 
@@ -438,6 +468,9 @@ def main(argv=None):
                         help='draw only the detection pictures or only the per-class picture')
     parser.add_argument('--out', type=Path, default=None,
                         help=f'output folder (default: <workdir>/{PICTURES_DIR}, or <infer-out>/{PICTURES_DIR})')
+    parser.add_argument('--tune', action='store_true',
+                        help="per-class picture: a third bar, the F with each fold's threshold and median filter "
+                             'chosen on its validation files (evaluate.py --tune)')
     args = experiment.parse_args(parser, argv)
     written = []
     if args.infer_out is not None:
@@ -455,7 +488,7 @@ def main(argv=None):
             written += plot_workdir_files(args.workdir, scores_dir, out, args.files, args.all_classes,
                                           args.data_root)
         if args.only != 'files':
-            written.append(plot_per_class(args.workdir, out / 'per_class.png', args.runs))
+            written.append(plot_per_class(args.workdir, out / 'per_class.png', args.runs, args.tune))
     print(f'wrote {len(written)} picture{"s" if len(written) != 1 else ""} to {out}')
     return 0
 

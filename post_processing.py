@@ -1,7 +1,9 @@
 """Frames -> event lists (docs/method.md, Evaluation): the post-processing of frame scores, and the hard labels
-(soft > 0.5) of the soft targets from which the references are built the same way.
+(soft > 0.5) of the soft targets from which the references are built the same way (without the median filter,
+which is for scores only).
 
     events = post_process_events(scores, config.HARD_CLASSES, stem)    # scores (frames, 11) -> dcase_util events
+    events = post_process_events(scores, config.HARD_CLASSES, stem, thresholds, filter_lengths)   # (11,) each
     reference = events_from_activity(hard_labels(targets), config.HARD_CLASSES, stem)   # targets (frames, 17)
 
 extract_features.py writes gt_dev.csv with these, data_generator.py builds the validation reference, task4b.py,
@@ -10,6 +12,7 @@ evaluate.py and infer.py post-process scores; only dcase_util's event containers
 import warnings
 
 import numpy as np
+import scipy.ndimage
 
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')  # dcase_util imports pkg_resources
 import dcase_util  # noqa: E402
@@ -65,9 +68,29 @@ def clean_events(events, class_labels, merge_gap=None, min_length=None):
         sorted(events, key=lambda e: (e.onset, order[e.event_label], e.offset)))
 
 
-def post_process_events(frame_scores, class_labels, filename):
-    """Frame scores (frames, len(class_labels)) -> events: frames with score > config.THRESHOLD are active."""
-    return events_from_activity(np.asarray(frame_scores) > config.THRESHOLD, class_labels, filename)
+def median_filter_lengths(class_labels):
+    """Each class's median filter in frames: config.MEDIAN_FILTER_BY_CLASS's where it names the class, else
+    config.MEDIAN_FILTER (1: no filter)."""
+    return [config.MEDIAN_FILTER_BY_CLASS.get(label, config.MEDIAN_FILTER) for label in class_labels]
+
+
+def median_filter(frame_scores, lengths):
+    """Frame scores (frames, classes) -> the same, each class's column through a median filter of its length in
+    frames (lengths: one for all classes or one per class, odd; 1 keeps the scores as they are), the file's edges
+    reflected (scipy.ndimage's default, as DESED_task filters) -> (frames, classes), the dtype of the scores."""
+    scores = np.array(frame_scores)                                              # a copy: (frames, classes)
+    for c, length in enumerate(np.broadcast_to(lengths, scores.shape[1:])):
+        scores[:, c] = scipy.ndimage.median_filter(scores[:, c], size=int(length))
+    return scores
+
+
+def post_process_events(frame_scores, class_labels, filename, thresholds=None, filter_lengths=None):
+    """Frame scores (frames, len(class_labels)) -> events: each class's scores median-filtered (filter_lengths in
+    frames, one or one per class; default median_filter_lengths, from config), then frames with score > the
+    class's threshold (one or one per class; default config.THRESHOLD) are active."""
+    filter_lengths = median_filter_lengths(class_labels) if filter_lengths is None else filter_lengths
+    thresholds = config.THRESHOLD if thresholds is None else np.asarray(thresholds, dtype=np.float64)   # (classes,)
+    return events_from_activity(median_filter(frame_scores, filter_lengths) > thresholds, class_labels, filename)
 
 
 def hard_labels(soft_targets):

@@ -1,14 +1,15 @@
 """Runs: what a run folder is, its record, which runs may be combined, which files it finished, its protocol.
 
 A run is `<workdir>/runs/run{r}/`, written by task4b.py: settings.json, the run's record, when the run starts
-(start_run); scores/<stem>.tsv, the test scores of its folds; fold{k}/metrics.json once fold k is finished,
-naming its test files and the record it was trained under (finished_files). The record is everything but the seed
-that can change a run's numbers (run_record): the training settings (training_settings: epochs, loss and every
-config value of training) and the features' (features_record: their parameters, data set and fold lists, as
-extraction recorded them). Runs of one record may be combined (select_runs); runs trained on other features than
-the workdir holds now are refused (check_features_of_runs). A table's protocol (read_protocol) is the runs'
-record with the evaluation's settings, named in the table's row label (protocol_label) and compared with the
-published one (protocol_differences).
+(start_run); scores/<stem>.tsv, the test scores of its folds; validation_scores/fold{k}/<stem>.tsv, the scores of
+fold k's validation files by the fold's selected model (validation_scores_dir); fold{k}/metrics.json once fold k
+is finished, naming its test files and the record it was trained under (finished_folds, finished_files). The
+record is everything but the seed that can change a run's numbers (run_record): the training settings
+(training_settings: epochs, loss and every config value of training) and the features' (features_record: their
+parameters, data set and fold lists, as extraction recorded them). Runs of one record may be combined
+(select_runs); runs trained on other features than the workdir holds now are refused (check_features_of_runs). A
+table's protocol (read_protocol) is the runs' record with the evaluation's settings, named in the table's row
+label (protocol_label) and compared with the published one (protocol_differences).
 
 task4b.py and runtime.py start runs here; evaluate.py, infer.py, plot_results.py and compare.py ask here which
 runs to use. Nothing here computes a metric.
@@ -36,6 +37,8 @@ TRAIN_HINT = 'run: python task4b.py --workdir DIR'
 # manifest (extract_features.CODE), the evaluation's in each metrics file (evaluate.SCORING_CODE); config.py's values
 # are recorded one by one; the other files (records, pictures, jobs) write no number of a run.
 TRAINING_CODE = ('task4b.py', 'model.py', 'data_generator.py', 'runtime.py', 'augment.py')
+MODEL_CODE = ('model.py', 'runtime.py')     # of those, the code that turns a model's weights into scores (infer.py)
+VALIDATION_SCORES = 'validation_scores'     # runs/run{r}/validation_scores/fold{k}/<stem>.tsv
 CODE_COPY = 'code'                          # runs/run{r}/code/: the source the run ran, config.py included
 
 
@@ -186,17 +189,45 @@ def select_runs(workdir, runs=None):
     return run_dirs, settings[first]['record']
 
 
+def finished_folds(run_dir):
+    """{fold number: stems of its test files} of the run's finished folds trained under its current record."""
+    current = read_settings(run_dir)['record_id']
+    folds = {}
+    for path in Path(run_dir).glob('fold*/metrics.json'):
+        metrics, number = _read_json(path), path.parent.name[len('fold'):]
+        if metrics.get('record_id') == current and number.isdigit():
+            folds[int(number)] = sorted(metrics.get('files', []))
+    return dict(sorted(folds.items()))
+
+
 def finished_files(run_dir):
     """Stems of the test files of the run's finished folds trained under its current record."""
-    current = read_settings(run_dir)['record_id']
-    stems = set()
-    for path in sorted(Path(run_dir).glob('fold*/metrics.json')):
-        metrics = _read_json(path)
-        if metrics.get('record_id') == current:
-            stems.update(metrics.get('files', []))
+    stems = sorted({stem for stems in finished_folds(run_dir).values() for stem in stems})
     if not stems:
         raise DataError(f'{run_dir}: no finished fold of its current settings (fold*/metrics.json); {TRAIN_HINT}')
-    return sorted(stems)
+    return stems
+
+
+def validation_scores_dir(run_dir, fold):
+    """`<run_dir>/validation_scores/fold{k}/`: the scores of fold k's validation files by its selected model."""
+    return Path(run_dir) / VALIDATION_SCORES / f'fold{fold}'
+
+
+def validation_files(workdir, fold):
+    """The validation file ids of fold k, from the fold lists the workdir's features were extracted with."""
+    folds_dir = extract_features.read_manifest(workdir, check=False).get('folds_dir', config.FOLDS_DIR)
+    try:
+        return utils.read_fold(fold, folds_dir)['val']
+    except (FileNotFoundError, ValueError) as error:
+        raise DataError(f'{error}; scoring the validation files needs the fold lists the features were extracted '
+                        f'with') from None
+
+
+def missing_validation_scores(workdir, run_dir, fold):
+    """Stems of fold k's validation files that the run has no validation score file of."""
+    folder = validation_scores_dir(run_dir, fold)
+    return [utils.file_stem(i) for i in validation_files(workdir, fold)
+            if not (folder / f'{utils.file_stem(i)}.tsv').is_file()]
 
 
 # -----------------------------------------------------------------------------
@@ -234,9 +265,11 @@ def check_features_of_runs(workdir, run_dir, record):
 
 
 def check_code_of_runs(run_dir, record):
-    """Refuse to run a run's models with other training code than it was trained with (infer.py: today's
-    model.py with its weights would compute other scores than the run did)."""
-    differences = utils.differences(record.get('training', {}).get('code') or {}, utils.code_record(TRAINING_CODE))
+    """Refuse to run a run's models with other code than it was trained with where that code turns weights into
+    scores (MODEL_CODE; infer.py: today's model.py with its weights would compute other scores than the run did).
+    An edit of the training alone (task4b.py, data_generator.py) leaves its models' scores as they were."""
+    recorded = record.get('training', {}).get('code') or {}
+    differences = utils.differences({name: recorded.get(name) for name in MODEL_CODE}, utils.code_record(MODEL_CODE))
     if differences:
         files = ', '.join(key for key, _, _ in differences)
         raise DataError(f'{run_dir}: trained with other code than this checkout holds ({files}; comments and '
@@ -266,7 +299,8 @@ def read_protocol(workdir, run_dirs, scoring):
                 'folds': 'official' if official else manifest.get('folds_dir', 'unknown'),
                 'loss': 'unknown', 'timeline': scoring['TIMELINE'],
                 'F1_thop time_decimals': scoring['F1_THOP_TIME_DECIMALS'],
-                **{name: scoring[name] for name in ('THRESHOLD', 'SEGMENT_LENGTH', 'MERGE_GAP', 'MIN_EVENT_LENGTH')}}
+                **{name: scoring[name] for name in ('THRESHOLD', 'MEDIAN_FILTER', 'MEDIAN_FILTER_BY_CLASS',
+                                                    'SEGMENT_LENGTH', 'MERGE_GAP', 'MIN_EVENT_LENGTH')}}
     training = _read_json(Path(run_dirs[0]) / 'settings.json').get('record', {}).get('training') if run_dirs else None
     if training:
         # the memory layout (CHANNELS_LAST) is recorded, so that runs of both never combine, but it changes the

@@ -13,11 +13,13 @@
 For each run r (seed config.SEED + r) and fold k: Adam, mini-batches of 32 shuffled sequences, at most
 config.MAX_EPOCHS epochs; after each epoch the validation loss (model selection, learning-rate decay, early
 stop) and the validation segment F1/ER (for the log). The weights of the lowest validation loss then score each
-test file of the fold, whole (docs/method.md, Training). Outputs:
+test file of the fold, whole, and each validation file, whole (what evaluate.py --tune chooses thresholds and
+median filters on; docs/method.md, Training). Outputs:
 
     WD/runs/run{r}/fold{k}/  checkpoint.pt (resume), best_model.pt, history.csv, learning_curves.png, metrics.json
     WD/runs/run{r}/scores/<stem>.tsv               frame scores of the 11 evaluated classes (sed_scores_eval format)
     WD/runs/run{r}/scores_all_classes/<stem>.tsv   frame scores of the 17 classes
+    WD/runs/run{r}/validation_scores/fold{k}/<stem>.tsv   fold k's validation files, whole, by its selected model
     WD/runs/run{r}/settings.json                   the run's record: seed, settings, versions, git commit
     WD/runs/run{r}/metrics.json                    its metrics over the score files of its finished folds
     WD/results.json, WD/results.md                 every run's metrics, mean and std over runs, the table
@@ -33,6 +35,7 @@ import argparse
 import copy
 import math
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -53,7 +56,7 @@ import utils
 from augment import Augmenter
 from data_generator import load_fold_tensors, sequence_batches, training_batches
 from model import CRNN, architecture, build_model, init_output_bias, output_bias_init, scores_from_outputs, soft_label_loss
-from runs import run_record, start_run, training_settings
+from runs import run_record, start_run, training_settings, validation_files, validation_scores_dir
 from utils import DataError
 
 
@@ -173,6 +176,28 @@ def write_test_scores(model, data, run_dir, loss_kind):
         evaluate.write_score_file(Path(run_dir) / 'scores_all_classes' / f'{stem}.tsv', scores, config.CLASSES)
         stems.append(stem)
     return stems
+
+
+@torch.inference_mode()
+def write_file_scores(model, workdir, file_ids, mean, scale, out_dir, loss_kind):
+    """Each file, whole, through the model as the test files go (its features normalised with the fold's scaler
+    mean, scale (64,)) -> out_dir/<stem>.tsv (frames, 11 evaluated classes). Eval mode: draws no random number."""
+    model.eval()
+    device = next(model.parameters()).device
+    for file_id in file_ids:
+        with np.load(utils.file_features_path(workdir, file_id)) as stored:
+            x = extract_features.normalise(stored['features'], mean, scale)                       # (frames, 64)
+        outputs = model(torch.from_numpy(x).to(device).unsqueeze(0))                              # (1, frames, 17)
+        scores = scores_from_outputs(outputs, loss_kind)[0].float().cpu().numpy()                 # (frames, 17)
+        evaluate.write_score_file(Path(out_dir) / f'{utils.file_stem(file_id)}.tsv', scores[:, config.HARD_INDEX])
+
+
+def write_validation_scores(model, workdir, fold, mean, scale, run_dir, loss_kind):
+    """Each validation file of the fold, whole, through the selected model -> run_dir/validation_scores/fold{k}/
+    (the 200-frame sequences of training cut across files; evaluate.py --tune needs each file's own scores)."""
+    out_dir = validation_scores_dir(run_dir, fold)
+    shutil.rmtree(out_dir, ignore_errors=True)          # an earlier training's files of this fold
+    write_file_scores(model, workdir, validation_files(workdir, fold), mean, scale, out_dir, loss_kind)
 
 
 # -----------------------------------------------------------------------------
@@ -298,6 +323,7 @@ def run_experiment(workdir, folds=None, runs=None, seed=None, epochs=None, devic
             model, schedule = train_fold(data, fold_dir, seed + r, epochs, device, loss_kind, resume, name, precision)
             save_best_model(fold_dir / 'best_model.pt', model, data, loss_kind)
             stems = write_test_scores(model, data, run_dir, loss_kind)
+            write_validation_scores(model, workdir, k, data['mean'], data['scale'], run_dir, loss_kind)
             metrics = evaluate.evaluate_scores(run_dir / 'scores', workdir, file_stems=stems)
             metrics.update(best_epoch=schedule.best_epoch, best_val_loss=schedule.best_loss, record_id=record_id,
                            device=runtime.device_details(device)['name'], gpu_peak_bytes=runtime.gpu_peak_bytes(device))

@@ -258,7 +258,8 @@ def config_problem():
         value = getattr(config, name)
         if not _number(value) or not test(value):
             return f'config.{name} = {value!r}: expected {what}'
-    return network_problem() or classes_problem() or spectrum_problem() or augmentation_problem()
+    return (network_problem() or classes_problem() or spectrum_problem() or augmentation_problem()
+            or median_filter_problem())
 
 
 def network_problem():
@@ -310,4 +311,22 @@ def augmentation_problem():
                             ('FILTER_AUGMENT_BANDS', config.N_MELS, 'N_MELS')):
         if getattr(config, name) > limit:
             return f'config.{name} = {getattr(config, name)}: expected at most {of} = {limit}'
+    return None
+
+
+def median_filter_problem():
+    """A median filter without a centre frame, or one for a class that is not evaluated, or None."""
+    def odd(length):
+        return _integer(length) and length >= 1 and length % 2 == 1
+    if not odd(config.MEDIAN_FILTER):
+        return f'config.MEDIAN_FILTER = {config.MEDIAN_FILTER!r}: expected an odd number of frames (1: no filter)'
+    for label, length in config.MEDIAN_FILTER_BY_CLASS.items():
+        if label not in config.HARD_CLASSES:
+            return (f'config.MEDIAN_FILTER_BY_CLASS: {label!r} is not an evaluated class; expected one of '
+                    f'config.HARD_CLASSES')
+        if not odd(length):
+            return f'config.MEDIAN_FILTER_BY_CLASS[{label!r}] = {length!r}: expected an odd number of frames'
+    grid = config.TUNE_MEDIAN_FILTERS
+    if not grid or not all(odd(length) for length in grid):
+        return f'config.TUNE_MEDIAN_FILTERS = {grid!r}: expected a list of odd numbers of frames (1: no filter)'
     return None

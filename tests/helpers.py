@@ -13,18 +13,21 @@ RECORD = {'training': {'epochs': 150, 'loss': 'bce', 'config': {}, 'code': utils
           'features': {'dataset': 'demo'}}
 
 
-def write_run(run_dir, stems, record=RECORD, seed=42):
+def write_run(run_dir, stems, record=RECORD, seed=42, folds=None):
     """A run folder as task4b.py leaves it, for tests that write its score files themselves: settings.json with
     the run's record (its features those of the workdir, when it has any), and fold1/metrics.json naming `stems`
-    as the files of a finished fold of that record."""
+    as the files of a finished fold of that record (folds: {k: stems} of several finished folds instead)."""
     run_dir = Path(run_dir)
     manifest = run_dir.parent.parent / config.FEATURES_DIR / 'manifest.json'
     if manifest.is_file():
         record = {**record, 'features': runs.features_record(json.loads(manifest.read_text()))}
     record_id = runs.record_id(record)
-    (run_dir / 'fold1').mkdir(parents=True, exist_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / 'settings.json').write_text(json.dumps({'seed': seed, 'record_id': record_id, 'record': record}))
-    (run_dir / 'fold1' / 'metrics.json').write_text(json.dumps({'record_id': record_id, 'files': sorted(stems)}))
+    for fold, fold_stems in (folds or {1: stems}).items():
+        (run_dir / f'fold{fold}').mkdir(exist_ok=True)
+        (run_dir / f'fold{fold}' / 'metrics.json').write_text(json.dumps({'record_id': record_id,
+                                                                          'files': sorted(fold_stems)}))
     return run_dir
 
 

@@ -126,13 +126,21 @@ def augmented_run(demo_workdir, tmp_path_factory):
 
 @pytest.mark.slow
 def test_validation_and_test_batches_reach_the_network_as_they_are(augmented_run, demo_workdir):
+    import extract_features
+    import runs
+    import utils
     from data_generator import load_fold_tensors, sequence_batches
     _, inputs = augmented_run
     data = load_fold_tensors(demo_workdir, 1)
     summary, *evaluated = [x for training, x in inputs if not training]     # first torchinfo's, of a new network
     assert summary.shape == (config.BATCH_SIZE, config.SEQUENCE_LENGTH, config.N_MELS)
+    validation_files = []                                # whole, for the thresholds chosen on validation
+    for file_id in runs.validation_files(demo_workdir, 1):
+        with np.load(utils.file_features_path(demo_workdir, file_id)) as stored:
+            features = extract_features.normalise(stored['features'], data['mean'], data['scale'])
+        validation_files.append(torch.from_numpy(features).unsqueeze(0))
     expected = [*[x for _ in range(3) for x in sequence_batches(data['X_val'], config.BATCH_SIZE)],
-                *[x.unsqueeze(0) for x in data['X_test']]]
+                *[x.unsqueeze(0) for x in data['X_test']], *validation_files]
     assert len(evaluated) == len(expected)
     assert all(torch.equal(a, b) for a, b in zip(evaluated, expected))
     trained = [x for training, x in inputs if training]

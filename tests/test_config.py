@@ -48,6 +48,11 @@ EDITS = [  # (setting, value, the start of the message)
     ('DROPOUT', 1.0, 'config.DROPOUT = 1.0: expected a number in [0, 1)'),
     ('FMAX', 30000.0, 'config.FMAX = 30000.0 with config.FMIN = 50.0: expected FMIN < FMAX <= SAMPLE_RATE / 2'),
     ('N_FOLDS', 1, 'config.N_FOLDS = 1: expected an integer of at least 2'),
+    ('MEDIAN_FILTER', 4, 'config.MEDIAN_FILTER = 4: expected an odd number of frames (1: no filter)'),
+    ('MEDIAN_FILTER_BY_CLASS', {'coffee machine': 5},
+     "config.MEDIAN_FILTER_BY_CLASS: 'coffee machine' is not an evaluated class"),
+    ('MEDIAN_FILTER_BY_CLASS', {'car': 0}, "config.MEDIAN_FILTER_BY_CLASS['car'] = 0: expected an odd number"),
+    ('TUNE_MEDIAN_FILTERS', [1, 2], 'config.TUNE_MEDIAN_FILTERS = [1, 2]: expected a list of odd numbers of frames'),
 ]
 
 

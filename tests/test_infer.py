@@ -202,3 +202,81 @@ def test_an_evaluation_setting_changed_after_training_rescores_and_recomputes_no
     assert before['F1_m'] != after['F1_m']                                    # re-scored with the new setting
     infer.infer(trained['data_root'], workdir, tmp_path / 'out')              # the models still load
     assert {p: p.stat().st_mtime_ns for p in (workdir / config.FEATURES_DIR).rglob('*.npz')} == features
+
+
+# -----------------------------------------------------------------------------
+# Validation scores (what evaluate.py --tune chooses on) and outputs with the values chosen on validation
+
+def validation_stems(trained, fold=1):
+    return sorted(utils.file_stem(i) for i in utils.read_fold(fold, trained['root'] / 'folds')['val'])
+
+
+def test_training_writes_the_scores_of_each_validation_file_of_the_fold_whole(trained):
+    folder = runs.validation_scores_dir(trained['workdir'] / 'runs' / 'run0', 1)
+    assert sorted(p.stem for p in folder.glob('*.tsv')) == validation_stems(trained)
+    for stem in validation_stems(trained):
+        with np.load(utils.file_features_path(trained['workdir'], stem)) as data:
+            assert len(pd.read_csv(folder / f'{stem}.tsv', sep='\t')) == len(data['features'])
+
+
+def test_validation_files_are_scored_as_the_test_files(trained, tmp_path):
+    run_dir = trained['workdir'] / 'runs' / 'run0'
+    net, mean, scale, loss = infer.load_model(run_dir / 'fold1' / 'best_model.pt')
+    task4b.write_file_scores(net, trained['workdir'], FILE_IDS[:2], mean, scale, tmp_path, loss)
+    for stem in trained['test_stems']:
+        assert (tmp_path / f'{stem}.tsv').read_bytes() == (run_dir / 'scores' / f'{stem}.tsv').read_bytes()
+
+
+def test_validation_scores_written_again_from_best_model_are_those_of_training(trained, tmp_path, capsys):
+    workdir = tmp_path / 'work'
+    shutil.copytree(trained['workdir'], workdir)
+    folder = runs.validation_scores_dir(workdir / 'runs' / 'run0', 1)
+    trained_scores = {p.name: p.read_bytes() for p in folder.glob('*.tsv')}
+    shutil.rmtree(folder)
+    assert infer.main(['--workdir', str(workdir), '--validation-scores']) == 0
+    assert {p.name: p.read_bytes() for p in folder.glob('*.tsv')} == trained_scores
+    assert 'run0 fold1' in capsys.readouterr().out
+    assert infer.main(['--workdir', str(workdir), '--validation-scores']) == 0
+    assert 'every finished fold had them' in capsys.readouterr().out
+
+
+def test_infer_tune_cuts_events_with_the_threshold_and_filter_chosen_on_the_validation_files(trained, tmp_path):
+    audio = tmp_path / 'audio'
+    audio.mkdir()
+    for file_id in FILE_IDS[6:8]:
+        shutil.copy(audio_of(trained, file_id), audio)
+    infer.infer(audio, trained['workdir'], tmp_path / 'plain')
+    infer.infer(audio, trained['workdir'], tmp_path / 'tuned', tune=True)
+    chosen = json.loads((tmp_path / 'tuned' / 'chosen_on_validation.json').read_text())
+    # one run of one fold: the choice over every fold's validation files is evaluate.py --tune's for fold 1
+    ground_truth, _ = evaluate.read_references(trained['workdir'])
+    folds = evaluate.run_folds(trained['workdir'], trained['workdir'] / 'runs' / 'run0', ground_truth)
+    tuned = evaluate.tuned_metrics(trained['workdir'], folds)
+    assert chosen == tuned['scoring']['chosen on validation']['values']['fold1']
+    thresholds = [chosen[c]['threshold'] for c in config.HARD_CLASSES]
+    lengths = [chosen[c]['median_filter'] for c in config.HARD_CLASSES]
+    for file_id in FILE_IDS[6:8]:
+        stem = utils.file_stem(file_id)
+        plain = evaluate.read_score_files(tmp_path / 'plain' / 'scores')[stem][config.HARD_CLASSES].to_numpy()
+        scores = evaluate.read_score_files(tmp_path / 'tuned' / 'scores')[stem][config.HARD_CLASSES].to_numpy()
+        np.testing.assert_array_equal(scores, post_processing.median_filter(plain, lengths))
+        expected = post_processing.post_process_events(scores, config.HARD_CLASSES, stem, thresholds, 1)
+        lines = (tmp_path / 'tuned' / 'events' / f'{stem}.tsv').read_text().splitlines()
+        assert [(float(a), float(b), c) for a, b, c in (line.split('\t') for line in lines)] == \
+            [(e.onset, e.offset, e.event_label) for e in expected]
+
+
+def test_models_are_refused_for_other_model_code_not_for_other_training_code(trained, tmp_path):
+    workdir = tmp_path / 'work'
+    shutil.copytree(trained['workdir'], workdir)
+    settings_path = workdir / 'runs' / 'run0' / 'settings.json'
+    settings = json.loads(settings_path.read_text())
+    for name, runs_fine in (('task4b.py', True), ('model.py', False)):
+        settings['record']['training']['code'][name] = '0' * 12          # trained with other code of that file
+        settings['record_id'] = runs.record_id(settings['record'])
+        settings_path.write_text(json.dumps(settings))
+        if runs_fine:
+            assert infer.find_models(workdir)
+        else:
+            with pytest.raises(DataError, match=r'run0: trained with other code than this checkout holds \(model.py;'):
+                infer.find_models(workdir)

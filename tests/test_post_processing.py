@@ -3,7 +3,7 @@ import numpy as np
 
 import config
 from helpers import frame_scores
-from post_processing import post_process_events
+from post_processing import median_filter, median_filter_lengths, post_process_events
 
 A, B, C = config.HARD_CLASSES[:3]            # birds_singing, car, people talking
 
@@ -56,3 +56,33 @@ def test_events_without_filename():
     # dcase_util would drop every event of filename None (it looks up files by str(filename)); infer.py uses None
     assert events_of(post_process_events(frame_scores(10, [(A, 0, 10, 1.0)]), config.HARD_CLASSES, None)) \
         == [(0.0, 2.0, A)]
+
+
+# -----------------------------------------------------------------------------
+# The median filter of the scores (off by default) and per-class thresholds
+
+def test_a_median_filter_of_one_frame_is_the_identity():
+    scores = np.random.default_rng(0).random((57, len(config.HARD_CLASSES))).astype(np.float32)
+    filtered = median_filter(scores, 1)
+    assert filtered.dtype == scores.dtype and np.array_equal(filtered, scores)
+    assert events_of(post_process_events(scores, config.HARD_CLASSES, 'f', filter_lengths=1)) == \
+        events_of(post_process_events(scores, config.HARD_CLASSES, 'f'))          # the default: no filter
+
+
+def test_a_median_filter_of_three_frames_removes_a_one_frame_spike_and_fills_a_one_frame_gap():
+    # A: frames [10, 20) active but frame 14 dips; B: one frame spikes at 30
+    scores = frame_scores(40, [(A, 10, 14, 0.9), (A, 15, 20, 0.9), (B, 30, 31, 0.9)])
+    filtered = median_filter(scores, 3)
+    assert np.array_equal(filtered[:, 0] > 0.5, np.arange(40) // 10 == 1)
+    assert not (filtered[:, 1] > 0.5).any()
+    assert events_of(post_process_events(scores, config.HARD_CLASSES, 'f', filter_lengths=3)) == [(2.0, 4.0, A)]
+
+
+def test_each_class_gets_its_own_median_filter_and_threshold(monkeypatch):
+    # frame 29 = 5.8 .. 6.0 s -> the event [5, 6) where it stays active; C's 0.4 is active at C's threshold only
+    scores = frame_scores(40, [(A, 29, 30, 0.9), (B, 29, 30, 0.9), (C, 0, 10, 0.4)])
+    monkeypatch.setattr(config, 'MEDIAN_FILTER_BY_CLASS', {A: 3})          # B keeps MEDIAN_FILTER = 1
+    assert median_filter_lengths(config.HARD_CLASSES)[:2] == [3, 1]
+    thresholds = [0.5, 0.5, 0.3] + [0.5] * (len(config.HARD_CLASSES) - 3)
+    assert events_of(post_process_events(scores, config.HARD_CLASSES, 'f', thresholds)) == [(0.0, 2.0, C),
+                                                                                             (5.0, 6.0, B)]

@@ -136,13 +136,15 @@ def published_row(workdir):
     (150, 'mse', {}, {'THRESHOLD': 0.3}, 'protocol differs: THRESHOLD 0.3 (published: 0.5)'),
     (150, 'mse', {}, {'MERGE_GAP': 0.5, 'MIN_EVENT_LENGTH': 1.0},
      'protocol differs: MERGE_GAP 0.5 (published: 0.1), MIN_EVENT_LENGTH 1.0 (published: 0.1)'),
+    (150, 'mse', {}, {'MEDIAN_FILTER_BY_CLASS': {'car': 5}},
+     "protocol differs: MEDIAN_FILTER_BY_CLASS {'car': 5} (published: {})"),
     (150, 'mse', {'LEARNING_RATE': 0.01, 'HARD_CLASSES': config.HARD_CLASSES[:-1]}, {},
      f"protocol differs: HARD_CLASSES {config.HARD_CLASSES[:-1]} (published: {config.HARD_CLASSES}), "
      f"LEARNING_RATE 0.01 (published: 0.001)"),
     (150, 'bce', {}, {}, 'protocol differs: loss bce (published: mse), OUTPUT_BIAS_INIT prior (published: torch), '
                          'OUTPUT_BIAS_CLIP 0.0001 (published: not used)'),
     (150, 'mse', {'TARGETS': 'hard'}, {}, 'protocol differs: TARGETS hard (published: soft)'),
-], ids=['published', 'epochs', 'threshold', 'post-processing', 'training', 'bce', 'hard targets'])
+], ids=['published', 'epochs', 'threshold', 'post-processing', 'median filter', 'training', 'bce', 'hard targets'])
 def test_published_row_says_same_protocol_only_when_every_setting_matches(demo_workdir, tmp_path, monkeypatch,
                                                                           epochs, loss, trained_with, scored_with,
                                                                           note):
