@@ -48,6 +48,7 @@ EDITS = [  # (setting, value, the start of the message)
     ('DROPOUT', 1.0, 'config.DROPOUT = 1.0: expected a number in [0, 1)'),
     ('FMAX', 30000.0, 'config.FMAX = 30000.0 with config.FMIN = 50.0: expected FMIN < FMAX <= SAMPLE_RATE / 2'),
     ('N_FOLDS', 1, 'config.N_FOLDS = 1: expected an integer of at least 2'),
+    ('ENERGY_COUNTRY', 'Finland', "config.ENERGY_COUNTRY = 'Finland': expected a country's 3-letter ISO code"),
 ]
 
 
