@@ -11,6 +11,8 @@ pass, frame scores averaged over the models. Written:
     OUT/scores/<stem>.tsv    frame scores of the 11 hard classes (sed_scores_eval format, as task4b's test scores)
     OUT/events/<stem>.tsv    onset<TAB>offset<TAB>label, the post-processing of those scores (docs/method.md, Evaluation)
     OUT/events.tsv           filename<TAB>onset<TAB>offset<TAB>event_label for every file (a submission)
+    OUT/cost.json            the time and energy of the whole inference (cost.py), measured or estimated, as DCASE
+                             asks them reported; OUT/emissions.csv, CodeCarbon's row of it
 
 Each file is processed on its own (batch of one, eval mode), so its scores are the same alone or in a folder.
 """
@@ -23,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 import config
+import cost
 import experiment
 import evaluate
 import extract_features
@@ -113,21 +116,26 @@ def write_event_list(path, events):
 
 
 def infer(audio_dir, workdir, out_dir, device='cpu', runs=None):
-    """Scores and events for every WAV under audio_dir, from the fold models of the runs -> stems written."""
+    """Scores and events for every WAV under audio_dir, from the fold models of the runs -> stems written; the time
+    and energy of it all (the models loaded, every file scored and written) in out_dir/cost.json."""
     audio_paths = find_audio_files(audio_dir)
     model_paths = find_models(workdir, runs)
-    models = [load_model(p, device) for p in model_paths]
-    runs = sorted({p.parent.parent.name for p in model_paths})
-    print(f'{len(audio_paths)} recordings, {len(models)} models ({", ".join(runs)}), device {device}')
     out_dir = Path(out_dir)
-    combined = ['filename\tonset\toffset\tevent_label\n']
-    for path in tqdm(audio_paths, desc='infer', unit='file', disable=len(audio_paths) < 3):
-        scores = score_file(path, models, device)[:, config.HARD_INDEX]                                       # (frames, 11)
-        evaluate.write_score_file(out_dir / 'scores' / f'{path.stem}.tsv', scores)
-        events = post_processing.post_process_events(scores, config.HARD_CLASSES, path.stem)
-        write_event_list(out_dir / 'events' / f'{path.stem}.tsv', events)
-        combined += [f'{path.stem}.wav\t{e.onset:.1f}\t{e.offset:.1f}\t{e.event_label}\n' for e in events]
-    utils.write_text_atomic(out_dir / 'events.tsv', ''.join(combined))
+    with cost.tracked(out_dir, 'infer.py') as spent:
+        models = [load_model(p, device) for p in model_paths]
+        runs = sorted({p.parent.parent.name for p in model_paths})
+        print(f'{len(audio_paths)} recordings, {len(models)} models ({", ".join(runs)}), device {device}')
+        combined = ['filename\tonset\toffset\tevent_label\n']
+        for path in tqdm(audio_paths, desc='infer', unit='file', disable=len(audio_paths) < 3):
+            scores = score_file(path, models, device)[:, config.HARD_INDEX]                               # (frames, 11)
+            evaluate.write_score_file(out_dir / 'scores' / f'{path.stem}.tsv', scores)
+            events = post_processing.post_process_events(scores, config.HARD_CLASSES, path.stem)
+            write_event_list(out_dir / 'events' / f'{path.stem}.tsv', events)
+            combined += [f'{path.stem}.wav\t{e.onset:.1f}\t{e.offset:.1f}\t{e.event_label}\n' for e in events]
+        utils.write_text_atomic(out_dir / 'events.tsv', ''.join(combined))
+    utils.write_json_atomic(out_dir / 'cost.json', {'inference': spent, 'recordings': len(audio_paths),
+                                                    'models': len(model_paths)})
+    print(f'inference of {len(audio_paths)} recordings: {cost.describe(spent)}')
     return [p.stem for p in audio_paths]
 
 
@@ -146,7 +154,8 @@ def main(argv=None):
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: no CUDA device visible to torch')
     stems = infer(args.audio, args.workdir, args.out, args.device, args.runs)
-    print(f'wrote {args.out}/scores, {args.out}/events ({len(stems)} files) and {args.out}/events.tsv')
+    print(f'wrote {args.out}/scores, {args.out}/events ({len(stems)} files), {args.out}/events.tsv and '
+          f'{args.out}/cost.json')
     return 0
 
 
