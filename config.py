@@ -126,7 +126,7 @@ RUNS = 1                                             # independent runs of the 5
 
 # -----------------------------------------------------------------------------
 # What a result costs (cost.py): CodeCarbon's offline tracker around each fold's training and test, and infer.py
-TRACK_ENERGY = True                                  # False: no tracker, no emissions.csv; times and scores the same
+TRACK_ENERGY = True                                  # False: no tracker, no emissions.csv (times kept; same scores)
 ENERGY_COUNTRY = 'FIN'                               # grid of CodeCarbon's CO2 figure (ISO 3166 alpha-3); never the kWh
 
 # -----------------------------------------------------------------------------
