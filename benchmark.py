@@ -5,6 +5,7 @@
     python benchmark.py --workdir WD --skip-extraction --malloc kept plain   # task4b's malloc settings vs glibc's
     python benchmark.py --workdir WD --skip-extraction --precision float32 bfloat16   # both precisions, side by side
     python benchmark.py --workdir WD --skip-extraction --device cuda --precision float32 tf32 bfloat16
+    python benchmark.py --workdir WD --skip-extraction --skip-original --energy --precision float32 bfloat16
 
 Each part runs in its own child process (this script with a hidden --phase flag), so that one part's memory
 does not count for another:
@@ -17,7 +18,9 @@ does not count for another:
   (validate) and of both, the median over --epochs epochs; test inference seconds per hour of audio
   (write_test_scores: the fold's test files, whole, with their score files); peak memory of the training process
   (ru_maxrss) and the /proc tree peak, and on CUDA the GPU's (torch.cuda.max_memory_allocated); each other
-  precision against float32 of the same malloc setting;
+  precision against float32 of the same malloc setting; with --energy the energy of those epochs too (CodeCarbon,
+  cost.tracked: measured or estimated), per epoch and for 10 epochs, the normalisation DCASE asks participants for
+  (--epochs defaults to 10 then);
 - original (unless --skip-original): the same extraction and the same fold's epochs done the way the original
   baseline did them (benchmark_original.py), timed the same way, and how many times faster ours is;
 - convolutions (with training): the CRNN's three convolutions alone on the fold's batches, in both memory layouts
@@ -26,6 +29,7 @@ does not count for another:
 Prints a table and writes --json (atomically); records torch version, threads, CPU, LD_PRELOAD.
 """
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -44,6 +48,7 @@ import torch
 # part (measured; its import time is not timed), beside its peak of 1.17 GiB (README, Speed)
 import benchmark_original
 import config
+import cost
 import experiment
 import evaluate
 import extract_features
@@ -137,7 +142,7 @@ def epoch_times(train_s, val_s):
             'epoch_median_s': statistics.median(t + v for t, v in zip(train_s, val_s))}
 
 
-def phase_train(workdir, device, epochs, fold, malloc, precision, result):
+def phase_train(workdir, device, epochs, fold, malloc, precision, energy, result):
     tuned = runtime.keep_freed_memory() if malloc == 'kept' else False
     loss_kind = config.LOSS
     runtime.check_precision(precision, device)
@@ -149,11 +154,13 @@ def phase_train(workdir, device, epochs, fold, malloc, precision, result):
     augmenter = Augmenter(config.SEED, data['mean'], data['scale'])       # as --set augmentations ask
 
     train_s, val_s = [], []
-    for _ in range(epochs):                            # task4b's own epoch and validation, without the records
-        train_s.append(timed(lambda: float(task4b.train_one_epoch(
-            model, optimizer, data['X_train'], data['Y_train'], generator, loss_kind, augmenter).mean()), device))
-        val_s.append(timed(lambda: task4b.validate(
-            model, data['X_val'], data['Y_val'], data['val_reference'], loss_kind), device))
+    tracking = cost.tracked if energy else lambda *_: contextlib.nullcontext()   # no tracker thread beside the timing
+    with tempfile.TemporaryDirectory() as folder, tracking(folder, f'benchmark {precision}') as spent:
+        for _ in range(epochs):                        # task4b's own epoch and validation, without the records
+            train_s.append(timed(lambda: float(task4b.train_one_epoch(
+                model, optimizer, data['X_train'], data['Y_train'], generator, loss_kind, augmenter).mean()), device))
+            val_s.append(timed(lambda: task4b.validate(
+                model, data['X_val'], data['Y_val'], data['val_reference'], loss_kind), device))
 
     test_frames = sum(len(x) for x in data['X_test'])
     test_s = []
@@ -171,6 +178,8 @@ def phase_train(workdir, device, epochs, fold, malloc, precision, result):
         'maxrss_bytes': max_rss_bytes(resource.RUSAGE_SELF),
         'torch_threads': torch.get_num_threads(), 'ld_preload': os.environ.get('LD_PRELOAD', ''),
     }
+    if energy:
+        out['energy'] = spent
     if device == 'cuda':
         out['cuda_max_allocated_bytes'] = torch.cuda.max_memory_allocated()
         out['cuda_device'] = torch.cuda.get_device_name()
@@ -279,7 +288,28 @@ def precision_rows(training):
                          f'{base["train_epoch_median_s"] / t["train_epoch_median_s"]:.2f}x, validation '
                          f'{base["val_pass_median_s"] / t["val_pass_median_s"]:.2f}x, test scoring '
                          f'{base["test_s_per_hour"] / t["test_s_per_hour"]:.2f}x)'))
+            if epoch_kwh(base) and epoch_kwh(t):
+                rows.append((f'  {t["precision"]} [{t["malloc"]}] energy', f'{epoch_kwh(t) / epoch_kwh(base):.2f}x '
+                             f"float32's per epoch ({t['energy']['kind']}, float32's {base['energy']['kind']})"))
     return rows
+
+
+def epoch_kwh(t):
+    """kWh per epoch (training and validation) of a training part timed with --energy, or None."""
+    kwh = (t.get('energy') or {}).get('kWh')
+    return None if kwh is None else kwh / len(t['train_epoch_s'])
+
+
+def energy_rows(t):
+    """The energy of the timed epochs, per epoch and for 10 (DCASE's normalisation), measured or estimated."""
+    if 'energy' not in t:
+        return []
+    spent, n = t['energy'], len(t['train_epoch_s'])
+    if spent.get('kWh') is None:
+        return [('  energy', 'not tracked (CodeCarbon failed: see the warning above)')]
+    ten = f'{spent["kWh"]:.3g} kWh measured over them' if n == 10 else f'{10 * epoch_kwh(t):.3g} kWh (from {n})'
+    return [('  energy of 10 epochs', f'{ten}; {epoch_kwh(t):.3g} kWh per epoch, {spent["kind"]}'),
+            ('    how', cost.sources_text(spent))]
 
 
 def table(report):
@@ -301,6 +331,7 @@ def table(report):
         if 'cuda_max_allocated_bytes' in t:
             rows.append(('  peak GPU memory', f'{gib(t["cuda_max_allocated_bytes"])} (torch.cuda.max_memory_allocated, '
                          f'{t["cuda_device"]})'))
+        rows += energy_rows(t)
     rows += precision_rows(report.get('training', {}))
     original = report.get('original', {})
     if 'extraction' in original:
@@ -348,7 +379,11 @@ def main(argv=None):
     parser.add_argument('--workdir', type=Path, default=config.WORKDIR,
                         help='holds the features the training part uses (extract_features.py --workdir)')
     parser.add_argument('--device', choices=['cpu', 'cuda'], default='cpu')
-    parser.add_argument('--epochs', type=int, default=3, help='epochs timed (the median is reported); at least 3')
+    parser.add_argument('--epochs', type=int, help='epochs timed (the median is reported); at least 3 (default: '
+                                                   '3, with --energy 10)')
+    parser.add_argument('--energy', action='store_true',
+                        help="the energy of the training part's epochs too (CodeCarbon): per epoch and for 10 epochs, "
+                             'as DCASE asks it for normalising a system\'s energy')
     parser.add_argument('--fold', type=int, default=1, choices=range(1, config.N_FOLDS + 1))
     parser.add_argument('--malloc', nargs='+', choices=['kept', 'plain'], default=['kept'],
                         help="glibc malloc of the training part, one part each: 'kept' as task4b.py sets it "
@@ -363,11 +398,13 @@ def main(argv=None):
                         help=argparse.SUPPRESS)
     parser.add_argument('--result', type=Path, help=argparse.SUPPRESS)
     args = experiment.parse_args(parser, argv)
+    if args.epochs is None:
+        args.epochs = 10 if args.energy else 3
     if args.phase == 'extract':
         return phase_extract(args.data_root, args.result)
     if args.phase == 'train':
         return phase_train(args.workdir, args.device, args.epochs, args.fold, args.malloc[0], args.precision[0],
-                           args.result)
+                           args.energy, args.result)
     if args.phase == 'convs':
         return phase_convs(args.workdir, args.device, args.epochs, args.fold, args.result)
     if args.phase == 'original-extract':
@@ -376,6 +413,9 @@ def main(argv=None):
         return phase_original_train(args.workdir, args.epochs, args.fold, args.result)
     if args.epochs < 3:
         parser.error('--epochs: at least 3 (a median)')
+    if args.energy and (args.skip_training or not config.TRACK_ENERGY):
+        parser.error('--energy: the energy of the training part; give it without --skip-training and with '
+                     'TRACK_ENERGY = True')
     if args.device == 'cuda' and not torch.cuda.is_available():
         raise utils.DataError('--device cuda: no CUDA device visible to torch (a CPU-only build of torch, or no GPU)')
 
@@ -389,7 +429,7 @@ def main(argv=None):
             for precision in args.precision:
                 result, peak = run_child(['--phase', 'train', '--workdir', str(args.workdir), '--device', args.device,
                                           '--epochs', str(args.epochs), '--fold', str(args.fold), '--malloc', malloc,
-                                          '--precision', precision])
+                                          '--precision', precision, *(['--energy'] if args.energy else [])])
                 report['training'][f'{malloc}, {precision}'] = dict(result, tree_peak_bytes=peak)
         report['convs'], _ = run_child(['--phase', 'convs', '--workdir', str(args.workdir), '--device', args.device,
                                         '--epochs', str(args.epochs), '--fold', str(args.fold)])

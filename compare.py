@@ -7,6 +7,9 @@
 A and B are workdirs whose runs evaluate.py (or task4b.py) has scored: runs/run{r}/settings.json, metrics.json
 and scores/. A side must hold runs of one record (settings.json: everything but the seed); mixed runs are refused.
 
+Beside them, what each side cost per run, as its folds recorded it when they trained (cost.py): the time and energy
+of training and of test inference, measured or estimated, and the difference B - A.
+
 For each headline metric (ER_m, F1_m, F1_M, F1_thop, pAUC), and per class for F at the 0.5 threshold and F1_thop:
 the means of A and B, the difference B - A, its 95% interval and a two-sided p-value, by one of two methods:
 - 3 or more runs on each side: Welch's t-test over runs (a run is one sample of the whole procedure: training,
@@ -42,6 +45,7 @@ from sed_scores_eval.segment_based import auroc, best_fscore  # noqa: E402
 from sed_scores_eval.segment_based.intermediate_statistics import intermediate_statistics_deltas  # noqa: E402
 
 import config  # noqa: E402
+import cost  # noqa: E402
 import experiment  # noqa: E402
 import evaluate  # noqa: E402
 import utils  # noqa: E402
@@ -272,6 +276,8 @@ def compare(side_a, side_b, n_resamples=BOOTSTRAP, seed=0):
                                           f'undefined, counted 0 in the macro averages as evaluate.py does')
     return {**result, 'scoring': {k: v for k, v in side_a['scoring'].items() if k not in ('code', 'HARD_CLASSES')},
             'method': method, 'note': note, 'metrics': {k: tests[k] for k in HEADLINE},
+            'cost': {side: cost.over_runs([m.get('cost') for m in s['metrics']])
+                     for side, s in (('a', side_a), ('b', side_b))},
             'per_class': {c: {kind: tests.get((kind, c)) for kind in CLASS_KINDS} for c in classes}}
 
 
@@ -295,6 +301,34 @@ def differences_markdown(result):
     return '\n'.join(lines) + '\n'
 
 
+def cost_markdown(a, b):
+    """The time and energy per run of A and B and their difference, as Markdown lines (none without a record)."""
+    if not a or not b:
+        return []
+
+    def change(new, old, unit):
+        if new is None or old is None:
+            return '-'
+        text = f'{new - old:+.3g} kWh' if unit == 'kWh' else f'{new - old:+.1f} s'
+        return text + (f' ({100 * (new - old) / old:+.0f}%)' if old else '')
+    lines = ['', 'Cost per run (means over runs, as the folds recorded it when they trained):', '',
+             '| cost | A | B | B - A |', '| --- | --- | --- | --- |']
+    for step, name in (('training', 'training'), ('test', 'test inference')):
+        old, new = a[f'{step}_per_run'], b[f'{step}_per_run']
+        lines += [f"| {name} energy | {cost.format_kwh(old['kWh'])} | {cost.format_kwh(new['kWh'])} | "
+                  f"{change(new['kWh'], old['kWh'], 'kWh')} |",
+                  f"| {name} time | {cost.format_seconds(old['seconds'])} | {cost.format_seconds(new['seconds'])} | "
+                  f"{change(new['seconds'], old['seconds'], 's')} |"]
+    kinds = [side['training'].get('kind') or 'not tracked' for side in (a, b)]
+    devices = [', '.join(side['devices']) or 'not recorded' for side in (a, b)]
+    lines += [f'| energy | {kinds[0]} | {kinds[1]} | |', f'| device | {devices[0]} | {devices[1]} | |']
+    if kinds[0] != kinds[1]:
+        lines += ['', f'The energy of A is {kinds[0]}, of B {kinds[1]}: their difference is no measurement.']
+    if devices[0] != devices[1]:
+        lines += ['', 'A and B trained on other devices: their time and energy differ by the machines too.']
+    return lines
+
+
 def comparison_markdown(result):
     """What differs, the headline table and the per-class table, as Markdown."""
     lines = [differences_markdown(result).rstrip('\n'), '', 'Both scored with ' + ', '.join(
@@ -306,6 +340,7 @@ def comparison_markdown(result):
         lines.append(f"| {k} | {format_metric(k, t['mean_a'])} | {format_metric(k, t['mean_b'])} | "
                      f"{_signed(k, t['difference'])} | [{_signed(k, t['low'])}, {_signed(k, t['high'])}] | "
                      f"{t['p']:.3g} | {t['method']} |")
+    lines += cost_markdown(result['cost']['a'], result['cost']['b'])
     lines += ['', '| class | F A | F B | F B - A | F1_thop A | F1_thop B | F1_thop B - A |',
               '| --- | --- | --- | --- | --- | --- | --- |']
     for c, kinds in result['per_class'].items():

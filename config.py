@@ -139,6 +139,11 @@ FREQ_MASKS = 0                                       # SpecAugment: frequency ma
 FREQ_MASK_WIDTH = 8                                  # mel bands, the widest frequency mask
 
 # -----------------------------------------------------------------------------
+# What a result costs (cost.py): CodeCarbon's offline tracker around each fold's training and test, and infer.py
+TRACK_ENERGY = True                                  # False: no tracker, no emissions.csv (times kept; same scores)
+ENERGY_COUNTRY = 'FIN'                               # grid of CodeCarbon's CO2 figure (ISO 3166 alpha-3); never the kWh
+
+# -----------------------------------------------------------------------------
 # Evaluation
 THRESHOLD = 0.5                                      # frame score -> active
 SEGMENT_LENGTH = 1.0                                 # s, sed_eval / sed_scores_eval segments
@@ -188,13 +193,14 @@ PUBLISHED_PROTOCOL = {
 # What each value above is to an experiment (experiment.py, runs.py). Every one not named here defines what a run
 # trains: a run records it, and a workdir keeps it in its experiment. These may change from command to command on
 # one workdir: the names of files and folders (and every path), the sources of data, speed alone (no number
-# changes), and the evaluation (evaluate.py re-scores the saved scores with them; each metrics file records them).
+# changes), how a run's energy is tracked, and the evaluation (evaluate.py re-scores the saved scores with them;
+# each metrics file records them).
 PER_COMMAND = {
     'AUDIO_DIR', 'ANNOTATION_DIR', 'FEATURES_DIR', 'METADATA_DIR', 'GT_FILE', 'DURATIONS_FILE', 'RUNS_DIR',
     'DEMO_MARKER', 'SCENES',
     'DEMO_SCALE', 'DEMO_SEED', 'DEMO_LENGTH_RANGE', 'AUDIO_SUBTYPE', 'ZENODO_URL', 'DEVELOPMENT_ARCHIVES',
     'EVALUATION_ARCHIVES', 'OFFICIAL_FOLDS_SHA256', 'RUNS',
-    'FEATURE_JOBS', 'KEEP_FREED_MEMORY',
+    'FEATURE_JOBS', 'KEEP_FREED_MEMORY', 'TRACK_ENERGY', 'ENERGY_COUNTRY',
     'THRESHOLD', 'SEGMENT_LENGTH', 'MERGE_GAP', 'MIN_EVENT_LENGTH', 'TIMELINE', 'F1_THOP_TIME_DECIMALS',
     'PAUC_MAX_FPR', 'MEDIAN_FILTER', 'MEDIAN_FILTER_BY_CLASS', 'TUNE_MEDIAN_FILTERS', 'PUBLISHED',
     'PUBLISHED_PROTOCOL',

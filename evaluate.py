@@ -57,6 +57,7 @@ import sed_scores_eval  # noqa: E402
 from sed_scores_eval.base_modules.scores import create_score_dataframe, validate_score_dataframe  # noqa: E402
 
 import config  # noqa: E402
+import cost  # noqa: E402
 import experiment  # noqa: E402
 import extract_features  # noqa: E402
 import utils  # noqa: E402
@@ -471,9 +472,10 @@ def format_thresholds(metrics):
 # The metrics of runs (runs.py chooses them) and the results table
 
 def summarize_runs(run_metrics):
-    """Per-run metric dicts -> {'n_runs', 'mean', 'std', 'runs'}: mean and standard deviation over runs of the
-    headline metrics (np.std, ddof=0: nothing says which the published table used), every run kept (its
-    class-wise F, thresholds, files; not its long report)."""
+    """Per-run metric dicts -> {'n_runs', 'mean', 'std', 'runs', 'cost'}: mean and standard deviation over runs of
+    the headline metrics (np.std, ddof=0: nothing says which the published table used), every run kept (its
+    class-wise F, thresholds, files; not its long report), and the runs' time, energy and model size (cost.py; None
+    for score files of no run)."""
     if not run_metrics:
         raise DataError(f'no runs to summarise; {TRAIN_HINT}')
     summary = {'n_runs': len(run_metrics), 'mean': {}, 'std': {}}
@@ -484,15 +486,17 @@ def summarize_runs(run_metrics):
     summary['n_files'] = sorted({m['n_files'] for m in run_metrics})
     summary['n_files_total'] = max(m['n_files_total'] for m in run_metrics)
     summary['runs'] = [{k: v for k, v in m.items() if k != 'report'} for m in run_metrics]
+    summary['cost'] = cost.over_runs([m.get('cost') for m in run_metrics])
     return summary
 
 
 def score_run(workdir, run_dir, timeline=None, time_decimals=None):
-    """A run's metrics over the files of its finished folds, scored now, with its seed and record id."""
+    """A run's metrics over the files of its finished folds, scored now, with its seed, record id and cost (the
+    time and energy its folds recorded when they trained, its model's size)."""
     metrics = evaluate_scores(Path(run_dir) / 'scores', workdir, file_stems=finished_files(run_dir),
                               timeline=timeline, time_decimals=time_decimals)
     settings = read_settings(run_dir)
-    return {**metrics, 'seed': settings['seed'], 'record_id': settings['record_id']}
+    return {**metrics, 'seed': settings['seed'], 'record_id': settings['record_id'], 'cost': cost.run_cost(run_dir)}
 
 
 def run_metrics(workdir, run_dir):
@@ -501,7 +505,7 @@ def run_metrics(workdir, run_dir):
     path = Path(run_dir) / 'metrics.json'
     saved = json.loads(path.read_text()) if path.is_file() else {}
     if saved.get('scoring') == scoring() and saved.get('record_id') == read_settings(run_dir)['record_id']:
-        return saved
+        return {**saved, 'cost': cost.run_cost(run_dir)}       # as its folds' files say now
     return score_run(workdir, run_dir)
 
 
@@ -680,9 +684,9 @@ VARIANTS = {'tuned': 'Thresholds and median filters chosen on validation (per fo
 def results_table_markdown(summary):
     """The results table in the layout of the published one, its protocol in the row label; the rows of --tune and
     --ensemble (evaluate_variants) below it when the summary has them; the published row for MAESTRO Real only,
-    saying whether the protocol is the same; then the per-class part (mean over runs), and the values chosen on
-    validation. The standard deviation over runs beside each mean, as published; none for one run (n = 1: no
-    spread was measured)."""
+    saying whether the protocol is the same; under it the time and energy per run and the model's size
+    (cost.table_lines); then the per-class part (mean over runs), and the values chosen on validation. The standard
+    deviation over runs beside each mean, as published; none for one run (n = 1: no spread was measured)."""
     runs = summary['n_runs']
 
     def cell(key, mean, std, n=runs):           # `0.487 (+/-0.009)`, `70.34% (+/-0.766)` as published
@@ -707,6 +711,9 @@ def results_table_markdown(summary):
         note = 'same protocol' if not differences else 'protocol differs: ' + ', '.join(differences)
         published = [cell(k, *config.PUBLISHED[k], n=10) if k in config.PUBLISHED else '-' for k in HEADLINE]
         lines.append(f'| Published baseline (MAESTRO Real, 10 runs, 49 files; {note}) | ' + ' | '.join(published) + ' |')
+    costs = cost.table_lines(summary.get('cost'))
+    if costs:
+        lines += [''] + [f'- {line}' for line in costs]
 
     def number(value, fmt):
         return '-' if value is None else format(value, fmt)

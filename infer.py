@@ -15,6 +15,8 @@ pass, frame scores averaged over the models. Written:
     OUT/events/<stem>.tsv    onset<TAB>offset<TAB>label, the post-processing of those scores (docs/method.md, Evaluation)
     OUT/events.tsv           filename<TAB>onset<TAB>offset<TAB>event_label for every file (a submission)
     OUT/chosen_on_validation.json   with --tune: each class's threshold and median filter
+    OUT/cost.json            the time and energy of the whole inference (cost.py), measured or estimated, as DCASE
+                             asks them reported; OUT/emissions.csv, CodeCarbon's row of it
 
 --tune: one threshold and median filter per class for every model's average, chosen as evaluate.py --tune chooses
 them per fold, but on the validation files of every fold at once (each scored by its fold's models, averaged over
@@ -35,6 +37,7 @@ import torch
 from tqdm import tqdm
 
 import config
+import cost
 import experiment
 import evaluate
 import extract_features
@@ -150,8 +153,9 @@ def write_missing_validation_scores(workdir, runs=None, device='cpu'):
 
 
 def infer(audio_dir, workdir, out_dir, device='cpu', runs=None, tune=False):
-    """Scores and events for every WAV under audio_dir, from the fold models of the runs -> stems written. tune:
-    the thresholds and median filters chosen on the validation files of every fold (choose_for_all_folds)."""
+    """Scores and events for every WAV under audio_dir, from the fold models of the runs -> stems written; the time
+    and energy of it all (the models loaded, every file scored and written) in out_dir/cost.json. tune: the
+    thresholds and median filters chosen on the validation files of every fold (choose_for_all_folds)."""
     audio_paths = find_audio_files(audio_dir)
     model_paths = find_models(workdir, runs)
     thresholds, lengths = None, post_processing.median_filter_lengths(config.HARD_CLASSES)
@@ -161,19 +165,23 @@ def infer(audio_dir, workdir, out_dir, device='cpu', runs=None, tune=False):
         thresholds = [chosen[c]['threshold'] for c in config.HARD_CLASSES]
         lengths = [chosen[c]['median_filter'] for c in config.HARD_CLASSES]
         utils.write_json_atomic(out_dir / 'chosen_on_validation.json', chosen)
-    models = [load_model(p, device) for p in model_paths]
-    runs = sorted({p.parent.parent.name for p in model_paths})
-    print(f'{len(audio_paths)} recordings, {len(models)} models ({", ".join(runs)}), device {device}')
-    combined = ['filename\tonset\toffset\tevent_label\n']
-    for path in tqdm(audio_paths, desc='infer', unit='file', disable=len(audio_paths) < 3):
-        scores = score_file(path, models, device)[:, config.HARD_INDEX]                                       # (frames, 11)
-        scores = post_processing.median_filter(scores, lengths)         # the scores the events are cut from
-        evaluate.write_score_file(out_dir / 'scores' / f'{path.stem}.tsv', scores)
-        events = post_processing.post_process_events(scores, config.HARD_CLASSES, path.stem, thresholds,
-                                                     filter_lengths=1)
-        write_event_list(out_dir / 'events' / f'{path.stem}.tsv', events)
-        combined += [f'{path.stem}.wav\t{e.onset:.1f}\t{e.offset:.1f}\t{e.event_label}\n' for e in events]
-    utils.write_text_atomic(out_dir / 'events.tsv', ''.join(combined))
+    with cost.tracked(out_dir, 'infer.py') as spent:
+        models = [load_model(p, device) for p in model_paths]
+        runs = sorted({p.parent.parent.name for p in model_paths})
+        print(f'{len(audio_paths)} recordings, {len(models)} models ({", ".join(runs)}), device {device}')
+        combined = ['filename\tonset\toffset\tevent_label\n']
+        for path in tqdm(audio_paths, desc='infer', unit='file', disable=len(audio_paths) < 3):
+            scores = score_file(path, models, device)[:, config.HARD_INDEX]                               # (frames, 11)
+            scores = post_processing.median_filter(scores, lengths)     # the scores the events are cut from
+            evaluate.write_score_file(out_dir / 'scores' / f'{path.stem}.tsv', scores)
+            events = post_processing.post_process_events(scores, config.HARD_CLASSES, path.stem, thresholds,
+                                                         filter_lengths=1)
+            write_event_list(out_dir / 'events' / f'{path.stem}.tsv', events)
+            combined += [f'{path.stem}.wav\t{e.onset:.1f}\t{e.offset:.1f}\t{e.event_label}\n' for e in events]
+        utils.write_text_atomic(out_dir / 'events.tsv', ''.join(combined))
+    utils.write_json_atomic(out_dir / 'cost.json', {'inference': spent, 'recordings': len(audio_paths),
+                                                    'models': len(model_paths)})
+    print(f'inference of {len(audio_paths)} recordings: {cost.describe(spent)}')
     return [p.stem for p in audio_paths]
 
 
@@ -205,7 +213,8 @@ def main(argv=None):
     if args.audio is None or args.out is None:
         parser.error('the following arguments are required: --audio, --out (or --validation-scores)')
     stems = infer(args.audio, args.workdir, args.out, args.device, args.runs, args.tune)
-    print(f'wrote {args.out}/scores, {args.out}/events ({len(stems)} files) and {args.out}/events.tsv')
+    print(f'wrote {args.out}/scores, {args.out}/events ({len(stems)} files), {args.out}/events.tsv and '
+          f'{args.out}/cost.json')
     return 0
 
 

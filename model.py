@@ -73,6 +73,7 @@ class CRNN(nn.Module):
         return self.dense2(x)                     # (batch, frames, 17) logits (raw outputs for 'mse')
 
 
+CLIP_SECONDS = 10.0                   # DCASE reports MACs per 10 s of audio
 ARCHITECTURE = ('N_MELS', 'CLASSES', 'CONV_CHANNELS', 'CONV_KERNEL', 'POOL_SIZES', 'GRU_UNITS', 'DENSE_UNITS')
 
 
@@ -88,6 +89,26 @@ def build_model(device='cpu', precision=None):
     if config.CHANNELS_LAST:
         net = net.to(memory_format=torch.channels_last)
     return net
+
+
+def clip_frames(seconds=None):
+    """Frames of a clip of `seconds` (default CLIP_SECONDS), centred: 51 for 10 s."""
+    return 1 + round((seconds or CLIP_SECONDS) * config.SAMPLE_RATE) // config.HOP_LENGTH
+
+
+def complexity():
+    """The model's size as DCASE reports it -> {'parameters', 'macs_per_sequence' (a 40-s training sequence),
+    'macs_per_10s_clip', their frames, 'counted_by'}: torchinfo's total_mult_adds of a batch of one, the count the
+    original baseline's README gives (what it counts: docs/method.md). Draws no random number of the training."""
+    from importlib.metadata import version
+    frames = {'sequence': config.SEQUENCE_LENGTH, '10s_clip': clip_frames()}
+    with torch.random.fork_rng(devices=[]):          # the weights' initialisation and torchinfo's random input
+        summaries = {name: torchinfo.summary(CRNN(), input_size=(1, n, config.N_MELS), verbose=0, device='cpu')
+                     for name, n in frames.items()}
+    return {'parameters': summaries['sequence'].trainable_params,
+            **{f'macs_per_{name}': summaries[name].total_mult_adds for name in frames},
+            **{f'{name}_frames': n for name, n in frames.items()},
+            'counted_by': f"torchinfo {version('torchinfo')} (total_mult_adds, batch of one)"}
 
 
 def output_bias_init(loss_kind=None):

@@ -101,9 +101,9 @@ def copy_code(run_dir, features_code):
 
 
 def start_run(run_dir, record, seed, restart=False, device_details=None):
-    """Write run_dir/settings.json, the run's record, when the run starts, and the copy of its code -> its record
-    id. A run folder whose record differs is refused, naming the differences, unless restart: then the old run
-    is removed first."""
+    """Write run_dir/settings.json, the run's record, when the run starts (with the model's size, model.complexity),
+    and the copy of its code -> its record id. A run folder whose record differs is refused, naming the
+    differences, unless restart: then the old run is removed first."""
     path = Path(run_dir) / 'settings.json'
     new_id = record_id(record)
     if path.is_file():
@@ -124,9 +124,10 @@ def start_run(run_dir, record, seed, restart=False, device_details=None):
     experiment.save()                           # the workdir keeps the experiment of its runs
     commit, dirty = utils.git_state(config.REPO_ROOT)
     copy_code(run_dir, record['features'].get('code') or {})
+    from model import complexity                # here, not at the top: torch (see training_settings)
     utils.write_json_atomic(path, {'seed': seed, 'record_id': new_id, 'record': record, 'versions': versions(),
-                                   'device': device_details, 'git_commit': commit, 'git_dirty': dirty,
-                                   'experiment': experiment.current(), 'command': sys.argv})
+                                   'device': device_details, 'complexity': complexity(), 'git_commit': commit,
+                                   'git_dirty': dirty, 'experiment': experiment.current(), 'command': sys.argv})
     return new_id
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 import config
+import cost
 import experiment
 import extract_features
 import utils
@@ -130,11 +131,12 @@ def gpu_peak_bytes(device):
 def save_checkpoint(path, state, generator, device='cpu'):
     """state (model, optimizer, schedule, ... as state dicts) and the random states -> path, atomically: the CPU's,
     the shuffling generator's, and the training GPU's only (the others draw nothing for it; a CPU training never
-    touches CUDA)."""
+    touches CUDA). With them the time and energy of the training so far (cost.so_far): a resume adds them up."""
     rng = {'torch': torch.get_rng_state(), 'shuffle': generator.get_state()}
     if torch.device(device).type == 'cuda':
         rng['cuda'] = torch.cuda.get_rng_state(device)
-    utils.atomic_write(path, lambda tmp: torch.save({**state, 'rng': rng}, tmp))
+    spent = cost.so_far()
+    utils.atomic_write(path, lambda tmp: torch.save({**state, 'rng': rng, 'cost': spent}, tmp))
 
 
 def load_torch_file(path, what):
@@ -149,7 +151,8 @@ def load_torch_file(path, what):
 
 def load_checkpoint(path, settings, generator, device='cpu'):
     """The checkpoint at path, checked against settings (runs.training_settings), with the random states restored
-    (the GPU's on the training device) -> dict, or None."""
+    (the GPU's on the training device) and the time and energy it carried added to this training's (cost.carry: a
+    killed process's work after its last checkpoint, redone now, is counted once) -> dict, or None."""
     if not Path(path).is_file():
         return None
     checkpoint = load_torch_file(path, 'checkpoint of task4b.py')
@@ -174,14 +177,15 @@ def load_checkpoint(path, settings, generator, device='cpu'):
     if cuda_state is not None and torch.device(device).type == 'cuda':
         # one state; earlier versions kept one per visible GPU, the training's first (its device was cuda:0)
         torch.cuda.set_rng_state(cuda_state[0] if isinstance(cuda_state, list) else cuda_state, device)
+    cost.carry(checkpoint.get('cost'))
     return checkpoint
 
 
 def start_fold_over(fold_dir, test_files):
-    """Remove what an earlier training of this fold left (its metrics, checkpoint, model and the score files of
-    its test files): nothing of it may pass for the new training's."""
+    """Remove what an earlier training of this fold left (its metrics, checkpoint, model, CodeCarbon's rows and the
+    score files of its test files): nothing of it may pass for the new training's."""
     run_dir = Path(fold_dir).parent
-    stale = [Path(fold_dir) / name for name in ('metrics.json', 'checkpoint.pt', 'best_model.pt')]
+    stale = [Path(fold_dir) / name for name in ('metrics.json', 'checkpoint.pt', 'best_model.pt', cost.TRACKER_FILE)]
     stale += [run_dir / d / f'{utils.file_stem(i)}.tsv' for i in test_files for d in ('scores', 'scores_all_classes')]
     for path in stale:
         path.unlink(missing_ok=True)

@@ -17,6 +17,7 @@ test file of the fold, whole, and each validation file, whole (what evaluate.py 
 median filters on; docs/method.md, Training). Outputs:
 
     WD/runs/run{r}/fold{k}/  checkpoint.pt (resume), best_model.pt, history.csv, learning_curves.png, metrics.json
+                             (with the time and energy of its training and test: cost.py), emissions.csv (CodeCarbon)
     WD/runs/run{r}/scores/<stem>.tsv               frame scores of the 11 evaluated classes (sed_scores_eval format)
     WD/runs/run{r}/scores_all_classes/<stem>.tsv   frame scores of the 17 classes
     WD/runs/run{r}/validation_scores/fold{k}/<stem>.tsv   fold k's validation files, whole, by its selected model
@@ -46,6 +47,7 @@ import torchinfo
 from tqdm import tqdm
 
 import config
+import cost
 import experiment
 import evaluate
 import extract_features
@@ -320,16 +322,21 @@ def run_experiment(workdir, folds=None, runs=None, seed=None, epochs=None, devic
             print(f'{name}: {len(data["X_train"])} training and {len(data["X_val"])} validation sequences, '
                   f'{len(data["test_files"])} test files')
             runtime.reset_gpu_peak(device)
-            model, schedule = train_fold(data, fold_dir, seed + r, epochs, device, loss_kind, resume, name, precision)
+            with cost.tracked(fold_dir, f'{name} training') as training:       # time and energy (cost.py)
+                model, schedule = train_fold(data, fold_dir, seed + r, epochs, device, loss_kind, resume, name,
+                                             precision)
             save_best_model(fold_dir / 'best_model.pt', model, data, loss_kind)
-            stems = write_test_scores(model, data, run_dir, loss_kind)
+            with cost.tracked(fold_dir, f'{name} test') as test:
+                stems = write_test_scores(model, data, run_dir, loss_kind)
             write_validation_scores(model, workdir, k, data['mean'], data['scale'], run_dir, loss_kind)
             metrics = evaluate.evaluate_scores(run_dir / 'scores', workdir, file_stems=stems)
             metrics.update(best_epoch=schedule.best_epoch, best_val_loss=schedule.best_loss, record_id=record_id,
-                           device=runtime.device_details(device)['name'], gpu_peak_bytes=runtime.gpu_peak_bytes(device))
+                           device=runtime.device_details(device)['name'], gpu_peak_bytes=runtime.gpu_peak_bytes(device),
+                           cost={'training': training, 'test': test})
             utils.write_json_atomic(fold_dir / 'metrics.json', metrics)   # written last: the fold is finished
             gpu = f", peak GPU memory {metrics['gpu_peak_bytes'] / 2**30:.2f} GiB" if metrics['gpu_peak_bytes'] else ''
             print(f'{name}: best epoch {schedule.best_epoch}: {evaluate.format_headline(metrics)}{gpu}')
+            print(f'{name}: training {cost.describe(training)}; test {cost.describe(test)}')
     if summarize:
         return gather(workdir, run_ids)
     return None

@@ -217,7 +217,7 @@ def _number(value):
 CONFIG_CHOICES = {'LOSS': ('bce', 'mse'), 'TARGETS': ('soft', 'hard'), 'PRECISION': ('float32', 'bfloat16', 'tf32'),
                   'OUTPUT_BIAS_INIT': ('prior', 'torch'),
                   'TIMELINE': ('fold', 'file'),
-                  'LOG_MEL': (False, True), 'CENTER': (False, True)}
+                  'LOG_MEL': (False, True), 'CENTER': (False, True), 'TRACK_ENERGY': (False, True)}
 CONFIG_COUNTS = {name: 1 for name in ('SAMPLE_RATE', 'HOP_LENGTH', 'N_FFT', 'N_MELS', 'SEQUENCE_LENGTH', 'FEATURE_JOBS',
                                       'CONV_CHANNELS', 'CONV_KERNEL', 'GRU_UNITS', 'DENSE_UNITS', 'BATCH_SIZE',
                                       'MAX_EPOCHS', 'RUNS')}
@@ -258,6 +258,10 @@ def config_problem():
         value = getattr(config, name)
         if not _number(value) or not test(value):
             return f'config.{name} = {value!r}: expected {what}'
+    country = config.ENERGY_COUNTRY
+    if not (isinstance(country, str) and len(country) == 3 and country.isascii() and country.isalpha()
+            and country.isupper()):
+        return f"config.ENERGY_COUNTRY = {country!r}: expected a country's 3-letter ISO code in capitals, e.g. 'FIN'"
     return (network_problem() or classes_problem() or spectrum_problem() or augmentation_problem()
             or median_filter_problem())
 

@@ -1,5 +1,6 @@
 """compare.py: the settings that differ, the two tests (Welch over runs, paired bootstrap over files), bad input."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,6 +82,20 @@ def assert_one_line_error(code, err, *words):
     assert all(w in err for w in words), err
 
 
+def record_cost(workdir, training_kwh, seconds, kind='estimated'):
+    """Each run's fold1/metrics.json with the cost a training records (cost.py): training_kwh in seconds, and a
+    test of a tenth of both -> workdir."""
+    way = 'measured (RAPL)' if kind == 'measured' else 'estimated from its TDP (85 W) and the load of this process'
+    for path in Path(workdir).glob('runs/run*/fold1/metrics.json'):
+        metrics = json.loads(path.read_text())
+        metrics['cost'] = {step: {'seconds': seconds * share, 'kWh': training_kwh * share, 'processes': 1,
+                                  'cpu_kWh': training_kwh * share, 'gpu_kWh': 0.0, 'ram_kWh': 0.0,
+                                  'sources': {'cpu': way}, 'kind': kind, 'tracker': 'CodeCarbon 3.3.2'}
+                           for step, share in (('training', 1.0), ('test', 0.1))}
+        utils.write_json_atomic(path, metrics)
+    return workdir
+
+
 # -----------------------------------------------------------------------------
 # End to end
 
@@ -102,6 +117,21 @@ def test_names_the_differing_settings_and_brackets_each_difference(tmp_path, cap
         assert f'| {key} |' in out
     assert (tmp_path / 'out' / 'comparison.md').read_text() in out
     assert (tmp_path / 'out' / 'per_class.png').read_bytes()[:4] == b'\x89PNG'
+
+
+def test_shows_the_time_and_energy_per_run_of_both_sides_and_their_difference(tmp_path, capsys):
+    a = record_cost(write_workdir(tmp_path / 'a', [(s, 0.3) for s in (1, 2, 3)]), 0.002, 300.0)
+    b = record_cost(write_workdir(tmp_path / 'b', [(s, 0.2) for s in (4, 5, 6)], records=OTHER_RECORD), 0.001,
+                    150.0, kind='measured')
+    code, out, _ = run_compare(capsys, a, b, '--out', tmp_path / 'out')
+    assert code == 0
+    assert '| training energy | 0.002 kWh | 0.001 kWh | -0.001 kWh (-50%) |' in out
+    assert '| training time | 5 min 0 s | 2 min 30 s | -150.0 s (-50%) |' in out
+    assert '| test inference energy | 0.0002 kWh | 0.0001 kWh | -0.0001 kWh (-50%) |' in out
+    assert '| energy | estimated | measured | |' in out
+    assert 'The energy of A is estimated, of B measured: their difference is no measurement.' in out
+    result = json.loads((tmp_path / 'out' / 'comparison.json').read_text())
+    assert result['cost']['a']['training_per_run'] == {'seconds': 300.0, 'kWh': pytest.approx(0.002)}
 
 
 def test_a_workdir_against_itself_shows_no_change(tmp_path, capsys):

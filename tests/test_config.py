@@ -53,6 +53,7 @@ EDITS = [  # (setting, value, the start of the message)
      "config.MEDIAN_FILTER_BY_CLASS: 'coffee machine' is not an evaluated class"),
     ('MEDIAN_FILTER_BY_CLASS', {'car': 0}, "config.MEDIAN_FILTER_BY_CLASS['car'] = 0: expected an odd number"),
     ('TUNE_MEDIAN_FILTERS', [1, 2], 'config.TUNE_MEDIAN_FILTERS = [1, 2]: expected a list of odd numbers of frames'),
+    ('ENERGY_COUNTRY', 'Finland', "config.ENERGY_COUNTRY = 'Finland': expected a country's 3-letter ISO code"),
 ]
 
 

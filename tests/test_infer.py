@@ -84,6 +84,18 @@ def test_infer_reproduces_the_test_scores_of_the_fold_model(trained, tmp_path):
         assert ours == (trained['workdir'] / 'runs' / 'run0' / 'scores' / f'{stem}.tsv').read_text()
 
 
+def test_infer_records_the_time_and_energy_of_the_inference(trained, tmp_path):
+    audio = tmp_path / 'audio'
+    audio.mkdir()
+    shutil.copy(audio_of(trained, FILE_IDS[0]), audio)
+    assert infer.main(['--audio', str(audio), '--workdir', str(trained['workdir']), '--out', str(tmp_path / 'out')]) == 0
+    recorded = json.loads((tmp_path / 'out' / 'cost.json').read_text())
+    assert recorded['recordings'] == 1 and recorded['models'] == 1
+    spent = recorded['inference']
+    assert spent['seconds'] > 0 and spent['kWh'] > 0 and spent['kind'] in ('measured', 'partly measured', 'estimated')
+    assert 'infer.py' in (tmp_path / 'out' / 'emissions.csv').read_text()
+
+
 def test_scores_are_the_same_alone_and_in_a_folder(trained, tmp_path):
     folder, alone = tmp_path / 'folder', tmp_path / 'alone'
     for file_id in FILE_IDS[2:5]:

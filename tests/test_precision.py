@@ -151,7 +151,7 @@ def test_a_checkpoint_with_the_rng_states_of_two_gpus_resumes_on_one(tmp_path, m
     states = [torch.arange(16, dtype=torch.uint8), torch.arange(16, 32, dtype=torch.uint8)]
     path = tmp_path / 'checkpoint.pt'
     torch.save({'epoch': 1, 'finished': False, 'model': {}, 'optimizer': {}, 'schedule': {}, 'best_model': {},
-                'history': [], 'settings': settings, 'rng': {'torch': torch.get_rng_state(),
+                'history': [], 'settings': settings, 'augment': {}, 'rng': {'torch': torch.get_rng_state(),
                                                              'shuffle': torch.Generator().get_state(),
                                                              'cuda': states}}, path)   # as earlier versions wrote it
     restored = []

@@ -235,9 +235,14 @@ def score_files(workdir):
 
 
 def gathered(workdir):
-    """results.json and results.md, with the workdir's own path (in runs[i].scores_dir) made neutral."""
-    return [json.loads((workdir / 'results.json').read_text().replace(str(workdir), '<workdir>')),
-            (workdir / 'results.md').read_text().replace(str(workdir), '<workdir>')]
+    """results.json and results.md, with the workdir's own path (in runs[i].scores_dir) made neutral, without what
+    the trainings cost (their times and energy are measurements: cost.py)."""
+    results = json.loads((workdir / 'results.json').read_text().replace(str(workdir), '<workdir>'))
+    results.pop('cost')
+    for run in results['runs']:
+        run.pop('cost')
+    table = (workdir / 'results.md').read_text().replace(str(workdir), '<workdir>')
+    return [results, '\n'.join(line for line in table.splitlines() if not line.startswith('- '))]
 
 
 def assert_same_table(workdir, reference):
@@ -246,6 +251,8 @@ def assert_same_table(workdir, reference):
     assert score_files(workdir) == expected                            # byte for byte
     assert gathered(workdir) == gathered(reference)
     assert gathered(workdir)[0]['n_runs'] == RUNS
+    spent = json.loads((workdir / 'results.json').read_text())['cost']      # every job's, gathered
+    assert spent['training']['folds'] == spent['test']['folds'] == RUNS * len(FOLDS)
 
 
 def test_the_job_array_and_its_gather_give_the_table_of_a_sequential_run(slurm, sequential, extracted, tmp_path):

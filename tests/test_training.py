@@ -220,6 +220,7 @@ def test_interrupted_and_resumed_run_gives_the_scores_of_an_uninterrupted_one(st
             task4b.main(['--workdir', str(workdir)] + ARGS)
     checkpoint = torch.load(run_dir / 'fold1' / 'checkpoint.pt', weights_only=True)
     assert checkpoint['epoch'] == 2 and checkpoint['finished']
+    carried = {'fold1': checkpoint['cost']}          # the time and energy of its 2 epochs (cost.py)
     assert not (run_dir / 'fold1' / 'metrics.json').exists() and not score_files(workdir)
 
     # resumed: fold 1 is tested without training again; killed again after epoch 1 of fold 2
@@ -231,6 +232,7 @@ def test_interrupted_and_resumed_run_gives_the_scores_of_an_uninterrupted_one(st
     finished_at = fold1_metrics.stat().st_mtime_ns
     checkpoint = torch.load(run_dir / 'fold2' / 'checkpoint.pt', weights_only=True)
     assert checkpoint['epoch'] == 1 and not checkpoint['finished']
+    carried['fold2'] = checkpoint['cost']
     assert not (workdir / 'results.json').exists()
 
     # another schedule is not resumed silently
@@ -245,6 +247,11 @@ def test_interrupted_and_resumed_run_gives_the_scores_of_an_uninterrupted_one(st
                 == history_without_seconds(straight_run / config.RUNS_DIR / 'run0' / fold / 'history.csv'))
     assert json.loads((workdir / 'results.json').read_text())['mean'] == \
         json.loads((straight_run / 'results.json').read_text())['mean']
+    # each fold's training cost is its checkpoint's and the resuming process's, added
+    for fold, before in carried.items():
+        spent = json.loads((run_dir / fold / 'metrics.json').read_text())['cost']['training']
+        assert spent['processes'] == 2 and spent['seconds'] > before['seconds'] > 0
+        assert before['kWh'] is None or spent['kWh'] > before['kWh'] > 0
 
 
 # -----------------------------------------------------------------------------
