@@ -307,8 +307,8 @@ def energy_rows(t):
     spent, n = t['energy'], len(t['train_epoch_s'])
     if spent.get('kWh') is None:
         return [('  energy', 'not tracked (CodeCarbon failed: see the warning above)')]
-    ten = f'{spent["kWh"]:.3g} kWh measured over them' if n == 10 else f'{10 * epoch_kwh(t):.3g} kWh (from {n})'
-    return [('  energy of 10 epochs', f'{ten}; {epoch_kwh(t):.3g} kWh per epoch, {spent["kind"]}'),
+    ten = f'{spent["kWh"]:.3g} kWh over them' if n == 10 else f'{10 * epoch_kwh(t):.3g} kWh (from {n} epochs)'
+    return [('  energy of 10 epochs', f'{ten}, {spent["kind"]}; {epoch_kwh(t):.3g} kWh per epoch'),
             ('    how', cost.sources_text(spent))]
 
 

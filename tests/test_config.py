@@ -1,5 +1,6 @@
 """config.py edits that no script can work with: one line naming the setting and what it must be, exit status 2,
 before any work starts, from every script; importing config.py never fails on them."""
+import ast
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,28 @@ def test_config_with_a_hard_class_missing_from_classes_still_imports():
     namespace = {'__file__': config.__file__}
     exec(compile(edited, 'config.py', 'exec'), namespace)                 # importing must not fail
     assert namespace['HARD_CLASSES'][-1] == 'dog barking' and len(namespace['HARD_INDEX']) == 11
+
+
+def test_the_scripts_import_one_another_one_way():
+    """No import circle among the scripts, at the top of a file or inside a function."""
+    repo = Path(config.__file__).parent
+    scripts = {p.stem: p for p in repo.glob('*.py')}
+    imports = {}
+    for name, path in scripts.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module)
+        imports[name] = (found & set(scripts)) - {name}       # `import experiment` under __main__: itself
+
+    def circle(name, path):
+        for other in imports[name]:
+            if other in path:
+                return path[path.index(other):] + [other]
+            found = circle(other, path + [other])
+            if found:
+                return found
+        return None
+    assert all(circle(name, [name]) is None for name in scripts), [circle(n, [n]) for n in scripts]
