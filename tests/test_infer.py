@@ -59,6 +59,14 @@ def audio_of(trained, file_id):
     return utils.audio_path(trained['data_root'], file_id)
 
 
+def audio_folder(trained, folder, file_ids):
+    """One flat folder of these development files' audio, as an evaluation set is handed to infer.py."""
+    folder.mkdir()
+    for file_id in file_ids:
+        shutil.copy(audio_of(trained, file_id), folder)
+    return folder
+
+
 def test_evaluate_scores_reproduces_what_task4b_printed(trained, capsys):
     workdir = trained['workdir']
     printed_line = [line for line in trained['printed'].splitlines() if line.startswith('run0: ')][-1]
@@ -85,9 +93,7 @@ def test_infer_reproduces_the_test_scores_of_the_fold_model(trained, tmp_path):
 
 
 def test_infer_records_the_time_and_energy_of_the_inference(trained, tmp_path):
-    audio = tmp_path / 'audio'
-    audio.mkdir()
-    shutil.copy(audio_of(trained, FILE_IDS[0]), audio)
+    audio = audio_folder(trained, tmp_path / 'audio', FILE_IDS[:1])
     assert infer.main(['--audio', str(audio), '--workdir', str(trained['workdir']), '--out', str(tmp_path / 'out')]) == 0
     recorded = json.loads((tmp_path / 'out' / 'cost.json').read_text())
     assert recorded['recordings'] == 1 and recorded['models'] == 1
@@ -119,10 +125,7 @@ def test_scores_are_the_same_alone_and_in_a_folder(trained, tmp_path):
 
 
 def test_event_lists_are_the_post_processed_scores(trained, tmp_path):
-    audio = tmp_path / 'audio'
-    audio.mkdir()
-    for file_id in FILE_IDS[6:8]:
-        shutil.copy(audio_of(trained, file_id), audio)
+    audio = audio_folder(trained, tmp_path / 'audio', FILE_IDS[6:8])
     infer.infer(audio, trained['workdir'], tmp_path / 'out')
     combined = pd.read_csv(tmp_path / 'out' / 'events.tsv', sep='\t')
     assert list(combined.columns) == ['filename', 'onset', 'offset', 'event_label']
@@ -171,10 +174,7 @@ def test_features_changed_since_training_are_refused_before_the_models(trained, 
 
 def test_infer_outputs_are_read_by_evaluate(trained, tmp_path):
     # infer's score files of development files can be evaluated like task4b's (same format, validated)
-    audio = tmp_path / 'audio'
-    audio.mkdir()
-    for file_id in FILE_IDS[:2]:
-        shutil.copy(audio_of(trained, file_id), audio)
+    audio = audio_folder(trained, tmp_path / 'audio', FILE_IDS[:2])
     infer.infer(audio, trained['workdir'], tmp_path / 'out')
     ours = evaluate.evaluate_scores(tmp_path / 'out' / 'scores', trained['workdir'])
     theirs = evaluate.evaluate_scores(trained['workdir'] / 'runs' / 'run0' / 'scores', trained['workdir'])
@@ -253,10 +253,7 @@ def test_validation_scores_written_again_from_best_model_are_those_of_training(t
 
 
 def test_infer_tune_cuts_events_with_the_threshold_and_filter_chosen_on_the_validation_files(trained, tmp_path):
-    audio = tmp_path / 'audio'
-    audio.mkdir()
-    for file_id in FILE_IDS[6:8]:
-        shutil.copy(audio_of(trained, file_id), audio)
+    audio = audio_folder(trained, tmp_path / 'audio', FILE_IDS[6:8])
     infer.infer(audio, trained['workdir'], tmp_path / 'plain')
     infer.infer(audio, trained['workdir'], tmp_path / 'tuned', tune=True)
     chosen = json.loads((tmp_path / 'tuned' / 'chosen_on_validation.json').read_text())
