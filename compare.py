@@ -116,16 +116,12 @@ def file_statistics(workdir, run_dir, stems, time_decimals):
     filters them): sed_eval's segment counts of each file on its own timeline, and sed_scores_eval's per-file
     deltas of F1_thop (the run's time_decimals) and of pAUC (as evaluate.py calls auroc: the library's default
     rounding) for the classes with reference events."""
-    metadata = Path(workdir) / config.METADATA_DIR
-    durations = evaluate.read_durations(metadata / config.DURATIONS_FILE)
-    events = evaluate.read_ground_truth(metadata / config.GT_FILE)
-    ground_truth = {stem: events.get(stem, []) for stem in durations}
+    ground_truth, durations = evaluate.read_references(workdir)
     scores = evaluate.filtered_scores(evaluate.read_score_files(Path(run_dir) / 'scores', ground_truth))
     counts = [evaluate.segment_metrics([timeline]) for timeline in
               evaluate.timelines(stems, scores, ground_truth, durations, 'file', workdir)]
-    present = [c for c in config.HARD_CLASSES if any(e[2] == c for s in stems for e in ground_truth[s])]
+    reference, present = evaluate.reference_events(ground_truth, stems)
     scores = {stem: scores[stem][['onset', 'offset', *present]] for stem in stems}
-    reference = {stem: [list(e) for e in ground_truth[stem]] for stem in stems}
     lengths = {stem: durations[stem] for stem in stems}
     common = dict(segment_length=config.SEGMENT_LENGTH)
     deltas = {'thop': intermediate_statistics_deltas(scores, reference, lengths, time_decimals=time_decimals, **common),

@@ -17,7 +17,6 @@ the figures its checkpoint carried (so_far, carry). docs/method.md, What a resul
 """
 import contextlib
 import functools
-import json
 import logging
 import sys
 import time
@@ -140,6 +139,12 @@ def _tracker_name():
     return f"CodeCarbon {version('codecarbon')}, offline, process mode"
 
 
+def joined_sources(blocks):
+    """How each part of several blocks was obtained, the different ways joined by ' + ' in their order."""
+    return {part: ' + '.join(dict.fromkeys(b['sources'][part] for b in blocks if part in b['sources']))
+            for part in PARTS if any(part in b['sources'] for b in blocks)}
+
+
 def add(a, b):
     """Two blocks of one step (a checkpoint's and this process's) -> one: times, processes and energy summed; the
     energy None unless both have it; sources of each part joined where they differ."""
@@ -149,9 +154,8 @@ def add(a, b):
         return a
     energy = None
     if a.get('kWh') is not None and b.get('kWh') is not None:
-        sources = {part: ' + '.join(dict.fromkeys(s[part] for s in (a['sources'], b['sources']) if part in s))
-                   for part in PARTS if part in a['sources'] or part in b['sources']}
-        energy = {**{f'{part}_kWh': a[f'{part}_kWh'] + b[f'{part}_kWh'] for part in PARTS}, 'sources': sources}
+        energy = {**{f'{part}_kWh': a[f'{part}_kWh'] + b[f'{part}_kWh'] for part in PARTS},
+                  'sources': joined_sources([a, b])}
     return _block(a['seconds'] + b['seconds'], energy, a.get('processes', 1) + b.get('processes', 1))
 
 
@@ -205,9 +209,7 @@ def total(blocks):
     if with_energy:
         summed.update({f'{part}_kWh': sum(b[f'{part}_kWh'] for b in with_energy) for part in PARTS})
         summed['kWh'] = sum(summed[f'{part}_kWh'] for part in PARTS)
-        summed['sources'] = {part: ' + '.join(dict.fromkeys(b['sources'][part] for b in with_energy
-                                                            if part in b['sources']))
-                             for part in PARTS if any(part in b['sources'] for b in with_energy)}
+        summed['sources'] = joined_sources(with_energy)
         summed['kind'] = kind_of(summed['sources'])
         summed['tracker'] = ' + '.join(dict.fromkeys(b['tracker'] for b in with_energy))
     return summed
@@ -218,14 +220,7 @@ def run_cost(run_dir):
     of its finished folds (fold*/metrics.json of its current record), summed; None where a run of an older version
     recorded none of them. Read from those files each time, so that re-scoring a run keeps them."""
     settings = runs.read_settings(run_dir)
-    folds = []
-    for path in sorted(Path(run_dir).glob('fold*/metrics.json')):
-        try:
-            metrics = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if metrics.get('record_id') == settings['record_id'] and metrics.get('cost'):
-            folds.append(metrics['cost'])
+    folds = [m['cost'] for m in runs.finished_fold_metrics(run_dir).values() if m.get('cost')]
     if not folds and not settings.get('complexity'):
         return None
     return {'complexity': settings.get('complexity'), 'device': (settings.get('device') or {}).get('name'),

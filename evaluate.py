@@ -366,6 +366,14 @@ def read_references(workdir):
     return {stem: events.get(stem, []) for stem in durations}, durations
 
 
+def reference_events(ground_truth, stems):
+    """These files' reference events as sed_scores_eval takes them -> ({stem: [[onset, offset, label]]}, the
+    evaluated classes with an event among them: sed_scores_eval asserts one per class it scores)."""
+    reference = {s: [list(e) for e in ground_truth[s]] for s in stems}
+    labels = {e[2] for events in reference.values() for e in events}
+    return reference, [c for c in config.HARD_CLASSES if c in labels]
+
+
 def evaluate_scores(scores_dir, workdir=None, file_stems=None, timeline=None, folds_dir=None,
                     time_decimals=None, post=None):
     """Every metric for the score files of a folder -> dict (F1 in percent, ER and pAUC fractions).
@@ -399,8 +407,7 @@ def evaluate_scores(scores_dir, workdir=None, file_stems=None, timeline=None, fo
 
     # sed_scores_eval: F1_thop and pAUC. It asserts that every class has a reference event; a class without any
     # among the scored files (a partial run, a small data set) has no F or AUROC: counted as 0, as in F1_M.
-    subset_gt = {s: [list(e) for e in ground_truth[s]] for s in stems}
-    present = [c for c in config.HARD_CLASSES if any(e[2] == c for s in stems for e in ground_truth[s])]
+    subset_gt, present = reference_events(ground_truth, stems)
     f_thop, precision, recall, thresholds, pauc = {}, {}, {}, {}, {}
     if present:
         subset_scores = {s: scores[s][['onset', 'offset'] + present] for s in stems}
@@ -490,11 +497,10 @@ def summarize_runs(run_metrics):
     return summary
 
 
-def score_run(workdir, run_dir, timeline=None, time_decimals=None):
+def score_run(workdir, run_dir):
     """A run's metrics over the files of its finished folds, scored now, with its seed, record id and cost (the
     time and energy its folds recorded when they trained, its model's size)."""
-    metrics = evaluate_scores(Path(run_dir) / 'scores', workdir, file_stems=finished_files(run_dir),
-                              timeline=timeline, time_decimals=time_decimals)
+    metrics = evaluate_scores(Path(run_dir) / 'scores', workdir, file_stems=finished_files(run_dir))
     settings = read_settings(run_dir)
     return {**metrics, 'seed': settings['seed'], 'record_id': settings['record_id'], 'cost': cost.run_cost(run_dir)}
 
@@ -509,7 +515,7 @@ def run_metrics(workdir, run_dir):
     return score_run(workdir, run_dir)
 
 
-def evaluate_runs(workdir, run_dirs, timeline=None, time_decimals=None, verbose=False, write=True):
+def evaluate_runs(workdir, run_dirs, verbose=False, write=True):
     """Re-score each run folder's finished folds -> the summary (summarize_runs) with its 'protocol'.
 
     write: each run's metrics.json (how it was scored is recorded in it). verbose: print each run's sed_eval
@@ -517,7 +523,7 @@ def evaluate_runs(workdir, run_dirs, timeline=None, time_decimals=None, verbose=
     """
     run_metrics = []
     for run_dir in run_dirs:
-        metrics = score_run(workdir, run_dir, timeline, time_decimals)
+        metrics = score_run(workdir, run_dir)
         if write:
             utils.write_json_atomic(Path(run_dir) / 'metrics.json', metrics)
         if verbose:
@@ -596,51 +602,49 @@ def ensemble_folds(folds_of_runs):
                    for part in folds_of_runs[0][fold]} for fold in common}
 
 
-def choose_on_validation(scores, ground_truth, durations, time_decimals=None):
+def choose_on_validation(scores, ground_truth, durations):
     """Per class, the median filter (of config.TUNE_MEDIAN_FILTERS, in frames) and the threshold with the best
     segment-based F-score on validation score files {id: DataFrame}: sed_scores_eval's best_fscore (1 s segments,
     each file on its own, as F1_thop) of the files filtered with each length; ties go to the shorter filter
     -> {class: {'threshold', 'median_filter', 'F' (%)}}. A class without reference events among the files keeps
     config's threshold and filter, 'F' None. ground_truth, durations: {id: ...} of these files."""
-    time_decimals = config.F1_THOP_TIME_DECIMALS if time_decimals is None else time_decimals
     ids = sorted(scores)
-    present = [c for c in config.HARD_CLASSES if any(e[2] == c for i in ids for e in ground_truth[i])]
+    reference, present = reference_events(ground_truth, ids)
     defaults = dict(zip(config.HARD_CLASSES, median_filter_lengths(config.HARD_CLASSES)))
     chosen = {c: {'threshold': config.THRESHOLD, 'median_filter': defaults[c], 'F': None} for c in config.HARD_CLASSES}
     if not present:
         return chosen
-    reference = {i: [list(e) for e in ground_truth[i]] for i in ids}
     for length in sorted(set(config.TUNE_MEDIAN_FILTERS)):
         filtered = filtered_scores(scores, dict.fromkeys(ids, length))
         f, _, _, thresholds, _ = sed_scores_eval.segment_based.best_fscore(
             {i: filtered[i][['onset', 'offset'] + present] for i in ids}, reference, {i: durations[i] for i in ids},
-            segment_length=config.SEGMENT_LENGTH, time_decimals=time_decimals)
+            segment_length=config.SEGMENT_LENGTH, time_decimals=config.F1_THOP_TIME_DECIMALS)
         for c in present:
             if chosen[c]['F'] is None or 100 * f[c] > chosen[c]['F']:
                 chosen[c] = {'threshold': float(thresholds[c]), 'median_filter': length, 'F': 100 * float(f[c])}
     return chosen
 
 
-def tuned_metrics(workdir, folds, timeline=None, time_decimals=None, name=''):
+def tuned_metrics(workdir, folds, name=''):
     """The metrics of test scores post-processed with each fold's thresholds and median filters chosen on its
     validation files (choose_on_validation; folds as run_folds gives them); the test labels are never read for the
     choice. The chosen values are recorded in the metrics' scoring ('chosen on validation': {fold: {class}})."""
     ground_truth, durations = read_references(workdir)
     chosen, post, test = {}, {}, {}
     for fold, parts in tqdm(list(folds.items()), desc=f'{name} chosen on validation', unit='fold', leave=False):
-        values = choose_on_validation(parts['validation'], ground_truth, durations, time_decimals)
+        values = choose_on_validation(parts['validation'], ground_truth, durations)
         chosen[f'fold{fold}'] = values
         setting = ([values[c]['threshold'] for c in config.HARD_CLASSES],
                    [values[c]['median_filter'] for c in config.HARD_CLASSES])
         post.update(dict.fromkeys(parts['test'], setting))
         test.update(parts['test'])
-    metrics = evaluate_scores(test, workdir, timeline=timeline, time_decimals=time_decimals, post=post)
+    metrics = evaluate_scores(test, workdir, post=post)
     metrics['scoring'] = {**metrics['scoring'], 'chosen on validation': {
         'TUNE_MEDIAN_FILTERS': sorted(set(config.TUNE_MEDIAN_FILTERS)), 'values': chosen}}
     return metrics
 
 
-def evaluate_variants(workdir, run_dirs, tune=False, ensemble=False, timeline=None, time_decimals=None):
+def evaluate_variants(workdir, run_dirs, tune=False, ensemble=False):
     """The rows beside the protocol's -> {'tuned': summary of each run with post-processing chosen on validation,
     'ensemble': the runs' averaged scores as one system, 'ensemble_tuned': both}, those asked for. Nothing is
     written: a run's metrics.json holds the protocol's metrics only."""
@@ -651,17 +655,16 @@ def evaluate_variants(workdir, run_dirs, tune=False, ensemble=False, timeline=No
     if tune:
         runs = []
         for name, run_dir, folds in zip(names, run_dirs, folds_of_runs):
-            runs.append({**tuned_metrics(workdir, folds, timeline, time_decimals, name),
+            runs.append({**tuned_metrics(workdir, folds, name),
                          'seed': read_settings(run_dir)['seed']})
             print(f'{name}, chosen on validation: {format_headline(runs[-1])}')
         variants['tuned'] = summarize_runs(runs)
     if ensemble:
         folds = ensemble_folds(folds_of_runs)
         test = {stem: df for parts in folds.values() for stem, df in parts['test'].items()}
-        kinds = [('ensemble', lambda: evaluate_scores(test, workdir, timeline=timeline, time_decimals=time_decimals))]
+        kinds = [('ensemble', lambda: evaluate_scores(test, workdir))]
         if tune:
-            kinds.append(('ensemble_tuned', lambda: tuned_metrics(workdir, folds, timeline, time_decimals,
-                                                                  'ensemble')))
+            kinds.append(('ensemble_tuned', lambda: tuned_metrics(workdir, folds, 'ensemble')))
         for key, score in kinds:
             metrics = score()
             metrics['scoring'] = {**metrics['scoring'], 'ensemble of': names}
@@ -732,6 +735,11 @@ def results_table_markdown(summary):
     return '\n'.join(lines) + '\n'
 
 
+def most_chosen(filters):
+    """The median filter chosen most often, the shorter one on a tie."""
+    return min(filters, key=lambda f: (-filters.count(f), f))
+
+
 def chosen_table(name, runs):
     """The thresholds and median filters chosen on validation, per class and fold, as Markdown lines: the mean
     threshold over the runs and the filter most of them chose (the shorter one on a tie), and the F-score of the
@@ -747,8 +755,7 @@ def chosen_table(name, runs):
         cells = []
         for fold in folds:
             values = [run[fold][c] for run in chosen if fold in run]
-            filters = [v['median_filter'] for v in values]
-            common = min(filters, key=lambda f: (-filters.count(f), f))
+            common = most_chosen([v['median_filter'] for v in values])
             kept = ' (kept)' if all(v['F'] is None for v in values) else ''
             cells.append(f"{np.mean([v['threshold'] for v in values]):.3f} / {common}{kept}")
         f = _mean_or_none([run['class_wise'][c]['F'] for run in runs])

@@ -357,9 +357,8 @@ def draw_per_class_picture(data, path):
             if key == 'f1_thop' and thresholds:
                 text += f'  (thr {np.mean(thresholds):.2f})'
             if key == 'f1_tuned':
-                filters = [f for _, f in data['chosen'][c]]
                 text += (f"  (thr {np.mean([t for t, _ in data['chosen'][c]]):.2f}, filter "
-                         f"{min(filters, key=lambda f: (-filters.count(f), f))})")
+                         f"{evaluate.most_chosen([f for _, f in data['chosen'][c]])})")
             ax.text(top + 1, yk, text, va='center', fontsize=8, color='#333333')
     ax.set_xlim(0, 105)
     ax.set_xlabel('F-score (%)')

@@ -190,15 +190,20 @@ def select_runs(workdir, runs=None):
     return run_dirs, settings[first]['record']
 
 
-def finished_folds(run_dir):
-    """{fold number: stems of its test files} of the run's finished folds trained under its current record."""
+def finished_fold_metrics(run_dir):
+    """{fold number: its metrics.json} of the run's finished folds trained under its current record, in fold order."""
     current = read_settings(run_dir)['record_id']
     folds = {}
     for path in Path(run_dir).glob('fold*/metrics.json'):
         metrics, number = _read_json(path), path.parent.name[len('fold'):]
         if metrics.get('record_id') == current and number.isdigit():
-            folds[int(number)] = sorted(metrics.get('files', []))
+            folds[int(number)] = metrics
     return dict(sorted(folds.items()))
+
+
+def finished_folds(run_dir):
+    """{fold number: stems of its test files} of the run's finished folds trained under its current record."""
+    return {fold: sorted(m.get('files', [])) for fold, m in finished_fold_metrics(run_dir).items()}
 
 
 def finished_files(run_dir):

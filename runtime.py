@@ -245,7 +245,6 @@ def run_jobs(script, args, run_ids, folds):
     GPUs in turn, each child one GPU (its cuda:0); CPU children see none.
     """
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    check_precision(config.PRECISION, device)
     record = run_record(extract_features.read_manifest(args.workdir), config.MAX_EPOCHS, config.LOSS,
                         config.PRECISION, device)
     for r in run_ids:

@@ -60,3 +60,10 @@ def frame_scores(n, active, low=0.0):
     for label, i, j, value in active:
         scores[i:j, config.HARD_CLASSES.index(label)] = value
     return scores
+
+
+def energy_kind(sources):
+    """What a tracked step's sources ({part: how}) make its figure, read here apart from cost.kind_of: measured
+    when a counter gave every part, estimated when none did."""
+    measured = [how.startswith('measured') for how in sources.values()]
+    return 'measured' if all(measured) else 'partly measured' if any(measured) else 'estimated'

@@ -175,7 +175,7 @@ def test_evaluate_into_another_file_leaves_the_runs_metrics_as_they_were(tmp_pat
     assert evaluate.main(['--workdir', str(a), '--set', 'THRESHOLD=0.3', '--timeline', 'file', '--json',
                           str(tmp_path / 'elsewhere.json')]) == 0
     assert f"wrote {tmp_path / 'elsewhere.json'}, {tmp_path / 'elsewhere.md'}\n" in capsys.readouterr().out
-    assert {p: p.read_bytes() for p in saved} == saved and not (a / 'results.json').exists()
+    assert {p: p.read_bytes() for p in saved} == saved and len(saved) == 2 and not (a / 'results.json').exists()
     assert json.loads((tmp_path / 'elsewhere.json').read_text())['runs'][0]['scoring']['THRESHOLD'] == 0.3
 
 

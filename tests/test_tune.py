@@ -109,6 +109,24 @@ def test_each_class_gets_the_filter_and_threshold_of_the_best_validation_fscore_
     assert {chosen[c]['median_filter'] for c in present} != {1}   # a filter helps the noisy scores somewhere
 
 
+def test_each_folds_choice_cuts_that_folds_test_files_and_no_others(tuned):
+    folds = folds_of(tuned)
+    metrics = evaluate.tuned_metrics(tuned, folds)
+    chosen = chosen_of(metrics)
+    assert chosen['fold1'] != chosen['fold2']               # else a swap of the folds' choices would pass
+    test = {stem: df for parts in folds.values() for stem, df in parts['test'].items()}
+    post = {stem: ([chosen[f'fold{k}'][c]['threshold'] for c in config.HARD_CLASSES],
+                   [chosen[f'fold{k}'][c]['median_filter'] for c in config.HARD_CLASSES])
+            for k, parts in folds.items() for stem in parts['test']}
+    again = evaluate.evaluate_scores(test, tuned, post=post)
+    assert [again[k] for k in HEADLINE] == [metrics[k] for k in HEADLINE]
+    swapped = {stem: post[next(iter(folds[2]['test']))] for stem in folds[1]['test']}   # fold 1 cut with fold 2's
+    assert evaluate.evaluate_scores(test, tuned, post={**post, **swapped})['F1_m'] != metrics['F1_m']
+    # and the thresholds are those given: no score (at most 1) lies above 1, so nothing is detected
+    silent = evaluate.evaluate_scores(test, tuned, post=dict.fromkeys(test, ([1.0] * len(config.HARD_CLASSES), 1)))
+    assert silent['ER_m'] == 1.0                            # every reference segment deleted, none inserted
+
+
 def test_a_class_without_reference_in_the_validation_files_keeps_the_threshold_and_filter_of_config(tuned):
     validation = folds_of(tuned)[1]['validation']
     ground_truth, durations = evaluate.read_references(tuned)
