@@ -52,6 +52,7 @@ import cost
 import experiment
 import evaluate
 import extract_features
+import front_end
 import runtime
 import task4b
 import utils
@@ -191,7 +192,7 @@ def phase_convs(workdir, device, epochs, fold, result):
     task4b.seed_everything(config.SEED, device)
     data = load_fold_tensors(workdir, fold, device)
     convs = [block.conv for block in build_model(device).conv_blocks]
-    frames, bands = data['X_train'].shape[1], [config.N_MELS]
+    frames, bands = data['X_train'].shape[1], [front_end.input_width()]
     for pool in config.POOL_SIZES[:-1]:
         bands.append(bands[-1] // pool)             # each conv's input bands: 64, 12, 6
     train_sizes = [len(x) for x in sequence_batches(data['X_train'], config.BATCH_SIZE)]

@@ -50,7 +50,7 @@ import experiment  # noqa: E402
 import evaluate  # noqa: E402
 import utils  # noqa: E402
 from evaluate import HEADLINE, format_metric  # noqa: E402
-from runs import CODE_COPY, select_runs  # noqa: E402
+from runs import CODE_COPY, complete, select_runs  # noqa: E402
 from utils import DataError  # noqa: E402
 
 MIN_RUNS = 3                 # fewer runs on a side: too few samples for a test over runs; the files are the samples
@@ -236,7 +236,7 @@ def differences(side_a, side_b):
             raise DataError(f"{side_a['workdir']} and {side_b['workdir']} score over other {name} "
                             f"({side_a['scoring'][name]!r} vs {side_b['scoring'][name]!r}): their metrics do not "
                             f'compare; give both experiments the same {name}')
-    differ = utils.differences(side_a['record'], side_b['record'])
+    differ = utils.differences(complete(side_a["record"]), complete(side_b["record"]))
     return {'a': {'workdir': str(side_a['workdir']), 'runs': [d.name for d in side_a['run_dirs']]},
             'b': {'workdir': str(side_b['workdir']), 'runs': [d.name for d in side_b['run_dirs']]},
             'settings_differ': [{'setting': k, 'a': a, 'b': b} for k, a, b in differ],

@@ -8,7 +8,7 @@ that keeps them.
 
 An experiment file is Python assigning or importing config.py's names; --set NAME=VALUE comes after it, then
 task4b.py's --epochs, --loss, --precision, --seed (the --set of MAX_EPOCHS, LOSS, PRECISION, SEED). A workdir keeps
-the values that define what it trains (all but config.PER_COMMAND's) in WD/experiment.json, written when extraction
+the values that define what it trains (all but those of config.py's '(per command)' sections) in WD/experiment.json, written when extraction
 or a run starts there; once it holds a run, a command giving another such value is refused (docs/experiments.md).
 """
 import argparse
@@ -103,8 +103,9 @@ def applied(settings):
 # The experiment a workdir keeps
 
 def defines(name):
-    """Whether a setting defines an experiment (its workdir keeps it) rather than how one command runs."""
-    return name not in config.PER_COMMAND and not isinstance(DEFAULTS[name], Path)
+    """Whether a setting defines an experiment (its workdir keeps it) rather than how one command runs: its section
+    of config.py is not marked '(per command)', and it is no path."""
+    return not utils.per_command(name) and not isinstance(DEFAULTS[name], Path)
 
 
 def _json(value):
@@ -186,11 +187,20 @@ def for_command(argv, workdir=False, flags=()):
         with applied(settings):
             problem = utils.config_problem()          # before anything runs: a value no script can work with
             if problem:
-                source = _command['sources'].get(re.match(r'config\.(\w+)', problem).group(1))
-                raise DataError(f'{problem}; ' + (f'set by {source}' if source else 'set it in config.py'))
+                names, text = problem
+                raise DataError(with_source(text, names))
             yield rest
     finally:
         _command.update(previous)
+
+
+def with_source(text, names):
+    """A refusal of config values -> the same naming where the first of `names` this command gave came from (an
+    experiment file, --set, a flag, the workdir's experiment), else config.py, where it was edited."""
+    source = next((_command['sources'][n] for n in names if n in _command['sources']), None)
+    if source:
+        return f'{text}; set by {source}'
+    return f'{text}; set in config.py' if names and names[0] in DEFAULTS else text
 
 
 def command(main=None, *, workdir=False, flags=()):
@@ -203,7 +213,11 @@ def command(main=None, *, workdir=False, flags=()):
     def run(argv=None):
         try:
             with for_command(sys.argv[1:] if argv is None else [str(a) for a in argv], workdir, flags) as rest:
-                return main(rest) or 0
+                try:
+                    return main(rest) or 0
+                except DataError as error:       # a value refused where it is used (config.LOSS: model.loss_of)
+                    name = re.match(r'config\.(\w+)', str(error))
+                    raise DataError(with_source(str(error), [name.group(1)]) if name else str(error)) from None
         except DataError as error:
             print(f'error: {error}', file=sys.stderr)
             return 2

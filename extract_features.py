@@ -26,24 +26,22 @@ import shlex
 import struct
 import sys
 import time
-from functools import lru_cache
 from pathlib import Path
 
 import librosa
 import numpy as np
 import pandas as pd
-import scipy.fft
 import soundfile as sf
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 import config
 import experiment
+import front_end
 import post_processing
 import utils
 from utils import DataError
 
-FRAMES_PER_CHUNK = 128         # STFT frames transformed at once: (128, N_FFT) float32 buffers stay in cache
 READ_BLOCK = 1 << 18           # audio frames read at once (keeps peak memory at ~2x the mono signal)
 EPS_FRAMES = 1e-6              # 1.2 / 0.2 is 5.999999999999999 in floating point: nudge before floor/ceil
 ANNOTATION_COLUMNS = ['onset', 'offset', 'event_label', 'soft']
@@ -51,25 +49,27 @@ MANIFEST = 'manifest.json'
 # the code the feature arrays and targets depend on, recorded by its fingerprint (utils.code_fingerprint: comments
 # and docstrings aside); gt_dev.csv's events depend on post_processing.py's, recorded apart: evaluate.py rebuilds
 # them from the stored targets when it changes (refresh_ground_truth), no new extraction
-CODE = ('extract_features.py',)
+CODE = ('extract_features.py', 'front_end.py')
 REFERENCE_CODE = ('post_processing.py',)
 
 
 def feature_params():
-    """The config values that determine the files this script writes (recorded in the manifest)."""
-    return {
-        'sample_rate': config.SAMPLE_RATE, 'hop_length': config.HOP_LENGTH, 'n_fft': config.N_FFT,
-        'window': config.WINDOW, 'center': config.CENTER, 'pad_mode': config.PAD_MODE,
-        'mel_power': config.MEL_POWER, 'n_mels': config.N_MELS, 'fmin': config.FMIN, 'fmax': config.FMAX,
-        'log_mel': config.LOG_MEL, 'log_offset': config.LOG_OFFSET,
-        'classes': list(config.CLASSES), 'hard_classes': list(config.HARD_CLASSES),
-        'hard_label_threshold': config.HARD_LABEL_THRESHOLD, 'sequence_length': config.SEQUENCE_LENGTH,
-    }
+    """The config values that determine the files this script writes (recorded in the manifest): those of config.py's
+    sections 'Data set' and 'Features', by their names in lower case."""
+    return {name.lower(): getattr(config, name) for name in utils.DEFAULTS if utils.feature_setting(name)}
+
+
+def default_feature_params():
+    """feature_params() as config.py's defaults give them (an experiment changes config's values, never these)."""
+    return {name.lower(): value for name, value in utils.DEFAULTS.items() if utils.feature_setting(name)}
 
 
 def changed_feature_param(saved):
-    """First feature parameter whose saved value differs from config.py's now -> (name, saved, now), or None."""
-    return next(iter(utils.differences(saved, feature_params())), None)
+    """First feature parameter whose saved value differs from config.py's now -> (name, saved, now), or None. A
+    parameter the saved ones lack (recorded before it existed) reads as its default."""
+    def as_read(values):
+        return json.loads(json.dumps(values, default=str))
+    return next(iter(utils.differences(as_read({**default_feature_params(), **saved}), as_read(feature_params()))), None)
 
 
 def features_dir(workdir):
@@ -77,7 +77,7 @@ def features_dir(workdir):
 
 
 # -----------------------------------------------------------------------------
-# Audio and mel features (docs/method.md, Features)
+# Audio (docs/method.md, Features; the features of audio: front_end.py)
 
 
 def check_wav_complete(path):
@@ -140,58 +140,6 @@ def read_audio(path):
     if sample_rate != config.SAMPLE_RATE:
         mono = librosa.resample(mono, orig_sr=sample_rate, target_sr=config.SAMPLE_RATE).astype(np.float32)
     return mono
-
-
-@lru_cache(maxsize=4)
-def _mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax):
-    """librosa's mel filterbank (Slaney scale, area norm), transposed and cut after its last non-zero FFT bin.
-
-    -> (n_bins, n_mels) float32, n_bins <= n_fft // 2 + 1 (5600 of 8821 for 14 kHz): the bins above fmax
-    only ever multiply zeros, so their magnitudes are never computed.
-    """
-    mel = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, dtype=np.float64)
-    n_bins = int(np.nonzero(mel.any(axis=0))[0].max()) + 1
-    return np.ascontiguousarray(mel[:, :n_bins].T, dtype=np.float32)
-
-
-@lru_cache(maxsize=4)
-def _window(name, n_fft):
-    return librosa.filters.get_window(name, n_fft, fftbins=True).astype(np.float32)  # (n_fft,)
-
-
-def compute_mel_features(audio):
-    """Mono audio at config.SAMPLE_RATE -> mel-band magnitudes (frames, N_MELS) float32, frames = 1 + N // hop.
-
-    A float32 real FFT over framed audio, chunk by chunk, instead of librosa's float64 melspectrogram: equal
-    within 1e-5 of the largest magnitude (tested), at a fraction of the time and memory.
-    """
-    audio = np.asarray(audio, dtype=np.float32)
-    n_fft = config.N_FFT
-    if config.CENTER:  # centred frames: n_fft // 2 zeros each side (librosa's 'constant' pad mode)
-        if config.PAD_MODE != 'constant':
-            raise DataError(f"config.PAD_MODE = {config.PAD_MODE!r}: only 'constant' (zeros, as librosa pads by "
-                            f"default) is implemented; set it in config.py")
-        audio = np.pad(audio, n_fft // 2)
-    frames = np.lib.stride_tricks.sliding_window_view(audio, n_fft)[::config.HOP_LENGTH]  # (frames, n_fft), a view
-    window = _window(config.WINDOW, n_fft)
-    mel_t = _mel_filterbank(config.SAMPLE_RATE, n_fft, config.N_MELS, config.FMIN, config.FMAX)  # (bins, mels)
-    out = np.empty((len(frames), config.N_MELS), dtype=np.float32)  # (frames, 64)
-    buffer = np.empty((min(FRAMES_PER_CHUNK, len(frames)), n_fft), dtype=np.float32)
-    # one math thread for whoever calls (extraction workers, infer.py): BLAS splits the mel product differently
-    # with more threads, which changes the last bits of the features and then the scores
-    with threadpool_limits(limits=1):
-        for start in range(0, len(frames), FRAMES_PER_CHUNK):
-            stop = min(start + FRAMES_PER_CHUNK, len(frames))
-            chunk = buffer[:stop - start]
-            np.multiply(frames[start:stop], window, out=chunk)
-            spectrum = scipy.fft.rfft(chunk, axis=1, workers=1, overwrite_x=True)  # (chunk, n_fft/2+1) complex64
-            magnitude = np.abs(spectrum[:, :len(mel_t)])                          # (chunk, bins) float32
-            if config.MEL_POWER != 1:
-                magnitude **= np.float32(config.MEL_POWER)
-            np.matmul(magnitude, mel_t, out=out[start:stop])
-    if config.LOG_MEL:
-        out = np.log(out + config.LOG_OFFSET)
-    return out.astype(np.float32, copy=False)
 
 
 # -----------------------------------------------------------------------------
@@ -282,7 +230,7 @@ def make_sequences(features_list, targets_list, mean, scale):
     dropped -> X (n, 200, 64) float32, Y (n, 200, 17) float64."""
     length = config.SEQUENCE_LENGTH
     n = sum(len(f) for f in features_list) // length
-    X = np.empty((n * length, config.N_MELS), dtype=np.float32)
+    X = np.empty((n * length, front_end.input_width()), dtype=np.float32)
     Y = np.empty((n * length, len(config.CLASSES)), dtype=np.float64)
     pos = 0
     for features, targets in zip(features_list, targets_list):
@@ -290,7 +238,7 @@ def make_sequences(features_list, targets_list, mean, scale):
         X[pos:pos + take] = normalise(features[:take], mean, scale)
         Y[pos:pos + take] = targets[:take]
         pos += take
-    return X.reshape(n, length, config.N_MELS), Y.reshape(n, length, len(config.CLASSES))
+    return X.reshape(n, length, X.shape[1]), Y.reshape(n, length, len(config.CLASSES))
 
 
 def build_fold(features, targets, parts):
@@ -303,7 +251,7 @@ def build_fold(features, targets, parts):
     X_val, Y_val = sequences(parts['val'])
     lengths = [len(features[i]) for i in parts['test']]
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)  # (n_test + 1,)
-    X_test = np.empty((offsets[-1], config.N_MELS), dtype=np.float32)     # test files, whole, end to end
+    X_test = np.empty((offsets[-1], front_end.input_width()), dtype=np.float32)     # test files, whole, end to end
     for k, file_id in enumerate(parts['test']):
         X_test[offsets[k]:offsets[k + 1]] = normalise(features[file_id], mean, scale)
     return {'mean': mean, 'scale': scale, 'X_train': X_train, 'Y_train': Y_train, 'X_val': X_val, 'Y_val': Y_val,
@@ -369,7 +317,7 @@ def check_folds(file_ids, folds, split_file, folds_dir):
 
 def _file_features(audio_file):
     """Worker: audio file -> (features (frames, 64), duration: samples / the file's own sample rate)."""
-    features = compute_mel_features(read_audio(audio_file))  # first: its errors name bad audio
+    features = front_end.compute(read_audio(audio_file))  # first: its errors name bad audio
     info = sf.info(str(audio_file))
     return features, info.frames / info.samplerate
 
@@ -381,9 +329,7 @@ def _worker(settings):
 
 def compute_files(todo, audio_files, jobs):
     """Yield (file_id, features (frames, 64), duration) for the ids in `todo` as `jobs` processes finish them."""
-    # filterbank and window built once here, before forking: each worker would import librosa for them (~1 s)
-    _window(config.WINDOW, config.N_FFT)
-    _mel_filterbank(config.SAMPLE_RATE, config.N_FFT, config.N_MELS, config.FMIN, config.FMAX)
+    front_end.chosen().prepare()       # once here, before forking: each worker would build it again (~1 s)
     with tqdm(total=len(todo), desc='features', unit='file', file=sys.stderr) as progress:
         if jobs <= 1 or len(todo) <= 1:
             # one math thread here too: the same arithmetic as the workers (bit-identical files for any --jobs),

@@ -41,6 +41,7 @@ import cost
 import experiment
 import evaluate
 import extract_features
+import front_end
 import model as model_module
 import post_processing
 import runtime
@@ -84,22 +85,21 @@ def load_model(path, device='cpu'):
     """best_model.pt -> (CRNN in eval mode, in the precision it was trained in, mean (64,), scale (64,), loss kind),
     checked against this config."""
     checkpoint = runtime.load_torch_file(path, 'best_model.pt of task4b.py')
-    missing = [k for k in ('model', 'mean', 'scale', 'feature_params', 'architecture', 'loss', 'precision')
-               if k not in checkpoint]
-    if missing:
-        raise DataError(f'{path}: not a best_model.pt of task4b.py (missing {missing})')
+    missing = [k for k in ('model', 'mean', 'scale', 'feature_params', 'loss', 'precision') if k not in checkpoint]
+    if missing or not ('settings' in checkpoint or 'architecture' in checkpoint):
+        raise DataError(f'{path}: not a best_model.pt of task4b.py (missing {missing or ["settings"]})')
     changed = extract_features.changed_feature_param(checkpoint['feature_params'])
     if changed:
         name, saved, now = changed
         raise DataError(f'{path}: trained with feature parameter {name} = {saved!r}, config.py now gives '
                         f'{now!r}; restore config.py or retrain (python task4b.py --workdir DIR)')
-    for name, saved, now in utils.differences(checkpoint['architecture'], model_module.architecture())[:1]:
-        raise DataError(f'{path}: a network of config.{name} = {saved!r}, config.py now gives {now!r}; restore '
-                        f'config.py or retrain (python task4b.py --workdir DIR)')
     runtime.check_precision(checkpoint['precision'], device, training=False)
     runtime.float32_arithmetic(device, checkpoint['precision'])
+    # the network it was trained as (its settings, whatever config.py says now; older files: 'architecture'), in
     # the layout and precision task4b.py trained in: the same kernels, the same scores
-    net = model_module.build_model(device, checkpoint['precision'])
+    trained = checkpoint.get('settings', checkpoint.get('architecture'))
+    with experiment.applied({name: value for name, value in trained.items() if name in utils.DEFAULTS}):
+        net = model_module.build_model(device, checkpoint['precision'])
     net.load_state_dict(checkpoint['model'])
     net.eval()
     mean = checkpoint['mean'].numpy().astype(np.float32)
@@ -111,7 +111,7 @@ def load_model(path, device='cpu'):
 def score_file(audio_path, models, device='cpu'):
     """One recording -> frame scores (frames, 17), the mean over the models of each model's scores."""
     audio = extract_features.read_audio(audio_path)
-    features = extract_features.compute_mel_features(audio)                                  # (frames, 64)
+    features = front_end.compute(audio)                                                      # (frames, 64)
     total = None
     for net, mean, scale, loss in models:
         x = torch.from_numpy(((features - mean) / scale).astype(np.float32)).to(device)       # (frames, 64)

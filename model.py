@@ -2,16 +2,21 @@
 
     python model.py            # prints the torchinfo summary: 380,113 trainable parameters
 
-Input (batch, frames, 64 mel bands), seen as one channel; output frame-level logits
-(batch, frames, 17) for any number of frames, so a whole test file goes through in one pass.
-Every size comes from config.py.
+Input (batch, frames, 64 mel bands: the front end's width, front_end.py), seen as one channel; output frame-level
+logits (batch, frames, 17) for any number of frames, so a whole test file goes through in one pass. Every size
+comes from config.py. The losses are one table, LOSSES: a new loss is one entry (docs/extending.md).
 """
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 import torchinfo
 from torch import nn
 
 import config
+from front_end import input_width
+from utils import DataError
 
 
 class ConvBlock(nn.Module):
@@ -47,7 +52,7 @@ class CRNN(nn.Module):
     def __init__(self, precision='float32'):
         super().__init__()
         self.precision = precision
-        n_bands, n_classes = config.N_MELS, len(config.CLASSES)
+        n_bands, n_classes = input_width(), len(config.CLASSES)
         channels = [1] + [config.CONV_CHANNELS] * len(config.POOL_SIZES)
         self.conv_blocks = nn.Sequential(*[
             ConvBlock(channels[i], channels[i + 1], pool) for i, pool in enumerate(config.POOL_SIZES)])
@@ -74,14 +79,6 @@ class CRNN(nn.Module):
 
 
 CLIP_SECONDS = 10.0                   # DCASE reports MACs per 10 s of audio
-ARCHITECTURE = ('N_MELS', 'CLASSES', 'CONV_CHANNELS', 'CONV_KERNEL', 'POOL_SIZES', 'GRU_UNITS', 'DENSE_UNITS')
-
-
-def architecture():
-    """The config values that shape the network's weights (saved with them in best_model.pt)."""
-    return {name: getattr(config, name) for name in ARCHITECTURE}
-
-
 def build_model(device='cpu', precision=None):
     """A new CRNN on `device` in `precision` (default config.PRECISION), in the memory layout of
     config.CHANNELS_LAST (the same function, faster on CPU)."""
@@ -103,7 +100,7 @@ def complexity():
     from importlib.metadata import version
     frames = {'sequence': config.SEQUENCE_LENGTH, '10s_clip': clip_frames()}
     with torch.random.fork_rng(devices=[]):          # the weights' initialisation and torchinfo's random input
-        summaries = {name: torchinfo.summary(CRNN(), input_size=(1, n, config.N_MELS), verbose=0, device='cpu')
+        summaries = {name: torchinfo.summary(CRNN(), input_size=(1, n, input_width()), verbose=0, device='cpu')
                      for name, n in frames.items()}
     return {'parameters': summaries['sequence'].trainable_params,
             **{f'macs_per_{name}': summaries[name].total_mult_adds for name in frames},
@@ -112,9 +109,10 @@ def complexity():
 
 
 def output_bias_init(loss_kind=None):
-    """How the output layer's bias starts: config.OUTPUT_BIAS_INIT for 'bce'; 'torch' for 'mse', whose raw
-    outputs start near the mostly-zero targets already (and which reproduces the published table)."""
-    return 'torch' if (loss_kind or config.LOSS) == 'mse' else config.OUTPUT_BIAS_INIT   # values: utils.check_config
+    """How the output layer's bias starts: config.OUTPUT_BIAS_INIT for a loss that reads its outputs as
+    probabilities through a sigmoid (bce); 'torch' for one whose raw outputs start near the mostly-zero targets
+    already (mse, which also reproduces the published table)."""
+    return config.OUTPUT_BIAS_INIT if loss_of(loss_kind).prior_bias else 'torch'
 
 
 def init_output_bias(net, Y_train):
@@ -129,37 +127,42 @@ def init_output_bias(net, Y_train):
     return net
 
 
-def soft_label_loss(outputs, targets, kind=None):
-    """Mean loss of frame outputs (batch, frames, 17) against soft targets in [0, 1] of the same shape.
+@dataclass(frozen=True)
+class Loss:
+    loss: Callable          # (outputs, targets) (batch, frames, 17) each -> the mean loss over frames and classes
+    scores: Callable        # outputs -> the system's frame scores
+    prior_bias: bool        # OUTPUT_BIAS_INIT 'prior' applies: the outputs are logits of the targets
 
-    'bce': binary cross-entropy of sigmoid(outputs) and the soft targets, used as probabilities
-           (-(t log p + (1 - t) log(1 - p)), averaged over every frame and class);
-    'mse': mean squared error of the raw outputs and the soft targets (the reference code).
-    """
+
+LOSSES = {
+    # binary cross-entropy of sigmoid(outputs) and the soft targets, used as probabilities (-(t log p + (1 - t)
+    # log(1 - p))), in the logits form: stable where sigmoid saturates (log(1 - p) of p = 1.0 in float32 is -inf)
+    'bce': Loss(F.binary_cross_entropy_with_logits, torch.sigmoid, prior_bias=True),
+    # mean squared error of the raw outputs and the soft targets (the reference code). Its scores are the raw
+    # outputs, not clamped to [0, 1], as in the reference code: clamping would change no decision (the threshold
+    # 0.5 is inside [0, 1]) but would tie every output above 1 (and below 0), removing operating points from the
+    # threshold sweep of F1_thop and pAUC, which can only lower them
+    'mse': Loss(F.mse_loss, lambda outputs: outputs, prior_bias=False),
+}
+
+
+def loss_of(kind=None):
+    """LOSSES' entry of `kind` (default config.LOSS); an unknown name is refused naming the ones there are."""
     kind = kind or config.LOSS
-    if kind == 'bce':
-        # the logits form: stable where sigmoid saturates (log(1 - p) of p = 1.0 in float32 is -inf)
-        return F.binary_cross_entropy_with_logits(outputs, targets)
-    if kind == 'mse':
-        return F.mse_loss(outputs, targets)
-    raise ValueError(f"unknown loss {kind!r}: expected 'bce' or 'mse' (config.LOSS)")
+    if kind not in LOSSES:
+        raise DataError(f'config.LOSS = {kind!r}: expected one of {", ".join(map(repr, LOSSES))} (model.LOSSES)')
+    return LOSSES[kind]
+
+
+def soft_label_loss(outputs, targets, kind=None):
+    """Mean loss of frame outputs (batch, frames, 17) against soft targets in [0, 1] of the same shape."""
+    return loss_of(kind).loss(outputs, targets)
 
 
 def scores_from_outputs(outputs, kind=None):
-    """Frame scores of the system from the model outputs: sigmoid(logits) for 'bce', the raw outputs for 'mse'.
-
-    The 'mse' outputs are not clamped to [0, 1], as in the reference code. Clamping would change no decision
-    (post-processing thresholds at config.THRESHOLD = 0.5, inside [0, 1]), but it would tie every output above
-    1 (and below 0) together, removing operating points from the threshold sweep of F1_thop and pAUC, which
-    can only lower them.
-    """
-    kind = kind or config.LOSS
-    if kind == 'bce':
-        return torch.sigmoid(outputs)
-    if kind == 'mse':
-        return outputs
-    raise ValueError(f"unknown loss {kind!r}: expected 'bce' or 'mse' (config.LOSS)")
+    """Frame scores of the system from the model outputs: sigmoid(logits) for 'bce', the raw outputs for 'mse'."""
+    return loss_of(kind).scores(outputs)
 
 
 if __name__ == '__main__':
-    torchinfo.summary(CRNN(), input_size=(config.BATCH_SIZE, config.SEQUENCE_LENGTH, config.N_MELS))
+    torchinfo.summary(CRNN(), input_size=(config.BATCH_SIZE, config.SEQUENCE_LENGTH, input_width()))

@@ -45,6 +45,16 @@ CODE_COPY = 'code'                          # runs/run{r}/code/: the source the 
 # -----------------------------------------------------------------------------
 # The record of a run: what its numbers depend on
 
+RUN_FLAGS = {'SEED': 'seed', 'MAX_EPOCHS': 'epochs', 'LOSS': 'loss', 'PRECISION': 'precision'}  # recorded by these
+#                                                                                 names beside the config values
+
+
+def defining_settings():
+    """The config values a run records (config.py's settings of the sections not marked '(per command)', but the
+    flags recorded by name, RUN_FLAGS): what it trained with, wherever each value came from."""
+    return {name: getattr(config, name) for name in utils.DEFAULTS if experiment.defines(name) and name not in RUN_FLAGS}
+
+
 def training_settings(seed, epochs, loss_kind, precision=None, device='cpu'):
     """What a checkpoint must agree with to be resumed: seed, schedule, loss, precision (default
     config.PRECISION), the kind of device ('cpu' or 'cuda': they round differently), the config values of
@@ -52,14 +62,34 @@ def training_settings(seed, epochs, loss_kind, precision=None, device='cpu'):
     # here, not at the top: model.py imports torch, 1.8 s and 185 MB of start-up (measured) for evaluate.py,
     # plot_results.py and compare.py, which read records and never make one
     from model import output_bias_init
-    values = {name: getattr(config, name) for name in utils.DEFAULTS if experiment.defines(name)
-              and name not in config.RUN_FLAGS}
+    values = defining_settings()
     # the initialisation the loss really gets: 'mse' ignores OUTPUT_BIAS_INIT, so its runs never differ by it
     values['OUTPUT_BIAS_INIT'] = output_bias_init(loss_kind)
     if values['OUTPUT_BIAS_INIT'] != 'prior':
         values.pop('OUTPUT_BIAS_CLIP', None)
     return {'seed': seed, 'epochs': epochs, 'loss': loss_kind, 'precision': precision or config.PRECISION,
             'device': torch_device_type(device), 'config': values, 'code': utils.code_record(TRAINING_CODE)}
+
+
+def complete_config(values):
+    """The config values of a run's record with each setting they lack at config.py's default, as read back
+    (tuples as lists): a run recorded before a setting existed trained as its default does, so it combines,
+    continues and compares with the runs of today at that default."""
+    names = [n for n in defining_settings() if n != 'OUTPUT_BIAS_CLIP' or values.get('OUTPUT_BIAS_INIT') == 'prior']
+    return utils.with_defaults(values, names)
+
+
+def complete(record):
+    """A run's record (training, features) completed with the defaults of the settings it lacks (complete_config;
+    the features' parameters likewise)."""
+    record = json.loads(json.dumps(record, default=str))
+    training, features = record.get('training'), record.get('features')
+    if isinstance(training, dict) and isinstance(training.get('config'), dict):
+        training['config'] = complete_config(training['config'])
+    if isinstance(features, dict) and isinstance(features.get('params'), dict):
+        features['params'] = json.loads(json.dumps({**extract_features.default_feature_params(), **features['params']},
+                                                   default=str))
+    return record
 
 
 def torch_device_type(device):
@@ -81,8 +111,9 @@ def run_record(manifest, epochs, loss_kind, precision=None, device='cpu'):
 
 
 def record_id(record):
-    """A short name of a record (a dict of settings): 12 hex digits of its hash."""
-    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    """A short name of a run's record: 12 hex digits of the hash of the record completed with the defaults of the
+    settings it lacks (complete), so that a setting added at its default names no other run."""
+    return hashlib.sha256(json.dumps(complete(record), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def versions():
@@ -111,10 +142,10 @@ def start_run(run_dir, record, seed, restart=False, device_details=None):
             old = json.loads(path.read_text())
         except ValueError:
             old = {}
-        if old.get('record_id') == new_id and old.get('seed') == seed:
-            return new_id
+        if old.get('record') and record_id(old['record']) == new_id and old.get('seed') == seed:
+            return old.get('record_id', new_id)      # the id its folds' metrics were written with
         if not restart:
-            differences = utils.differences(old.get('record', {}), record)
+            differences = utils.differences(complete(old.get('record', {})), complete(record))
             if old.get('seed') != seed:
                 differences.insert(0, ('seed', old.get('seed'), seed))
             shown = '; '.join(f'{key}: {a!r} there, {b!r} now' for key, a, b in differences[:3])
@@ -178,12 +209,13 @@ def select_runs(workdir, runs=None):
             raise DataError(f'{", ".join(absent)}: no such run; the runs there: '
                             f'{[d.name for d in find_run_dirs(workdir)]}')
     settings = {d: read_settings(d) for d in run_dirs}
+    ids = {d: record_id(settings[d]['record']) for d in run_dirs}     # anew: older runs' ids lack later settings
     first = run_dirs[0]
     for run_dir in run_dirs[1:]:
-        if settings[run_dir]['record_id'] != settings[first]['record_id']:
-            differences = utils.differences(settings[first]['record'], settings[run_dir]['record'])
+        if ids[run_dir] != ids[first]:
+            differences = utils.differences(complete(settings[first]['record']), complete(settings[run_dir]['record']))
             shown = '; '.join(f'{key}: {a!r} vs {b!r}' for key, a, b in differences[:3])
-            alike = ' '.join(d.name[3:] for d in run_dirs if settings[d]['record_id'] == settings[first]['record_id'])
+            alike = ' '.join(d.name[3:] for d in run_dirs if ids[d] == ids[first])
             raise DataError(f'{first.name} and {run_dir.name} of {Path(workdir) / config.RUNS_DIR} were trained with '
                             f'other settings ({shown}); choose runs of one kind, e.g. --runs {alike}')
     check_features_of_runs(workdir, first, settings[first]['record'])
@@ -258,7 +290,8 @@ def check_features_of_runs(workdir, run_dir, record):
     if not manifest_path.is_file():
         return
     manifest = extract_features.read_manifest(workdir)
-    differences = utils.differences(record.get('features', {}), features_record(manifest), 'features.')
+    differences = utils.differences(complete({'features': record.get('features', {})})['features'],
+                                    complete({'features': features_record(manifest)})['features'], 'features.')
     if not differences:
         return
     shown = '; '.join(f'{key}: {folds_name(a)} then, {folds_name(b)} now' if key == 'features.folds_sha256' else
@@ -297,57 +330,52 @@ def check_scores_folder(workdir, scores_dir):
 
 def read_protocol(workdir, run_dirs, scoring):
     """How a table was computed, keyed as config.PUBLISHED_PROTOCOL: the data set and the folds (as extraction
-    recorded them), the runs' record (settings.json: epochs, loss, the config values of training and features;
-    select_runs lets only runs of one record through) and how they were scored (evaluate.scoring)."""
+    recorded them), the runs' record completed with the defaults of what it lacks (settings.json: epochs, loss,
+    the config values of training and features; select_runs lets only runs of one record through) and the settings
+    of config.py they were scored with (evaluate.scoring)."""
     manifest = extract_features.read_manifest(workdir, check=False)
     official = manifest.get('folds_sha256') == config.OFFICIAL_FOLDS_SHA256
+    # pAUC is not in the published table: its setting is no part of the protocol
     protocol = {'data set': manifest.get('dataset', 'unknown'),
                 'folds': 'official' if official else manifest.get('folds_dir', 'unknown'),
-                'loss': 'unknown', 'timeline': scoring['TIMELINE'],
-                'F1_thop time_decimals': scoring['F1_THOP_TIME_DECIMALS'],
-                **{name: scoring[name] for name in ('THRESHOLD', 'MEDIAN_FILTER', 'MEDIAN_FILTER_BY_CLASS',
-                                                    'SEGMENT_LENGTH', 'MERGE_GAP', 'MIN_EVENT_LENGTH')}}
-    training = _read_json(Path(run_dirs[0]) / 'settings.json').get('record', {}).get('training') if run_dirs else None
+                **{name: value for name, value in scoring.items() if name in utils.DEFAULTS and name != 'PAUC_MAX_FPR'}}
+    record = _read_json(Path(run_dirs[0]) / 'settings.json').get('record', {}) if run_dirs else {}
+    training = complete(record).get('training') if record.get('training') else None
     if training:
         # the memory layout (CHANNELS_LAST) is recorded, so that runs of both never combine, but it changes the
         # last bits only: no protocol names it
-        protocol.update({'epochs': training.get('epochs'), 'loss': training.get('loss'),
-                         'precision': training.get('precision', 'float32'),
-                         **{k: v for k, v in training.get('config', {}).items() if k != 'CHANNELS_LAST'}})
+        protocol.update({name: training.get(key) for name, key in RUN_FLAGS.items() if name != 'SEED'})
+        protocol.update({k: v for k, v in training['config'].items() if k != 'CHANNELS_LAST'})
     return json.loads(json.dumps(protocol))          # as results.json reads back: tuples are lists
-
-
-AUGMENTATIONS = {  # augment.py's settings -> their name in a table's label, when on
-    'FRAME_SHIFT': 'frame shift {FRAME_SHIFT}', 'MIXSTYLE': 'frequency MixStyle {MIXSTYLE:g}',
-    'FILTER_AUGMENT_BANDS': 'FilterAugment {FILTER_AUGMENT_BANDS} bands +/-{FILTER_AUGMENT_DB:g} dB',
-    'MIXUP': 'mixup {MIXUP:g}', 'TIME_MASKS': 'time masks {TIME_MASKS}x{TIME_MASK_WIDTH}',
-    'FREQ_MASKS': 'frequency masks {FREQ_MASKS}x{FREQ_MASK_WIDTH}'}
 
 
 def protocol_label(protocol):
     """The protocol as the table's row label names it: `demo data, loss bce, soft targets, float32, 80 epochs,
-    official folds, timeline per fold, F1_thop time_decimals 30`, the augmentations that are on after the precision
-    (runs recorded before TARGETS and precision existed trained on soft targets in float32)."""
-    folds, epochs = protocol.get('folds', 'unknown'), protocol.get('epochs', 'unknown')
-    augmented = ''.join(f', {label.format(**protocol)}' for name, label in AUGMENTATIONS.items() if protocol.get(name))
-    return (f"{protocol.get('data set', 'unknown')} data, loss {protocol.get('loss', 'unknown')}, "
-            f"{protocol.get('TARGETS', 'soft')} targets, {protocol.get('precision', 'float32')}{augmented}, "
+    official folds, timeline per fold, F1_thop time_decimals 30`, then every other setting that differs from
+    config.py's default (`LEARNING_RATE 0.003`, `MIXUP 0.5`): runs recorded before a setting existed read as its
+    default."""
+    folds, epochs = protocol.get('folds', 'unknown'), protocol.get('MAX_EPOCHS', 'unknown')
+    named = ('data set', 'folds', 'LOSS', 'TARGETS', 'PRECISION', 'MAX_EPOCHS', 'TIMELINE', 'F1_THOP_TIME_DECIMALS',
+             'OUTPUT_BIAS_INIT')
+    others = ''.join(f', {name} {value}' for name, value in protocol.items() if name not in named
+                     and name in utils.DEFAULTS and value != json.loads(json.dumps(utils.DEFAULTS[name], default=str)))
+    return (f"{protocol.get('data set', 'unknown')} data, loss {protocol.get('LOSS', 'unknown')}, "
+            f"{protocol.get('TARGETS', 'soft')} targets, {protocol.get('PRECISION', 'float32')}, "
             f"{epochs} epoch{'' if epochs == 1 else 's'}, "
             f"{'official folds' if folds == 'official' else f'folds of {folds}'}, "
-            f"timeline per {protocol.get('timeline', 'unknown')}, F1_thop time_decimals "
-            f"{protocol.get('F1_thop time_decimals', 'unknown')}")
+            f"timeline per {protocol.get('TIMELINE', 'unknown')}, F1_thop time_decimals "
+            f"{protocol.get('F1_THOP_TIME_DECIMALS', 'unknown')}{others}")
 
 
 def protocol_differences(protocol):
-    """Every setting of a table's protocol that differs from the published one, in config.PUBLISHED_PROTOCOL's
-    order: ['epochs 2 (published: 150)', 'THRESHOLD 0.3 (published: 0.5)', ...]; a setting the published protocol
-    does not have is listed as not used there, settings no run record states as not recorded."""
-    published = json.loads(json.dumps(config.PUBLISHED_PROTOCOL))
-    differences = [f'{key} {protocol[key]} (published: {value})' for key, value in published.items()
-                   if key in protocol and protocol[key] != value]
-    differences += [f'{key} {value} (published: not used)' for key, value in protocol.items() if key not in published]
-    missing = [key for key in published if key not in protocol]
+    """Every setting of a table's protocol that differs from the published one (config.PUBLISHED_PROTOCOL where it
+    names the setting, config.py's default where not), in the protocol's order: ['MAX_EPOCHS 2 (published: 150)',
+    'THRESHOLD 0.3 (published: 0.5)', ...]; the training's settings as not recorded where no run record states
+    them (a folder of score files)."""
+    published = json.loads(json.dumps({**utils.DEFAULTS, **config.PUBLISHED_PROTOCOL}, default=str))
+    differences = [f'{key} {value} (published: {published[key]})' for key, value in protocol.items()
+                   if key in published and value != published[key]]
+    missing = [key for key in config.PUBLISHED_PROTOCOL if key not in protocol]
     if missing:
-        differences.append(f'not recorded: {", ".join(missing[:3])}{", ..." if len(missing) > 3 else ""} '
-                           f'({len(missing)} settings; no run record, settings.json)')
+        differences.append(f'not recorded: {", ".join(missing)} (no run record, settings.json)')
     return differences

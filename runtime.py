@@ -26,7 +26,7 @@ import cost
 import experiment
 import extract_features
 import utils
-from runs import run_record, start_run
+from runs import complete_config, run_record, start_run
 from utils import DataError
 
 SNAPSHOTS_DIR, SNAPSHOT_SETTINGS = 'snapshots', 'settings.py'   # WD/snapshots/<id>/settings.py: its experiment
@@ -168,7 +168,8 @@ def load_checkpoint(path, settings, generator, device='cpu'):
     for name, _, _ in utils.differences(checkpoint['settings'].get('code', {}), settings['code'])[:1]:
         raise DataError(f'{path}: trained with other code of {name} (comments and docstrings aside); '
                         f'restore it, or run without --resume to start over')
-    for key, old, new in utils.differences(checkpoint['settings']['config'], settings['config'])[:1]:
+    for key, old, new in utils.differences(complete_config(checkpoint['settings']['config']),
+                                           complete_config(settings['config']))[:1]:
         raise DataError(f'{path}: config.{key} was {old!r}, is now {new!r}; restore it, or run without --resume '
                         f'to start over')
     torch.set_rng_state(checkpoint['rng']['torch'])

@@ -57,8 +57,9 @@ import runtime
 import utils
 from augment import Augmenter
 from data_generator import load_fold_tensors, sequence_batches, training_batches
-from model import CRNN, architecture, build_model, init_output_bias, output_bias_init, scores_from_outputs, soft_label_loss
-from runs import run_record, start_run, training_settings, validation_files, validation_scores_dir
+from front_end import input_width
+from model import LOSSES, CRNN, build_model, init_output_bias, loss_of, output_bias_init, scores_from_outputs, soft_label_loss
+from runs import defining_settings, run_record, start_run, training_settings, validation_files, validation_scores_dir
 from utils import DataError
 
 
@@ -283,7 +284,7 @@ def save_best_model(path, model, data, loss_kind):
     utils.atomic_write(path, lambda tmp: torch.save({
         'model': {k: v.detach().cpu() for k, v in model.state_dict().items()},
         'mean': torch.from_numpy(data['mean']), 'scale': torch.from_numpy(data['scale']),
-        'feature_params': extract_features.feature_params(), 'architecture': architecture(), 'loss': loss_kind,
+        'feature_params': extract_features.feature_params(), 'settings': defining_settings(), 'loss': loss_kind,
         'precision': model.precision}, tmp))
 
 
@@ -303,7 +304,7 @@ def run_experiment(workdir, folds=None, runs=None, seed=None, epochs=None, devic
     record = run_record(extract_features.read_manifest(workdir), epochs, loss_kind, precision, device)
     folds = list(folds or range(1, config.N_FOLDS + 1))
     run_ids = list(range(runs) if run_ids is None else run_ids)
-    print(torchinfo.summary(CRNN(), input_size=(config.BATCH_SIZE, config.SEQUENCE_LENGTH, config.N_MELS),
+    print(torchinfo.summary(CRNN(), input_size=(config.BATCH_SIZE, config.SEQUENCE_LENGTH, input_width()),
                             verbose=0, device='cpu'))
     print(f'workdir {workdir}, folds {folds}, runs {run_ids} (seed {seed} + run), at most {epochs} epochs, '
           f'loss {loss_kind}, {precision}, device {device}')
@@ -367,10 +368,10 @@ def main(argv=None):
     parser.add_argument('--seed', type=int, default=config.SEED, help='--set SEED (default: %(default)s)')
     parser.add_argument('--epochs', type=int, default=config.MAX_EPOCHS,
                         help='--set MAX_EPOCHS: the decay and early-stop patience scale with it (0.3 E, 0.6 E)')
-    parser.add_argument('--loss', choices=['bce', 'mse'], default=config.LOSS,
-                        help="--set LOSS: 'bce' on sigmoid(logits), or 'mse' on the raw outputs as the published "
-                             'baseline (default: %(default)s)')
-    parser.add_argument('--precision', choices=['float32', 'bfloat16', 'tf32'], default=config.PRECISION,
+    parser.add_argument('--loss', choices=list(LOSSES), default=config.LOSS,
+                        help="--set LOSS, a name of model.LOSSES: 'bce' on sigmoid(logits), or 'mse' on the raw "
+                             'outputs as the published baseline (default: %(default)s)')
+    parser.add_argument('--precision', choices=utils.CHECKS['PRECISION'].values, default=config.PRECISION,
                         help="--set PRECISION: 'float32' as the published baseline, 'bfloat16' the conv blocks in "
                              "bfloat16 (faster on a CPU or GPU with native bfloat16, other numbers), 'tf32' float32 "
                              'with TF32 on NVIDIA GPUs (default: %(default)s)')
@@ -379,6 +380,7 @@ def main(argv=None):
     parser.add_argument('--restart', action='store_true',
                         help='a run folder of other settings is removed and trained again (default: refused)')
     args = experiment.parse_args(parser, argv)
+    loss_of(config.LOSS)                  # an unknown loss, refused before anything is read or written
     if args.resume and args.restart:
         parser.error('--resume continues a run, --restart removes it: give one of them')
     if args.runs < 1 or args.epochs < 1 or args.jobs < 1:

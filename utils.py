@@ -173,14 +173,47 @@ class DataError(ValueError):
 
 
 # -----------------------------------------------------------------------------
-# config.py: values no script can work with, refused before any work starts (an edit that breaks the network or
-# the batches would otherwise end in a traceback of torch or of range() that names neither setting)
+# config.py's settings: their defaults, sections and checks, all read from config.py itself
 
+def _settings_in_order():
+    """{setting: the title of its section} of config.py, in its order: every module-level NAME assigned there (a
+    section is a `# ---` rule followed by a `# Title` line)."""
+    path = Path(config.__file__)
+    lines = path.read_text().splitlines()
+    titles = {number + 2: lines[number + 1].lstrip('#').strip() for number, line in enumerate(lines[:-1])
+              if line.startswith('# ---') and lines[number + 1].startswith('# ')}
+    sections, title = {}, ''
+    for node in ast.parse('\n'.join(lines), filename=str(path)).body:
+        title = next((t for n, t in sorted(titles.items(), reverse=True) if n <= node.lineno), title)
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        for target in targets:
+            if isinstance(target, ast.Name) and target.id.isupper() and target.id not in config.DERIVED + ('DERIVED',):
+                sections[target.id] = title
+    return sections
+
+
+SECTIONS = _settings_in_order()
 # the settings and their defaults, as config.py gives them (an experiment changes config's values, never these)
-DEFAULTS = {n: copy.deepcopy(v) for n, v in vars(config).items() if n.isupper() and not callable(v)
-            and n not in (*config.DERIVED, 'PER_COMMAND', 'RUN_FLAGS', 'DERIVED')}
+DEFAULTS = {name: copy.deepcopy(getattr(config, name)) for name in SECTIONS}
+CHECKS = {name: check for name, check in vars(config).get('__annotations__', {}).items() if name in DEFAULTS}
 KINDS = {bool: 'True or False', int: 'an integer', float: 'a number', str: 'a string', list: 'a list',
          tuple: 'a list', dict: 'a dict'}
+
+
+def per_command(name):
+    """Whether a setting may change from command to command on one workdir (its section says '(per command)')."""
+    return '(per command' in SECTIONS[name]
+
+
+def feature_setting(name):
+    """Whether a setting is recorded with the features (its section is 'Data set' or 'Features')."""
+    return SECTIONS[name] in ('Data set', 'Features')
+
+
+def with_defaults(values, names):
+    """{setting: value} of a record -> the same with each of `names` it lacks at config.py's default, as a record
+    reads back (tuples as lists): a run recorded before a setting existed trained as its default does."""
+    return json.loads(json.dumps({**{n: DEFAULTS[n] for n in names}, **values}, default=str))
 
 
 def check_name(name, where):
@@ -195,7 +228,7 @@ def check_name(name, where):
 
 def checked(name, value, where):
     """value for config.NAME -> the value as config holds it (an int for a float, a str for a Path and a list for a
-    tuple taken), or a DataError naming where it came from (the items of a list: config_problem)."""
+    tuple taken), or a DataError naming where it came from (its check, config.py's annotation: config_problem)."""
     default = DEFAULTS[name]
     for kind, accepted in ((float, int), (Path, str), (tuple, list)):
         if isinstance(default, kind) and type(value) is accepted:
@@ -206,80 +239,38 @@ def checked(name, value, where):
     return value
 
 
-def _integer(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-CONFIG_CHOICES = {'LOSS': ('bce', 'mse'), 'TARGETS': ('soft', 'hard'), 'PRECISION': ('float32', 'bfloat16', 'tf32'),
-                  'OUTPUT_BIAS_INIT': ('prior', 'torch'),
-                  'TIMELINE': ('fold', 'file'),
-                  'LOG_MEL': (False, True), 'CENTER': (False, True), 'TRACK_ENERGY': (False, True)}
-CONFIG_COUNTS = {name: 1 for name in ('SAMPLE_RATE', 'HOP_LENGTH', 'N_FFT', 'N_MELS', 'SEQUENCE_LENGTH', 'FEATURE_JOBS',
-                                      'CONV_CHANNELS', 'CONV_KERNEL', 'GRU_UNITS', 'DENSE_UNITS', 'BATCH_SIZE',
-                                      'MAX_EPOCHS', 'RUNS')}
-CONFIG_COUNTS.update(N_FOLDS=2, F1_THOP_TIME_DECIMALS=0, SEED=0)          # name -> the smallest integer it may be
-CONFIG_COUNTS.update(dict.fromkeys(('FRAME_SHIFT', 'FILTER_AUGMENT_BANDS', 'TIME_MASKS', 'TIME_MASK_WIDTH', 'FREQ_MASKS',
-                                    'FREQ_MASK_WIDTH'), 0))
-CONFIG_RANGES = {                                                        # name -> (test, what it must be)
-    'THRESHOLD': (lambda v: 0 <= v <= 1, 'a number in [0, 1]'),
-    'MIXUP': (lambda v: 0 <= v <= 1, 'a probability in [0, 1]'),
-    'MIXSTYLE': (lambda v: 0 <= v <= 1, 'a probability in [0, 1]'),
-    'FILTER_AUGMENT_DB': (lambda v: v >= 0, 'a number >= 0'),
-    'HARD_LABEL_THRESHOLD': (lambda v: 0 <= v <= 1, 'a number in [0, 1]'),
-    'DROPOUT': (lambda v: 0 <= v < 1, 'a number in [0, 1)'),
-    'OUTPUT_BIAS_CLIP': (lambda v: 0 < v < 0.5, 'a number in (0, 0.5)'),
-    'PAUC_MAX_FPR': (lambda v: 0 < v <= 1, 'a number in (0, 1]'),
-    'FMIN': (lambda v: v >= 0, 'a number >= 0'),
-    'MERGE_GAP': (lambda v: v >= 0, 'a number >= 0'),
-    'MIN_EVENT_LENGTH': (lambda v: v >= 0, 'a number >= 0'),
-    'ADAM_EPS': (lambda v: v >= 0, 'a number >= 0'),
-    'LR_DECAY_PATIENCE': (lambda v: v >= 0, 'a number >= 0'),
-    'EARLY_STOP_PATIENCE': (lambda v: v >= 0, 'a number >= 0'),
-    **{name: (lambda v: v > 0, 'a number > 0') for name in (
-        'FMAX', 'MEL_POWER', 'LOG_OFFSET', 'LEARNING_RATE', 'LR_DECAY_FACTOR', 'SEGMENT_LENGTH',
-        'ANNOTATION_RESOLUTION', 'DEMO_SCALE', 'MIXUP_ALPHA', 'MIXSTYLE_ALPHA')},
-}
-
-
 def config_problem():
-    """The first value of config.py that no script can work with -> 'config.NAME = value: expected ...', or None."""
-    for name, choices in CONFIG_CHOICES.items():
-        if getattr(config, name) not in choices:
-            return f'config.{name} = {getattr(config, name)!r}: expected {" or ".join(map(repr, choices))}'
-    for name, smallest in CONFIG_COUNTS.items():
+    """The first value of config.py that no script can work with -> ([the settings it names, the wrong one first],
+    'config.NAME = value: expected ...'), or None: each setting's own check (its annotation in config.py), then the
+    rules that join several."""
+    for name, check in CHECKS.items():
         value = getattr(config, name)
-        if not _integer(value) or value < smallest:
-            return f'config.{name} = {value!r}: expected an integer of at least {smallest}'
-    for name, (test, what) in CONFIG_RANGES.items():
-        value = getattr(config, name)
-        if not _number(value) or not test(value):
-            return f'config.{name} = {value!r}: expected {what}'
-    country = config.ENERGY_COUNTRY
-    if not (isinstance(country, str) and len(country) == 3 and country.isascii() and country.isalpha()
-            and country.isupper()):
-        return f"config.ENERGY_COUNTRY = {country!r}: expected a country's 3-letter ISO code in capitals, e.g. 'FIN'"
-    return (network_problem() or classes_problem() or spectrum_problem() or augmentation_problem()
-            or median_filter_problem())
+        if not check(value):
+            return [name], f'config.{name} = {value!r}: expected {check.expected}'
+    return network_problem() or classes_problem() or spectrum_problem() or augmentation_problem() or \
+        median_filter_problem()
+
+
+def input_width():
+    """Values per frame of the model's input, as the front end makes them (front_end.py)."""
+    import front_end
+    return front_end.FRONT_ENDS[config.FRONT_END].width()
 
 
 def network_problem():
-    """Sizes of the CRNN it cannot be built with (torch's errors name no setting), or None."""
-    pools, kernel, bands = config.POOL_SIZES, config.CONV_KERNEL, config.N_MELS
-    if not isinstance(pools, (list, tuple)) or not pools or not all(_integer(p) and p >= 1 for p in pools):
-        return f'config.POOL_SIZES = {pools!r}: expected a list of integers of at least 1, one per conv block'
-    if kernel % 2 == 0:
-        return f'config.CONV_KERNEL = {kernel}: expected an odd size (same padding keeps the frames then)'
+    """A front end that does not exist, or sizes of the CRNN it cannot be built with (torch's errors name no
+    setting), naming first the setting that differs from config.py's default, or None."""
+    import front_end
+    if config.FRONT_END not in front_end.FRONT_ENDS:
+        return ['FRONT_END'], (f'config.FRONT_END = {config.FRONT_END!r}: expected one of '
+                               f'{", ".join(map(repr, front_end.FRONT_ENDS))} (front_end.FRONT_ENDS)')
+    pools, bands = config.POOL_SIZES, input_width()
     if bands < math.prod(pools):
-        return (f'config.N_MELS = {bands} with config.POOL_SIZES = {list(pools)}: the max-pools over frequency reduce '
-                f'the {bands} mel bands to 0; expected N_MELS at least the product of POOL_SIZES, '
-                f'{math.prod(pools)}, or smaller pools')
-    if not (isinstance(config.ADAM_BETAS, (list, tuple)) and len(config.ADAM_BETAS) == 2
-            and all(_number(b) and 0 <= b < 1 for b in config.ADAM_BETAS)):
-        return f'config.ADAM_BETAS = {config.ADAM_BETAS!r}: expected two numbers in [0, 1)'
+        names = sorted(['POOL_SIZES', 'N_MELS', 'FRONT_END'], key=lambda n: getattr(config, n) == DEFAULTS[n])
+        return names, (f'config.{names[0]} = {getattr(config, names[0])!r}: the front end {config.FRONT_END!r} gives '
+                       f'{bands} input bands, and the max-pools over frequency of POOL_SIZES = {list(pools)} reduce '
+                       f'them to 0; expected at least their product, {math.prod(pools)}, input bands, or smaller '
+                       f'pools')
     return None
 
 
@@ -288,49 +279,42 @@ def classes_problem():
     for name in ('CLASSES', 'HARD_CLASSES'):
         classes = getattr(config, name)
         if not isinstance(classes, (list, tuple)) or not classes or not all(isinstance(c, str) for c in classes):
-            return f'config.{name} = {classes!r}: expected a list of class names'
+            return [name], f'config.{name} = {classes!r}: expected a list of class names'
         twice = [c for c in classes if classes.count(c) > 1]
         if twice:
-            return f'config.{name}: {twice[0]!r} is listed twice; expected each class once'
+            return [name], f'config.{name}: {twice[0]!r} is listed twice; expected each class once'
     missing = [c for c in config.HARD_CLASSES if c not in config.CLASSES]
     if missing:
-        return (f'config.HARD_CLASSES: {missing[0]!r} is not in config.CLASSES; expected the evaluated classes to '
-                f'be among the {len(config.CLASSES)} classes the model predicts')
+        return (['HARD_CLASSES', 'CLASSES'], f'config.HARD_CLASSES: {missing[0]!r} is not in config.CLASSES; expected '
+                f'the evaluated classes to be among the {len(config.CLASSES)} classes the model predicts')
     return None
 
 
 def spectrum_problem():
     """A mel range the sample rate cannot give, or None."""
     if not config.FMIN < config.FMAX <= config.SAMPLE_RATE / 2:
-        return (f'config.FMAX = {config.FMAX!r} with config.FMIN = {config.FMIN!r}: expected FMIN < FMAX <= '
+        return (['FMAX', 'FMIN', 'SAMPLE_RATE'],
+                f'config.FMAX = {config.FMAX!r} with config.FMIN = {config.FMIN!r}: expected FMIN < FMAX <= '
                 f'SAMPLE_RATE / 2 = {config.SAMPLE_RATE / 2}')
     return None
 
 
 def augmentation_problem():
-    """Augmentations wider than what they cut (a sequence's frames, the mel bands), or None."""
+    """Augmentations wider than what they cut (a sequence's frames, the input bands), or None."""
+    bands = input_width()
     for name, limit, of in (('FRAME_SHIFT', config.SEQUENCE_LENGTH - 1, 'SEQUENCE_LENGTH - 1'),
                             ('TIME_MASK_WIDTH', config.SEQUENCE_LENGTH, 'SEQUENCE_LENGTH'),
-                            ('FREQ_MASK_WIDTH', config.N_MELS, 'N_MELS'),
-                            ('FILTER_AUGMENT_BANDS', config.N_MELS, 'N_MELS')):
+                            ('FREQ_MASK_WIDTH', bands, 'the input bands'),
+                            ('FILTER_AUGMENT_BANDS', bands, 'the input bands')):
         if getattr(config, name) > limit:
-            return f'config.{name} = {getattr(config, name)}: expected at most {of} = {limit}'
+            return [name], f'config.{name} = {getattr(config, name)}: expected at most {of} = {limit}'
     return None
 
 
 def median_filter_problem():
-    """A median filter without a centre frame, or one for a class that is not evaluated, or None."""
-    def odd(length):
-        return _integer(length) and length >= 1 and length % 2 == 1
-    if not odd(config.MEDIAN_FILTER):
-        return f'config.MEDIAN_FILTER = {config.MEDIAN_FILTER!r}: expected an odd number of frames (1: no filter)'
-    for label, length in config.MEDIAN_FILTER_BY_CLASS.items():
+    """A median filter for a class that is not evaluated, or None (their lengths: config.py's checks)."""
+    for label in config.MEDIAN_FILTER_BY_CLASS:
         if label not in config.HARD_CLASSES:
-            return (f'config.MEDIAN_FILTER_BY_CLASS: {label!r} is not an evaluated class; expected one of '
-                    f'config.HARD_CLASSES')
-        if not odd(length):
-            return f'config.MEDIAN_FILTER_BY_CLASS[{label!r}] = {length!r}: expected an odd number of frames'
-    grid = config.TUNE_MEDIAN_FILTERS
-    if not grid or not all(odd(length) for length in grid):
-        return f'config.TUNE_MEDIAN_FILTERS = {grid!r}: expected a list of odd numbers of frames (1: no filter)'
+            return (['MEDIAN_FILTER_BY_CLASS'], f'config.MEDIAN_FILTER_BY_CLASS: {label!r} is not an evaluated class; '
+                    f'expected one of config.HARD_CLASSES')
     return None

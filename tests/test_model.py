@@ -151,9 +151,10 @@ def test_mse_loss_is_the_mean_squared_error_of_raw_outputs_and_soft_targets():
     assert loss.item() == pytest.approx(7.13 / 4, rel=1e-6)
 
 
-def test_unknown_loss_is_refused():
-    with pytest.raises(ValueError, match='unknown loss'):
+def test_unknown_loss_is_refused_naming_every_loss_of_the_table():
+    with pytest.raises(ValueError) as refused:
         model.soft_label_loss(torch.zeros(1), torch.zeros(1), 'hinge')
+    assert 'hinge' in str(refused.value) and all(repr(name) in str(refused.value) for name in model.LOSSES)
 
 
 def test_bce_scores_are_probabilities_in_the_order_of_the_logits_with_logit_0_at_the_threshold():
