@@ -286,7 +286,8 @@ def summary_of_two_runs(protocol):
     return summary
 
 
-PUBLISHED_PROTOCOL = dict(config.PUBLISHED_PROTOCOL)
+PUBLISHED_PROTOCOL = {**config.PUBLISHED_PROTOCOL, 'PRECISION': 'float32', 'TARGETS': 'soft', 'TIMELINE': 'fold',
+                      'F1_THOP_TIME_DECIMALS': 30}
 
 
 def test_summary_is_mean_and_population_std_over_runs():
@@ -315,8 +316,8 @@ def test_table_row_label_names_the_protocol():
     assert ('| This baseline: MAESTRO Real data, loss mse, soft targets, float32, 150 epochs, official folds, '
             'timeline per fold, F1_thop time_decimals 30; 2 runs (mean +/-std), 49 of 49 files |') in table
     table = evaluate.results_table_markdown(summary_of_two_runs({**PUBLISHED_PROTOCOL, 'data set': 'demo',
-                                                                'loss': 'bce', 'TARGETS': 'hard',
-                                                                'precision': 'bfloat16', 'epochs': 80}))
+                                                                'LOSS': 'bce', 'TARGETS': 'hard',
+                                                                'PRECISION': 'bfloat16', 'MAX_EPOCHS': 80}))
     assert ('| This baseline: demo data, loss bce, hard targets, bfloat16, 80 epochs, official folds, timeline per '
             'fold,') in table
 
@@ -325,9 +326,9 @@ def test_published_row_says_same_protocol_only_when_it_is():
     table = evaluate.results_table_markdown(summary_of_two_runs(PUBLISHED_PROTOCOL))
     assert '| Published baseline (MAESTRO Real, 10 runs, 49 files; same protocol) | 0.487 (+/-0.009) | ' \
            '70.34% (+/-0.766) | 35.83% (+/-0.660) | 42.87% (+/-0.840) | - |' in table
-    table = evaluate.results_table_markdown(summary_of_two_runs({**PUBLISHED_PROTOCOL, 'loss': 'bce',
-                                                                'timeline': 'file'}))
-    assert 'protocol differs: loss bce (published: mse), timeline file (published: fold)' in table
+    table = evaluate.results_table_markdown(summary_of_two_runs({**PUBLISHED_PROTOCOL, 'LOSS': 'bce',
+                                                                'TIMELINE': 'file'}))
+    assert 'protocol differs: LOSS bce (published: mse), TIMELINE file (published: fold)' in table
     assert 'same protocol' not in table
 
 

@@ -154,7 +154,7 @@ def test_later_commands_on_a_workdir_use_its_experiment_or_refuse_naming_the_dif
                                                                                   'MAX_EPOCHS': 1}
     assert evaluate.main(['--workdir', str(workdir)]) == 0                    # the two runs combine
     summary = json.loads((workdir / 'results.json').read_text())
-    assert summary['n_runs'] == 2 and summary['protocol']['THRESHOLD'] == 0.5 and summary['protocol']['epochs'] == 1
+    assert summary['n_runs'] == 2 and summary['protocol']['THRESHOLD'] == 0.5 and summary['protocol']['MAX_EPOCHS'] == 1
 
     for argv, given in [(['--set', 'LEARNING_RATE=0.01'] + EPOCH, 'LEARNING_RATE = 0.01'),
                         (['--folds', '1', '--epochs', '2'], 'MAX_EPOCHS = 2'),     # a flag is a --set

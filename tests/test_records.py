@@ -63,7 +63,7 @@ def test_a_run_of_other_settings_is_refused_and_restart_replaces_it(demo_workdir
     assert task4b.main(['--workdir', str(workdir), '--folds', '1', '--loss', 'mse', '--restart'] + EPOCH) == 0
     assert score_stems(run_dir) == fold1                                       # fold 2's old scores are gone
     results = json.loads((workdir / 'results.json').read_text())
-    assert results['runs'][0]['files'] == fold1 and results['protocol']['loss'] == 'mse'
+    assert results['runs'][0]['files'] == fold1 and results['protocol']['LOSS'] == 'mse'
 
 
 @pytest.mark.slow
@@ -132,7 +132,7 @@ def published_row(workdir):
 
 @pytest.mark.parametrize('epochs, loss, trained_with, scored_with, note', [
     (150, 'mse', {}, {}, 'same protocol'),
-    (2, 'mse', {}, {}, 'protocol differs: epochs 2 (published: 150)'),
+    (2, 'mse', {}, {}, 'protocol differs: MAX_EPOCHS 2 (published: 150)'),
     (150, 'mse', {}, {'THRESHOLD': 0.3}, 'protocol differs: THRESHOLD 0.3 (published: 0.5)'),
     (150, 'mse', {}, {'MERGE_GAP': 0.5, 'MIN_EVENT_LENGTH': 1.0},
      'protocol differs: MERGE_GAP 0.5 (published: 0.1), MIN_EVENT_LENGTH 1.0 (published: 0.1)'),
@@ -141,8 +141,7 @@ def published_row(workdir):
     (150, 'mse', {'LEARNING_RATE': 0.01, 'HARD_CLASSES': config.HARD_CLASSES[:-1]}, {},
      f"protocol differs: HARD_CLASSES {config.HARD_CLASSES[:-1]} (published: {config.HARD_CLASSES}), "
      f"LEARNING_RATE 0.01 (published: 0.001)"),
-    (150, 'bce', {}, {}, 'protocol differs: loss bce (published: mse), OUTPUT_BIAS_INIT prior (published: torch), '
-                         'OUTPUT_BIAS_CLIP 0.0001 (published: not used)'),
+    (150, 'bce', {}, {}, 'protocol differs: LOSS bce (published: mse), OUTPUT_BIAS_INIT prior (published: torch)'),
     (150, 'mse', {'TARGETS': 'hard'}, {}, 'protocol differs: TARGETS hard (published: soft)'),
 ], ids=['published', 'epochs', 'threshold', 'post-processing', 'median filter', 'training', 'bce', 'hard targets'])
 def test_published_row_says_same_protocol_only_when_every_setting_matches(demo_workdir, tmp_path, monkeypatch,
