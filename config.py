@@ -127,7 +127,10 @@ RUNS = 1                                             # independent runs of the 5
 # -----------------------------------------------------------------------------
 # Augmentation of training batches (augment.py), each off by default: the published protocol has none
 FRAME_SHIFT = 0                                      # frames: features and targets rolled together by up to +/- this
-FILTER_AUGMENT_BANDS = 0                             # FilterAugment: mel bands cut into this many, each its own gain
+FILTER_AUGMENT_BANDS = 0                             # FilterAugment: the most bands the mel bins are cut into; 0 = off
+FILTER_AUGMENT_MIN_BANDS = 1                         # the fewest: each batch's band count is drawn from [this, BANDS]
+FILTER_AUGMENT_MIN_WIDTH = 4                         # mel bins, the narrowest band (the authors: 4 step, 6 linear)
+FILTER_AUGMENT_FORM = 'step'                         # 'step': one gain a band; 'linear': gains at band edges, joined
 FILTER_AUGMENT_DB = 6.0                              # dB: FilterAugment's gains drawn from +/- this
 MIXSTYLE = 0.0                                       # probability per batch of frequency MixStyle
 MIXSTYLE_ALPHA = 0.3                                 # its mixing weight ~ Beta(alpha, alpha)
@@ -184,7 +187,8 @@ PUBLISHED_PROTOCOL = {
     'TARGETS': 'soft', 'OUTPUT_BIAS_INIT': 'torch', 'LEARNING_RATE': 1e-3, 'ADAM_BETAS': [0.9, 0.999], 'ADAM_EPS': 1e-8,
     'BATCH_SIZE': 32,
     'LR_DECAY_PATIENCE': 0.3, 'LR_DECAY_FACTOR': 10.0, 'EARLY_STOP_PATIENCE': 0.6,
-    'FRAME_SHIFT': 0, 'FILTER_AUGMENT_BANDS': 0, 'FILTER_AUGMENT_DB': 6.0, 'MIXSTYLE': 0.0, 'MIXSTYLE_ALPHA': 0.3,
+    'FRAME_SHIFT': 0, 'FILTER_AUGMENT_BANDS': 0, 'FILTER_AUGMENT_MIN_BANDS': 1, 'FILTER_AUGMENT_MIN_WIDTH': 4,
+    'FILTER_AUGMENT_FORM': 'step', 'FILTER_AUGMENT_DB': 6.0, 'MIXSTYLE': 0.0, 'MIXSTYLE_ALPHA': 0.3,
     'MIXUP': 0.0, 'MIXUP_ALPHA': 0.2, 'TIME_MASKS': 0, 'TIME_MASK_WIDTH': 20, 'FREQ_MASKS': 0, 'FREQ_MASK_WIDTH': 8,
 }
 

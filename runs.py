@@ -319,7 +319,8 @@ def read_protocol(workdir, run_dirs, scoring):
 
 AUGMENTATIONS = {  # augment.py's settings -> their name in a table's label, when on
     'FRAME_SHIFT': 'frame shift {FRAME_SHIFT}', 'MIXSTYLE': 'frequency MixStyle {MIXSTYLE:g}',
-    'FILTER_AUGMENT_BANDS': 'FilterAugment {FILTER_AUGMENT_BANDS} bands +/-{FILTER_AUGMENT_DB:g} dB',
+    'FILTER_AUGMENT_BANDS': 'FilterAugment {FILTER_AUGMENT_MIN_BANDS}-{FILTER_AUGMENT_BANDS} bands '
+                            '{FILTER_AUGMENT_FORM} +/-{FILTER_AUGMENT_DB:g} dB min width {FILTER_AUGMENT_MIN_WIDTH}',
     'MIXUP': 'mixup {MIXUP:g}', 'TIME_MASKS': 'time masks {TIME_MASKS}x{TIME_MASK_WIDTH}',
     'FREQ_MASKS': 'frequency masks {FREQ_MASKS}x{FREQ_MASK_WIDTH}'}
 

@@ -217,11 +217,13 @@ def _number(value):
 CONFIG_CHOICES = {'LOSS': ('bce', 'mse'), 'TARGETS': ('soft', 'hard'), 'PRECISION': ('float32', 'bfloat16', 'tf32'),
                   'OUTPUT_BIAS_INIT': ('prior', 'torch'),
                   'TIMELINE': ('fold', 'file'),
-                  'LOG_MEL': (False, True), 'CENTER': (False, True), 'TRACK_ENERGY': (False, True)}
+                  'LOG_MEL': (False, True), 'CENTER': (False, True), 'TRACK_ENERGY': (False, True),
+                  'FILTER_AUGMENT_FORM': ('step', 'linear')}
 CONFIG_COUNTS = {name: 1 for name in ('SAMPLE_RATE', 'HOP_LENGTH', 'N_FFT', 'N_MELS', 'SEQUENCE_LENGTH', 'FEATURE_JOBS',
                                       'CONV_CHANNELS', 'CONV_KERNEL', 'GRU_UNITS', 'DENSE_UNITS', 'BATCH_SIZE',
                                       'MAX_EPOCHS', 'RUNS')}
 CONFIG_COUNTS.update(N_FOLDS=2, F1_THOP_TIME_DECIMALS=0, SEED=0)          # name -> the smallest integer it may be
+CONFIG_COUNTS.update(FILTER_AUGMENT_MIN_BANDS=1, FILTER_AUGMENT_MIN_WIDTH=1)
 CONFIG_COUNTS.update(dict.fromkeys(('FRAME_SHIFT', 'FILTER_AUGMENT_BANDS', 'TIME_MASKS', 'TIME_MASK_WIDTH', 'FREQ_MASKS',
                                     'FREQ_MASK_WIDTH'), 0))
 CONFIG_RANGES = {                                                        # name -> (test, what it must be)
@@ -315,6 +317,12 @@ def augmentation_problem():
                             ('FILTER_AUGMENT_BANDS', config.N_MELS, 'N_MELS')):
         if getattr(config, name) > limit:
             return f'config.{name} = {getattr(config, name)}: expected at most {of} = {limit}'
+    fewest, most, width = config.FILTER_AUGMENT_MIN_BANDS, config.FILTER_AUGMENT_BANDS, config.FILTER_AUGMENT_MIN_WIDTH
+    if most and fewest > most:
+        return f'config.FILTER_AUGMENT_MIN_BANDS = {fewest}: expected at most FILTER_AUGMENT_BANDS = {most}'
+    if most and fewest * width > config.N_MELS:     # more bands than the fewest may shrink the width to fit
+        return (f'config.FILTER_AUGMENT_MIN_WIDTH = {width}: expected FILTER_AUGMENT_MIN_BANDS ({fewest}) bands of '
+                f'that width to fit in N_MELS = {config.N_MELS} mel bins')
     return None
 
 
