@@ -181,13 +181,66 @@ def test_filter_augment_off_leaves_the_batch_and_draws_nothing():
     assert x2 is x and y2 is y and augmenter.state_dict() == state
 
 
-def test_frequency_mixstyle_changes_each_band_affinely_and_leaves_the_targets():
-    x, y = batch()
-    x2, y2 = augmented(['MIXSTYLE=1.0'], x, y)
-    assert y2 is y and not torch.equal(x2, x)
-    for i in range(len(x)):
-        for band in range(BANDS):           # MixStyle normalises a band's values over time, then rescales them
-            assert np.corrcoef(x[i, :, band], x2[i, :, band])[0, 1] == pytest.approx(1.0, abs=1e-4)
+# -----------------------------------------------------------------------------
+# Frequency MixStyle and mixup: what they mix, with which weights, how often
+
+def test_frequency_mixstyle_gives_each_band_the_mixed_mean_and_deviation_and_leaves_the_targets():
+    g = torch.Generator().manual_seed(0)
+    b = 16
+    spread = torch.linspace(0.2, 3.0, b, dtype=torch.float64)[:, None, None]     # a deviation of its own a sequence
+    x = torch.randn(b, 50, BANDS, generator=g, dtype=torch.float64) * spread + torch.randn(b, 1, BANDS, generator=g,
+                                                                                          dtype=torch.float64)
+    y = torch.rand(b, 50, CLASSES)
+    with experiment.for_command(['--set', 'MIXSTYLE=1.0']):
+        augmenter = Augmenter(0, torch.zeros(BANDS), torch.ones(BANDS))
+        rng = replay(augmenter)
+        x2, y2 = augmenter(x, y)
+    rng.random()                                                                 # whether to mix the batch
+    w = torch.as_tensor(rng.beta(config.MIXSTYLE_ALPHA, config.MIXSTYLE_ALPHA, (b, 1)))          # (b, 1)
+    other = rng.permutation(b)
+    mu, sigma = x.mean(dim=1), (x.var(dim=1) + augment.EPS).sqrt()              # (b, bands)
+    assert y2 is y and ((other != np.arange(b)) & ((w > 0.05) & (w < 0.95)).numpy()[:, 0]).sum() >= 4
+    torch.testing.assert_close(x2.mean(dim=1), w * mu + (1 - w) * mu[other])
+    mixed = w * sigma + (1 - w) * sigma[other]
+    torch.testing.assert_close(x2.std(dim=1), mixed * x.std(dim=1) / sigma)        # EPS's share of sigma stays out
+
+
+def one_hot_batches(count, b=16, frames=4):
+    """Batches whose sequence i is 1 in mel band i and 0 in the others, the same in its targets: a mix of sequence i
+    with j != i leaves its weight in band i and the rest in band j."""
+    x = torch.eye(b, BANDS, dtype=torch.float64)[:, None, :].expand(b, frames, BANDS).contiguous()
+    return [(x, x[..., :CLASSES].clone()) for _ in range(count)]
+
+
+@pytest.mark.parametrize('kind', ['MIXUP', 'MIXSTYLE'])
+def test_mixup_and_mixstyle_mix_a_batch_with_their_probability(kind):
+    with experiment.for_command(settings_args([f'{kind}=0.3', f'{kind}_ALPHA=1.0'])):
+        augmenter = Augmenter(0, torch.zeros(BANDS), torch.ones(BANDS))
+        mixed = np.mean([not torch.equal(augmenter(x, y)[0], x) for x, y in one_hot_batches(2000)])
+    assert abs(mixed - 0.3) < 4 * (0.3 * 0.7 / 2000) ** 0.5                      # 4 binomial sd
+
+
+def measured_weights(kind, alpha, batches):
+    """The weights mixup (one a batch) or MixStyle (one a sequence) mixed one-hot batches with, read from the
+    output: band i of sequence i (mixup's value, MixStyle's mean over time), where i was mixed with another."""
+    weights = []
+    with experiment.for_command(settings_args([f'{kind}=1.0', f'{kind}_ALPHA={alpha}'])):
+        augmenter = Augmenter(0, torch.zeros(BANDS), torch.ones(BANDS))
+        for x, y in one_hot_batches(batches):
+            means = augmenter(x, y)[0].mean(dim=1)[:, :len(x)]                   # (b, b): weight i, 1 - weight j
+            own = means.diagonal()
+            with_another = (means - torch.diag(own)).abs().sum(dim=1) > 1e-12
+            weights.append(own[with_another][:1 if kind == 'MIXUP' else None].numpy())
+    return np.concatenate(weights)
+
+
+@pytest.mark.parametrize('alpha', [0.2, 1.0])
+@pytest.mark.parametrize('kind', ['MIXUP', 'MIXSTYLE'])
+def test_mixup_and_mixstyle_weights_follow_beta_alpha_alpha(kind, alpha):
+    w = measured_weights(kind, alpha, batches=2000 if kind == 'MIXUP' else 150)
+    assert len(w) > 1500
+    assert stats.kstest(w, stats.beta(alpha, alpha).cdf).pvalue > 1e-3
+    assert abs(w.var() - 1 / (4 * (2 * alpha + 1))) < 0.015                      # Beta(a, a)'s, 4 sd of 2000
 
 
 @pytest.mark.parametrize('settings, message', [
