@@ -59,18 +59,44 @@ def frame_shift(x, y, rng):
 
 
 def filter_augment(x, rng, mean, scale):
-    """FilterAugment (Nam et al., 2022), its step form: per sequence, the mel bands cut at random into
-    FILTER_AUGMENT_BANDS contiguous bands, each given a gain drawn from +/-FILTER_AUGMENT_DB dB. The gain scales the
-    mel energies (by its MEL_POWER-th power: magnitudes or powers), or shifts them in the log domain (LOG_MEL)."""
-    n, bands = config.FILTER_AUGMENT_BANDS, x.shape[2]
-    cuts = np.sort(rng.integers(1, bands, (len(x), n - 1)), axis=1)                      # (b, n - 1)
-    band = (np.arange(bands)[None, None, :] >= cuts[:, :, None]).sum(axis=1)             # (b, bands): 0 .. n-1
-    gain_db = np.take_along_axis(rng.uniform(-config.FILTER_AUGMENT_DB, config.FILTER_AUGMENT_DB, (len(x), n)),
-                                 band, axis=1)                                           # (b, bands)
+    """FilterAugment (Nam et al., 2022): a random filter over the mel bands, one per batch in its bands and one per
+    sequence in its gains, as the authors' code draws them. The band count is drawn from [FILTER_AUGMENT_MIN_BANDS,
+    FILTER_AUGMENT_BANDS] and the cut points by filter_bands; the gains in dB by filter_gains_db. The gain scales
+    the mel energies (by its MEL_POWER-th power: magnitudes or powers), or shifts them in the log domain (LOG_MEL)."""
+    edges = filter_bands(rng, x.shape[2])                                                # (n + 1,)
+    gain_db = filter_gains_db(rng, edges, len(x))                                        # (b, bands)
     factor = _tensor(10 ** (gain_db * config.MEL_POWER / 20), x)[:, None, :]             # (b, 1, bands)
     energies = x * scale + mean                                                          # as extracted
     energies = energies + torch.log(factor) if config.LOG_MEL else energies * factor
     return (energies - mean) / scale
+
+
+def filter_bands(rng, bins):
+    """The edges of FilterAugment's bands, 0 < cut points < bins, for a band count n drawn uniformly from
+    [FILTER_AUGMENT_MIN_BANDS, FILTER_AUGMENT_BANDS] -> (n + 1,) increasing, first 0, last bins. Every band is at
+    least FILTER_AUGMENT_MIN_WIDTH mel bins wide: n - 1 sorted draws from the bins left over once each band has
+    its width, then the widths added back, so the cut points never repeat. Where n bands of that width do not fit
+    (utils.augmentation_problem lets it happen only above the fewest bands), the width shrinks to bins // n, as in
+    the authors' code."""
+    n = int(rng.integers(config.FILTER_AUGMENT_MIN_BANDS, config.FILTER_AUGMENT_BANDS + 1))
+    width = min(config.FILTER_AUGMENT_MIN_WIDTH, bins // n)
+    cuts = np.sort(rng.integers(0, bins - n * width + 1, n - 1)) + np.arange(1, n) * width   # (n - 1,)
+    return np.concatenate(([0], cuts, [bins]))
+
+
+def filter_gains_db(rng, edges, sequences):
+    """Per sequence, FilterAugment's gain in dB of each mel bin, drawn uniformly from +/-FILTER_AUGMENT_DB ->
+    (sequences, bins). 'step': one draw per band, the whole band at that gain. 'linear': one draw per band edge,
+    each band a straight line in dB from the draw at its lower edge (its first bin) to that at its upper edge (its
+    last bin), so a filter with one band is a tilt. One band of the step form is a plain random gain."""
+    n, bins, limit = len(edges) - 1, edges[-1], config.FILTER_AUGMENT_DB
+    band = np.searchsorted(edges, np.arange(bins), side='right') - 1                     # (bins,): 0 .. n-1
+    if config.FILTER_AUGMENT_FORM == 'step':
+        return rng.uniform(-limit, limit, (sequences, n))[:, band]
+    at_edges = rng.uniform(-limit, limit, (sequences, n + 1))                            # (b, n + 1)
+    widths = np.diff(edges)[band]
+    along = (np.arange(bins) - edges[band]) / np.maximum(widths - 1, 1)                  # 0 at a band's first bin,
+    return at_edges[:, band] + (at_edges[:, band + 1] - at_edges[:, band]) * along       # 1 at its last
 
 
 def frequency_mixstyle(x, rng):

@@ -141,7 +141,11 @@ SEED: count(0) = 42                                  # run k uses SEED + k
 # -----------------------------------------------------------------------------
 # Augmentation of training batches (augment.py), each off by default: the published protocol has none
 FRAME_SHIFT: count(0) = 0                            # frames: features and targets rolled together by up to +/- this
-FILTER_AUGMENT_BANDS: count(0) = 0                   # FilterAugment: mel bands cut into this many, each its own gain
+FILTER_AUGMENT_BANDS: count(0) = 0                   # FilterAugment: the most bands the mel bins are cut into; 0 = off
+FILTER_AUGMENT_MIN_BANDS: count(1) = 1               # the fewest: each batch's band count is drawn from [this, BANDS]
+FILTER_AUGMENT_MIN_WIDTH: count(1) = 4               # mel bins, the narrowest band (the authors: 4 step, 6 linear)
+FILTER_AUGMENT_FORM: one_of('step', 'linear') = 'step'   # 'step': one gain a band; 'linear': gains at band edges,
+                                                     # joined by straight lines
 FILTER_AUGMENT_DB: at_least(0) = 6.0                 # dB: FilterAugment's gains drawn from +/- this
 MIXSTYLE: within(0, 1) = 0.0                         # probability per batch of frequency MixStyle
 MIXSTYLE_ALPHA: above(0) = 0.3                       # its mixing weight ~ Beta(alpha, alpha)

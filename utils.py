@@ -308,6 +308,14 @@ def augmentation_problem():
                             ('FILTER_AUGMENT_BANDS', bands, 'the input bands')):
         if getattr(config, name) > limit:
             return [name], f'config.{name} = {getattr(config, name)}: expected at most {of} = {limit}'
+    fewest, most, width = config.FILTER_AUGMENT_MIN_BANDS, config.FILTER_AUGMENT_BANDS, config.FILTER_AUGMENT_MIN_WIDTH
+    if most and fewest > most:
+        return (['FILTER_AUGMENT_MIN_BANDS', 'FILTER_AUGMENT_BANDS'],
+                f'config.FILTER_AUGMENT_MIN_BANDS = {fewest}: expected at most FILTER_AUGMENT_BANDS = {most}')
+    if most and fewest * width > bands:     # more bands than the fewest may shrink the width to fit
+        return (['FILTER_AUGMENT_MIN_WIDTH', 'FILTER_AUGMENT_MIN_BANDS'],
+                f'config.FILTER_AUGMENT_MIN_WIDTH = {width}: expected FILTER_AUGMENT_MIN_BANDS ({fewest}) bands of '
+                f'that width to fit in the {bands} input bands')
     return None
 
 

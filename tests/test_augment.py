@@ -5,7 +5,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 
+import augment
 import config
 import experiment
 import task4b
@@ -72,35 +74,190 @@ def test_frame_shift_moves_features_and_targets_together_within_the_shift():
         assert torch.equal(x2[i], torch.roll(x[i], -shift, dims=0))
 
 
-def test_filter_augment_gives_each_band_one_gain_within_the_range_of_the_energies():
-    mean, scale = torch.full((BANDS,), 3.0), torch.full((BANDS,), 2.0)
-    energies = torch.rand(16, 50, BANDS) + 1.0
-    x = (energies - mean) / scale
-    x2, y2 = augmented(['FILTER_AUGMENT_BANDS=4', 'FILTER_AUGMENT_DB=6.0'], x, None, mean=mean, scale=scale)
-    gains = (x2 * scale + mean) / energies                          # (b, frames, bands)
-    torch.testing.assert_close(gains, gains[:, :1].expand_as(gains))         # one gain a band, at every frame
-    assert gains.min() >= 10 ** (-6 / 20) - 1e-5 and gains.max() <= 10 ** (6 / 20) + 1e-5
-    distinct = [len(torch.unique(g[0].round(decimals=3))) for g in gains]
-    assert max(distinct) <= 4 and max(distinct) > 1
+# -----------------------------------------------------------------------------
+# FilterAugment: its properties over many draws
+
+FILTER = ['FILTER_AUGMENT_MIN_BANDS=2', 'FILTER_AUGMENT_BANDS=5', 'FILTER_AUGMENT_MIN_WIDTH=6']
 
 
-def test_frequency_mixstyle_changes_each_band_affinely_and_leaves_the_targets():
+def settings_args(settings):
+    return [a for name in settings for a in ('--set', name)]
+
+
+def drawn_filter_bands(settings, draws=2000):
+    rng = np.random.default_rng(0)
+    with experiment.for_command(settings_args(settings)):
+        return [augment.filter_bands(rng, BANDS) for _ in range(draws)]
+
+
+def replay(augmenter):
+    """A generator in the augmenter's state: it draws what the augmenter's next batch will."""
+    rng = np.random.default_rng()
+    rng.bit_generator.state = augmenter.state_dict()
+    return rng
+
+
+def measured_gains_db(settings, batches=500, b=4):
+    """FilterAugment on batches of energies 1 (mean 0, scale 1: the features are the energies) -> per batch the
+    gains it applied in dB (b, bands), and the band edges it drew for the batch (its generator's first draws)."""
+    x = torch.ones(b, 2, BANDS, dtype=torch.float64)
+    measured = []
+    with experiment.for_command(settings_args(settings)):
+        augmenter = Augmenter(0, torch.zeros(BANDS), torch.ones(BANDS))
+        for _ in range(batches):
+            edges = augment.filter_bands(replay(augmenter), BANDS)
+            x2, _ = augmenter(x, None)
+            assert torch.equal(x2[:, 0], x2[:, 1])                     # one filter at every frame
+            measured.append((20 * np.log10(x2[:, 0].numpy()) / config.MEL_POWER, edges))
+    return measured
+
+
+def test_filter_augment_band_counts_take_every_value_of_the_range_and_no_other():
+    counts = np.array([len(edges) - 1 for edges in drawn_filter_bands(FILTER)])
+    assert set(counts) == {2, 3, 4, 5}
+    assert all(abs(np.mean(counts == n) - 0.25) < 0.04 for n in range(2, 6))      # uniform: 4 sd of 2000 draws
+
+
+def test_filter_augment_cut_points_are_distinct_and_every_band_at_least_the_min_width():
+    drawn = drawn_filter_bands(FILTER)
+    assert all(edges[0] == 0 and edges[-1] == BANDS for edges in drawn)
+    widths = np.concatenate([np.diff(edges) for edges in drawn])   # all >= 1: the cut points never repeat
+    assert widths.min() == 6 and widths.max() > 30               # a minimum, not a size
+
+
+def test_filter_augment_shrinks_the_min_width_only_for_band_counts_it_does_not_fit():
+    drawn = drawn_filter_bands(['FILTER_AUGMENT_MIN_BANDS=8', 'FILTER_AUGMENT_BANDS=20', 'FILTER_AUGMENT_MIN_WIDTH=6'])
+    assert {len(edges) - 1 for edges in drawn} == set(range(8, 21))
+    for edges in drawn:                                           # 64 bins: 6 fits up to 10 bands, 20 get 3
+        assert np.diff(edges).min() >= min(6, BANDS // (len(edges) - 1))
+
+
+def test_step_filter_augment_gives_each_band_of_each_sequence_one_gain_within_the_range():
+    for gain_db, edges in measured_gains_db(FILTER + ['FILTER_AUGMENT_FORM=step']):
+        assert np.abs(gain_db).max() <= 6 + 1e-9
+        for low, high in zip(edges[:-1], edges[1:]):
+            np.testing.assert_allclose(gain_db[:, low:high], gain_db[:, [low] * (high - low)], atol=1e-9)
+        assert np.abs(np.diff(gain_db, axis=1)[:, edges[1:-1] - 1]).min() > 1e-9     # a new gain at each cut
+        assert len(np.unique(gain_db[:, 0].round(9))) == len(gain_db)      # the batch shares bands, not gains
+
+
+def test_linear_filter_augment_runs_straight_in_db_between_gains_drawn_at_the_band_edges():
+    edge_gains = []
+    for gain_db, edges in measured_gains_db(FILTER + ['FILTER_AUGMENT_FORM=linear']):
+        assert np.abs(gain_db).max() <= 6 + 1e-9
+        for low, high in zip(edges[:-1], edges[1:]):
+            steps = np.diff(gain_db[:, low:high], axis=1)          # from the lower edge's draw to the upper's
+            np.testing.assert_allclose(steps, steps[:, [0] * steps.shape[1]], atol=1e-9)   # straight, so monotone
+        np.testing.assert_allclose(gain_db[:, edges[1:-1] - 1], gain_db[:, edges[1:-1]], atol=1e-9)  # one draw
+        edge_gains.append(gain_db[:, [*edges[:-1], BANDS - 1]])       # the draws: first bins, and the last bin
+    assert stats.kstest(np.concatenate(edge_gains, axis=None), stats.uniform(-6, 12).cdf).pvalue > 1e-3
+
+
+def test_filter_augment_with_one_band_is_one_random_gain_over_every_bin():
+    gains = np.concatenate([gain_db for gain_db, _ in measured_gains_db(['FILTER_AUGMENT_BANDS=1'], batches=200)])
+    np.testing.assert_allclose(gains, gains[:, [0] * BANDS], atol=1e-9)
+    assert np.abs(gains).max() <= 6 + 1e-9 and stats.kstest(gains[:, 0], stats.uniform(-6, 12).cdf).pvalue > 1e-3
+
+
+@pytest.mark.parametrize('log_mel, power', [(False, 1.0), (False, 2.0), (True, 2.0)])
+def test_filter_augment_scales_the_energies_as_extracted_by_the_gain_to_the_mel_power(log_mel, power):
+    mean, scale = torch.full((BANDS,), 3.0, dtype=torch.float64), torch.full((BANDS,), 2.0, dtype=torch.float64)
+    energies = torch.rand(16, 50, BANDS, dtype=torch.float64) + 1.0
+    with experiment.for_command(settings_args(['FILTER_AUGMENT_BANDS=4', f'LOG_MEL={log_mel}', f'MEL_POWER={power}'])):
+        augmenter = Augmenter(0, mean, scale)
+        rng = replay(augmenter)
+        gain_db = torch.as_tensor(augment.filter_gains_db(rng, augment.filter_bands(rng, BANDS), 16))
+        x2, _ = augmenter((energies - mean) / scale, None)
+    factor = (10 ** (gain_db * power / 20))[:, None, :]                            # (b, 1, bands)
+    torch.testing.assert_close(x2 * scale + mean, energies + torch.log(factor) if log_mel else energies * factor)
+
+
+def test_filter_augment_off_leaves_the_batch_and_draws_nothing():
     x, y = batch()
-    x2, y2 = augmented(['MIXSTYLE=1.0'], x, y)
-    assert y2 is y and not torch.equal(x2, x)
-    for i in range(len(x)):
-        for band in range(BANDS):           # MixStyle normalises a band's values over time, then rescales them
-            assert np.corrcoef(x[i, :, band], x2[i, :, band])[0, 1] == pytest.approx(1.0, abs=1e-4)
+    with experiment.for_command(settings_args(['FILTER_AUGMENT_FORM=linear', 'FILTER_AUGMENT_MIN_WIDTH=6'])):
+        augmenter = Augmenter(0, torch.zeros(BANDS), torch.ones(BANDS))
+        state = augmenter.state_dict()
+        x2, y2 = augmenter(x, y)
+    assert x2 is x and y2 is y and augmenter.state_dict() == state
 
 
-@pytest.mark.parametrize('setting, message', [
+# -----------------------------------------------------------------------------
+# Frequency MixStyle and mixup: what they mix, with which weights, how often
+
+def test_frequency_mixstyle_gives_each_band_the_mixed_mean_and_deviation_and_leaves_the_targets():
+    g = torch.Generator().manual_seed(0)
+    b = 16
+    spread = torch.linspace(0.2, 3.0, b, dtype=torch.float64)[:, None, None]     # a deviation of its own a sequence
+    x = torch.randn(b, 50, BANDS, generator=g, dtype=torch.float64) * spread + torch.randn(b, 1, BANDS, generator=g,
+                                                                                          dtype=torch.float64)
+    y = torch.rand(b, 50, CLASSES)
+    with experiment.for_command(['--set', 'MIXSTYLE=1.0']):
+        augmenter = Augmenter(0, torch.zeros(BANDS), torch.ones(BANDS))
+        rng = replay(augmenter)
+        x2, y2 = augmenter(x, y)
+    rng.random()                                                                 # whether to mix the batch
+    w = torch.as_tensor(rng.beta(config.MIXSTYLE_ALPHA, config.MIXSTYLE_ALPHA, (b, 1)))          # (b, 1)
+    other = rng.permutation(b)
+    mu, sigma = x.mean(dim=1), (x.var(dim=1) + augment.EPS).sqrt()              # (b, bands)
+    assert y2 is y and ((other != np.arange(b)) & ((w > 0.05) & (w < 0.95)).numpy()[:, 0]).sum() >= 4
+    torch.testing.assert_close(x2.mean(dim=1), w * mu + (1 - w) * mu[other])
+    mixed = w * sigma + (1 - w) * sigma[other]
+    torch.testing.assert_close(x2.std(dim=1), mixed * x.std(dim=1) / sigma)        # EPS's share of sigma stays out
+
+
+def one_hot_batches(count, b=16, frames=4):
+    """Batches whose sequence i is 1 in mel band i and 0 in the others, the same in its targets: a mix of sequence i
+    with j != i leaves its weight in band i and the rest in band j."""
+    x = torch.eye(b, BANDS, dtype=torch.float64)[:, None, :].expand(b, frames, BANDS).contiguous()
+    return [(x, x[..., :CLASSES].clone()) for _ in range(count)]
+
+
+@pytest.mark.parametrize('kind', ['MIXUP', 'MIXSTYLE'])
+def test_mixup_and_mixstyle_mix_a_batch_with_their_probability(kind):
+    with experiment.for_command(settings_args([f'{kind}=0.3', f'{kind}_ALPHA=1.0'])):
+        augmenter = Augmenter(0, torch.zeros(BANDS), torch.ones(BANDS))
+        mixed = np.mean([not torch.equal(augmenter(x, y)[0], x) for x, y in one_hot_batches(2000)])
+    assert abs(mixed - 0.3) < 4 * (0.3 * 0.7 / 2000) ** 0.5                      # 4 binomial sd
+
+
+def measured_weights(kind, alpha, batches):
+    """The weights mixup (one a batch) or MixStyle (one a sequence) mixed one-hot batches with, read from the
+    output: band i of sequence i (mixup's value, MixStyle's mean over time), where i was mixed with another."""
+    weights = []
+    with experiment.for_command(settings_args([f'{kind}=1.0', f'{kind}_ALPHA={alpha}'])):
+        augmenter = Augmenter(0, torch.zeros(BANDS), torch.ones(BANDS))
+        for x, y in one_hot_batches(batches):
+            means = augmenter(x, y)[0].mean(dim=1)[:, :len(x)]                   # (b, b): weight i, 1 - weight j
+            own = means.diagonal()
+            with_another = (means - torch.diag(own)).abs().sum(dim=1) > 1e-12
+            weights.append(own[with_another][:1 if kind == 'MIXUP' else None].numpy())
+    return np.concatenate(weights)
+
+
+@pytest.mark.parametrize('alpha', [0.2, 1.0])
+@pytest.mark.parametrize('kind', ['MIXUP', 'MIXSTYLE'])
+def test_mixup_and_mixstyle_weights_follow_beta_alpha_alpha(kind, alpha):
+    w = measured_weights(kind, alpha, batches=2000 if kind == 'MIXUP' else 150)
+    assert len(w) > 1500
+    assert stats.kstest(w, stats.beta(alpha, alpha).cdf).pvalue > 1e-3
+    assert abs(w.var() - 1 / (4 * (2 * alpha + 1))) < 0.015                      # Beta(a, a)'s, 4 sd of 2000
+
+
+@pytest.mark.parametrize('settings, message', [
     ('MIXUP=1.5', 'config.MIXUP = 1.5: expected a probability in [0, 1]; set by --set MIXUP=1.5'),
     ('FREQ_MASK_WIDTH=100', 'config.FREQ_MASK_WIDTH = 100: expected at most N_MELS = 64; set by --set '
                             'FREQ_MASK_WIDTH=100'),
     ('TIME_MASKS=-1', 'config.TIME_MASKS = -1: expected an integer of at least 0; set by --set TIME_MASKS=-1'),
+    ('FILTER_AUGMENT_BANDS=3 FILTER_AUGMENT_MIN_BANDS=4', 'config.FILTER_AUGMENT_MIN_BANDS = 4: expected at most '
+     'FILTER_AUGMENT_BANDS = 3; set by --set FILTER_AUGMENT_MIN_BANDS=4'),
+    ('FILTER_AUGMENT_BANDS=8 FILTER_AUGMENT_MIN_BANDS=4 FILTER_AUGMENT_MIN_WIDTH=20',
+     'config.FILTER_AUGMENT_MIN_WIDTH = 20: expected FILTER_AUGMENT_MIN_BANDS (4) bands of that width to fit in '
+     'N_MELS = 64 mel bins; set by --set FILTER_AUGMENT_MIN_WIDTH=20'),
+    ('FILTER_AUGMENT_FORM=ramp', "config.FILTER_AUGMENT_FORM = 'ramp': expected 'step' or 'linear'; set by --set "
+                                 "FILTER_AUGMENT_FORM=ramp"),
 ])
-def test_an_augmentation_no_training_can_use_is_one_line(setting, message, tmp_path, capsys):
-    assert task4b.main(['--workdir', str(tmp_path), '--set', setting] + EPOCHS) == 2
+def test_an_augmentation_no_training_can_use_is_one_line(settings, message, tmp_path, capsys):
+    assert task4b.main(['--workdir', str(tmp_path), *settings_args(settings.split())] + EPOCHS) == 2
     assert capsys.readouterr().err == f'error: {message}\n'
 
 
@@ -172,5 +329,5 @@ def test_the_record_and_the_table_name_the_augmentations(augmented_run):
         'MIXUP': 0.5, 'TIME_MASKS': 2, 'FRAME_SHIFT': 10}
     assert 'augment.py' in recorded['code']
     label = (workdir / 'results.md').read_text().splitlines()[2]
-    assert ('float32, frame shift 10, frequency MixStyle 0.5, FilterAugment 4 bands +/-6 dB, mixup 0.5, time masks '
-            '2x20, frequency masks 2x8, 3 epochs') in label
+    assert ('float32, frame shift 10, frequency MixStyle 0.5, FilterAugment 1-4 bands step +/-6 dB min width 4, '
+            'mixup 0.5, time masks 2x20, frequency masks 2x8, 3 epochs') in label
