@@ -244,15 +244,15 @@ def test_mixup_and_mixstyle_weights_follow_beta_alpha_alpha(kind, alpha):
 
 
 @pytest.mark.parametrize('settings, message', [
-    ('MIXUP=1.5', 'config.MIXUP = 1.5: expected a probability in [0, 1]; set by --set MIXUP=1.5'),
-    ('FREQ_MASK_WIDTH=100', 'config.FREQ_MASK_WIDTH = 100: expected at most N_MELS = 64; set by --set '
+    ('MIXUP=1.5', 'config.MIXUP = 1.5: expected a number in [0, 1]; set by --set MIXUP=1.5'),
+    ('FREQ_MASK_WIDTH=100', 'config.FREQ_MASK_WIDTH = 100: expected at most the input bands = 64; set by --set '
                             'FREQ_MASK_WIDTH=100'),
     ('TIME_MASKS=-1', 'config.TIME_MASKS = -1: expected an integer of at least 0; set by --set TIME_MASKS=-1'),
     ('FILTER_AUGMENT_BANDS=3 FILTER_AUGMENT_MIN_BANDS=4', 'config.FILTER_AUGMENT_MIN_BANDS = 4: expected at most '
      'FILTER_AUGMENT_BANDS = 3; set by --set FILTER_AUGMENT_MIN_BANDS=4'),
     ('FILTER_AUGMENT_BANDS=8 FILTER_AUGMENT_MIN_BANDS=4 FILTER_AUGMENT_MIN_WIDTH=20',
      'config.FILTER_AUGMENT_MIN_WIDTH = 20: expected FILTER_AUGMENT_MIN_BANDS (4) bands of that width to fit in '
-     'N_MELS = 64 mel bins; set by --set FILTER_AUGMENT_MIN_WIDTH=20'),
+     'the 64 input bands; set by --set FILTER_AUGMENT_MIN_WIDTH=20'),
     ('FILTER_AUGMENT_FORM=ramp', "config.FILTER_AUGMENT_FORM = 'ramp': expected 'step' or 'linear'; set by --set "
                                  "FILTER_AUGMENT_FORM=ramp"),
 ])
@@ -329,5 +329,5 @@ def test_the_record_and_the_table_name_the_augmentations(augmented_run):
         'MIXUP': 0.5, 'TIME_MASKS': 2, 'FRAME_SHIFT': 10}
     assert 'augment.py' in recorded['code']
     label = (workdir / 'results.md').read_text().splitlines()[2]
-    assert ('float32, frame shift 10, frequency MixStyle 0.5, FilterAugment 1-4 bands step +/-6 dB min width 4, '
-            'mixup 0.5, time masks 2x20, frequency masks 2x8, 3 epochs') in label
+    assert ('float32, 3 epochs, official folds, timeline per fold, F1_thop time_decimals 30, FRAME_SHIFT 10, '
+            'FILTER_AUGMENT_BANDS 4, MIXSTYLE 0.5, MIXUP 0.5, TIME_MASKS 2, FREQ_MASKS 2;') in label
