@@ -148,7 +148,7 @@ def phase_train(workdir, device, epochs, fold, malloc, precision, energy, result
     loss_kind = config.LOSS
     runtime.check_precision(precision, device)
     data = load_fold_tensors(workdir, fold, device)
-    task4b.seed_everything(config.SEED, device, precision)
+    runtime.seed_everything(config.SEED, device, precision)
     model = build_model(device, precision)
     optimizer = task4b.new_optimizer(model)
     generator = torch.Generator().manual_seed(config.SEED)
@@ -189,7 +189,7 @@ def phase_train(workdir, device, epochs, fold, malloc, precision, energy, result
 
 def phase_convs(workdir, device, epochs, fold, result):
     runtime.keep_freed_memory()
-    task4b.seed_everything(config.SEED, device)
+    runtime.seed_everything(config.SEED, device)
     data = load_fold_tensors(workdir, fold, device)
     convs = [block.conv for block in build_model(device).conv_blocks]
     frames, bands = data['X_train'].shape[1], [front_end.input_width()]

@@ -12,6 +12,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import random
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import config
@@ -26,7 +28,7 @@ import cost
 import experiment
 import extract_features
 import utils
-from runs import complete_config, run_record, start_run
+from runs import complete_config, defining_settings, run_record, start_run
 from utils import DataError
 
 SNAPSHOTS_DIR, SNAPSHOT_SETTINGS = 'snapshots', 'settings.py'   # WD/snapshots/<id>/settings.py: its experiment
@@ -180,6 +182,38 @@ def load_checkpoint(path, settings, generator, device='cpu'):
         torch.cuda.set_rng_state(cuda_state[0] if isinstance(cuda_state, list) else cuda_state, device)
     cost.carry(checkpoint.get('cost'))
     return checkpoint
+
+
+def seed_everything(seed, device, precision='float32'):
+    """One seed for torch (weights, dropout), numpy and python random, and the device's arithmetic. On the CPU
+    deterministic kernels: the same seed gives the same scores, bit for bit. On CUDA cuDNN's deterministic
+    kernels without autotuning, but torch's deterministic mode off (it stops a training at the first kernel that
+    has no deterministic form, and cuBLAS needs an environment variable for it): the same seed gives nearly, not
+    exactly, the same scores; float32 without TF32 unless precision is 'tf32' (runtime.float32_arithmetic)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    if torch.device(device).type == 'cpu':
+        torch.use_deterministic_algorithms(True)
+        # deterministic mode also fills every new tensor with NaN before a kernel writes it, a debugging aid that
+        # costs a pass over each 210 MB activation of conv 1 per step (about 2.5% of a full-scale epoch here)
+        # and changes no number, since every kernel writes its whole output (tests/test_speed.py)
+        torch.utils.deterministic.fill_uninitialized_memory = False
+    else:                 # the mode is process-wide: a CPU training before this one in the process turned it on
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        float32_arithmetic(device, precision)
+
+
+def save_best_model(path, model, data, loss_kind):
+    """best_model.pt: the weights of the lowest validation loss and what inference needs with them (the fold's
+    normalisation, the feature parameters, the settings the network was built with, loss and precision), as tensors
+    and plain values only (it loads with torch's safe loader)."""
+    utils.atomic_write(path, lambda tmp: torch.save({
+        'model': {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        'mean': torch.from_numpy(data['mean']), 'scale': torch.from_numpy(data['scale']),
+        'feature_params': extract_features.feature_params(), 'settings': defining_settings(), 'loss': loss_kind,
+        'precision': model.precision}, tmp))
 
 
 def start_fold_over(fold_dir, test_files):

@@ -35,7 +35,6 @@ A run folder whose settings.json records other settings is refused (naming them)
 import argparse
 import copy
 import math
-import random
 import shutil
 import time
 from pathlib import Path
@@ -59,7 +58,7 @@ from augment import Augmenter
 from data_generator import load_fold_tensors, sequence_batches, training_batches
 from front_end import input_width
 from model import LOSSES, CRNN, build_model, init_output_bias, loss_of, output_bias_init, scores_from_outputs, soft_label_loss
-from runs import defining_settings, run_record, start_run, training_settings, validation_files, validation_scores_dir
+from runs import run_record, start_run, training_settings, validation_files, validation_scores_dir
 from utils import DataError
 
 
@@ -108,27 +107,6 @@ class PlateauSchedule:
         vars(self).update(state)
 
 
-def seed_everything(seed, device, precision='float32'):
-    """One seed for torch (weights, dropout), numpy and python random, and the device's arithmetic. On the CPU
-    deterministic kernels: the same seed gives the same scores, bit for bit. On CUDA cuDNN's deterministic
-    kernels without autotuning, but torch's deterministic mode off (it stops a training at the first kernel that
-    has no deterministic form, and cuBLAS needs an environment variable for it): the same seed gives nearly, not
-    exactly, the same scores; float32 without TF32 unless precision is 'tf32' (runtime.float32_arithmetic)."""
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
-    if torch.device(device).type == 'cpu':
-        torch.use_deterministic_algorithms(True)
-        # deterministic mode also fills every new tensor with NaN before a kernel writes it, a debugging aid that
-        # costs a pass over each 210 MB activation of conv 1 per step (about 2.5% of a full-scale epoch here)
-        # and changes no number, since every kernel writes its whole output (tests/test_speed.py)
-        torch.utils.deterministic.fill_uninitialized_memory = False
-    else:                 # the mode is process-wide: a CPU training before this one in the process turned it on
-        torch.use_deterministic_algorithms(False)
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-        runtime.float32_arithmetic(device, precision)
-
-
 def new_optimizer(model):
     return torch.optim.Adam(model.parameters(), lr=config.LEARNING_RATE, betas=config.ADAM_BETAS,
                             eps=config.ADAM_EPS, weight_decay=0.0)
@@ -167,31 +145,32 @@ def validate(model, X_val, Y_val, val_reference, loss_kind):
 
 
 @torch.inference_mode()
+def file_scores(model, x, loss_kind):
+    """One file's features x (frames, 64), whole, through the model in eval mode (no random number drawn) -> its
+    frame scores (frames, 17)."""
+    model.eval()
+    return scores_from_outputs(model(x.unsqueeze(0)), loss_kind)[0].float().cpu().numpy()
+
+
 def write_test_scores(model, data, run_dir, loss_kind):
     """Each test file, whole, through the model -> run_dir/scores/<stem>.tsv (frames, 11 evaluated classes) and
     run_dir/scores_all_classes/<stem>.tsv (frames, 17)."""
-    model.eval()
-    stems = []
-    for file_id, x in zip(data['test_files'], data['X_test']):          # x (frames, 64)
-        scores = scores_from_outputs(model(x.unsqueeze(0)), loss_kind)[0].float().cpu().numpy()   # (frames, 17)
-        stem = utils.file_stem(file_id)
+    stems = [utils.file_stem(file_id) for file_id in data['test_files']]
+    for stem, x in zip(stems, data['X_test']):                          # x (frames, 64)
+        scores = file_scores(model, x, loss_kind)                       # (frames, 17)
         evaluate.write_score_file(Path(run_dir) / 'scores' / f'{stem}.tsv', scores[:, config.HARD_INDEX])
         evaluate.write_score_file(Path(run_dir) / 'scores_all_classes' / f'{stem}.tsv', scores, config.CLASSES)
-        stems.append(stem)
     return stems
 
 
-@torch.inference_mode()
 def write_file_scores(model, workdir, file_ids, mean, scale, out_dir, loss_kind):
     """Each file, whole, through the model as the test files go (its features normalised with the fold's scaler
-    mean, scale (64,)) -> out_dir/<stem>.tsv (frames, 11 evaluated classes). Eval mode: draws no random number."""
-    model.eval()
+    mean, scale (64,)) -> out_dir/<stem>.tsv (frames, 11 evaluated classes)."""
     device = next(model.parameters()).device
     for file_id in file_ids:
         with np.load(utils.file_features_path(workdir, file_id)) as stored:
             x = extract_features.normalise(stored['features'], mean, scale)                       # (frames, 64)
-        outputs = model(torch.from_numpy(x).to(device).unsqueeze(0))                              # (1, frames, 17)
-        scores = scores_from_outputs(outputs, loss_kind)[0].float().cpu().numpy()                 # (frames, 17)
+        scores = file_scores(model, torch.from_numpy(x).to(device), loss_kind)                    # (frames, 17)
         evaluate.write_score_file(Path(out_dir) / f'{utils.file_stem(file_id)}.tsv', scores[:, config.HARD_INDEX])
 
 
@@ -212,7 +191,7 @@ def train_fold(data, fold_dir, seed, epochs, device, loss_kind, resume=False, na
     precision: 'float32', 'bfloat16' or 'tf32' (default config.PRECISION; model.CRNN)."""
     checkpoint_path = Path(fold_dir) / 'checkpoint.pt'
     precision = precision or config.PRECISION
-    seed_everything(seed, device, precision)
+    runtime.seed_everything(seed, device, precision)
     model = build_model(device, precision)
     if output_bias_init(loss_kind) == 'prior':         # start each output at its class's prior (bce)
         init_output_bias(model, data['Y_train'])
@@ -278,16 +257,6 @@ def train_fold(data, fold_dir, seed, epochs, device, loss_kind, resume=False, na
     return model, schedule
 
 
-def save_best_model(path, model, data, loss_kind):
-    """best_model.pt: the weights of the lowest validation loss and what inference needs with them, as tensors
-    and plain values only (it loads with torch's safe loader)."""
-    utils.atomic_write(path, lambda tmp: torch.save({
-        'model': {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        'mean': torch.from_numpy(data['mean']), 'scale': torch.from_numpy(data['scale']),
-        'feature_params': extract_features.feature_params(), 'settings': defining_settings(), 'loss': loss_kind,
-        'precision': model.precision}, tmp))
-
-
 # -----------------------------------------------------------------------------
 # The experiment: runs x folds, then the metrics
 
@@ -326,7 +295,7 @@ def run_experiment(workdir, folds=None, runs=None, seed=None, epochs=None, devic
             with cost.tracked(fold_dir, f'{name} training') as training:       # time and energy (cost.py)
                 model, schedule = train_fold(data, fold_dir, seed + r, epochs, device, loss_kind, resume, name,
                                              precision)
-            save_best_model(fold_dir / 'best_model.pt', model, data, loss_kind)
+            runtime.save_best_model(fold_dir / 'best_model.pt', model, data, loss_kind)
             with cost.tracked(fold_dir, f'{name} test') as test:
                 stems = write_test_scores(model, data, run_dir, loss_kind)
             write_validation_scores(model, workdir, k, data['mean'], data['scale'], run_dir, loss_kind)

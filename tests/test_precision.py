@@ -262,18 +262,18 @@ def test_tf32_is_refused_on_a_gpu_without_tf32_and_taken_on_one_with_it(gpu_host
 
 def test_seed_everything_sets_the_determinism_and_tf32_state_of_each_device():
     try:
-        task4b.seed_everything(0, 'cuda', 'float32')
+        runtime.seed_everything(0, 'cuda', 'float32')
         assert not torch.are_deterministic_algorithms_enabled()
         assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
         assert (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision,
                 torch.backends.cudnn.rnn.fp32_precision) == ('ieee', 'ieee', 'ieee')
-        task4b.seed_everything(0, 'cuda', 'tf32')
+        runtime.seed_everything(0, 'cuda', 'tf32')
         assert (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision,
                 torch.backends.cudnn.rnn.fp32_precision) == ('tf32', 'tf32', 'tf32')
-        task4b.seed_everything(0, 'cuda', 'bfloat16')
+        runtime.seed_everything(0, 'cuda', 'bfloat16')
         assert torch.backends.cudnn.conv.fp32_precision == 'ieee'        # the float32 parts stay float32
     finally:
-        task4b.seed_everything(0, 'cpu')
+        runtime.seed_everything(0, 'cpu')
     assert torch.are_deterministic_algorithms_enabled()
     assert torch.utils.deterministic.fill_uninitialized_memory is False
 
@@ -294,7 +294,7 @@ def skip_without_bfloat16(precision):
 @pytest.mark.parametrize('precision', ['float32', 'tf32', 'bfloat16'])
 def test_the_gpu_computes_the_cpu_network_in_each_precision(precision):
     skip_without_bfloat16(precision)
-    task4b.seed_everything(0, 'cuda', precision)
+    runtime.seed_everything(0, 'cuda', precision)
     gpu = build_model('cuda', precision).eval()
     cpu = build_model('cpu', 'float32').eval()
     cpu.load_state_dict({k: v.cpu() for k, v in gpu.state_dict().items()})
@@ -303,7 +303,7 @@ def test_the_gpu_computes_the_cpu_network_in_each_precision(precision):
         expected, got = cpu(x), gpu(x.cuda()).cpu()
     assert got.dtype == torch.float32
     assert (got - expected).abs().max() <= TOLERANCE[precision] * expected.abs().max(), precision
-    task4b.seed_everything(0, 'cpu')
+    runtime.seed_everything(0, 'cpu')
 
 
 @cuda
@@ -321,4 +321,4 @@ def test_a_fold_trains_resumes_and_scores_on_the_gpu(precision, tmp_path):
     import evaluate
     scores = evaluate.read_score_files(tmp_path / 'scores')[stems[0]][config.HARD_CLASSES].to_numpy()
     assert np.isfinite(scores).all() and ((scores >= 0) & (scores <= 1)).all()
-    task4b.seed_everything(0, 'cpu')
+    runtime.seed_everything(0, 'cpu')

@@ -256,7 +256,7 @@ def test_an_unknown_loss_in_config_is_one_line(demo_workdir, tmp_path, monkeypat
     monkeypatch.setattr(config, 'LOSS', 'hinge')
     assert task4b.main(['--workdir', str(copy_workdir(demo_workdir, tmp_path)), '--folds', '1'] + EPOCH) == 2
     err = capsys.readouterr().err
-    assert err == "error: config.LOSS = 'hinge': expected 'bce' or 'mse'; set it in config.py\n"
+    assert err == "error: config.LOSS = 'hinge': expected one of 'bce', 'mse' (model.LOSSES); set in config.py\n"
 
 
 def test_an_unknown_pad_mode_in_config_is_one_line(demo_root, tmp_path, monkeypatch, capsys):

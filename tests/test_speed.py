@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import config
+import runtime
 import task4b
 from augment import Augmenter
 from helpers import copy_workdir, score_files
@@ -26,7 +27,7 @@ from augment import Augmenter
 from model import build_model
 tuned = runtime.keep_freed_memory() if sys.argv[2] == 'keep' else False
 torch.set_num_threads(1)
-task4b.seed_everything(0, 'cpu')
+runtime.seed_everything(0, 'cpu')
 model = build_model('cpu')
 optimizer = task4b.new_optimizer(model)
 g = torch.Generator().manual_seed(1)
@@ -67,7 +68,7 @@ def test_new_tensors_left_unfilled_change_no_number():
     from model import build_model
 
     def train(fill):
-        task4b.seed_everything(0, 'cpu')
+        runtime.seed_everything(0, 'cpu')
         assert torch.utils.deterministic.fill_uninitialized_memory is False
         torch.utils.deterministic.fill_uninitialized_memory = fill
         model = build_model('cpu')

@@ -164,7 +164,7 @@ def test_training_writes_scores_results_history_curves_and_learns(demo_workdir, 
     assert (workdir / 'results.md').read_text().startswith('| System |')
 
     # It learned: the trained model beats the same network untrained on the fold's test files.
-    task4b.seed_everything(config.SEED, 'cpu')
+    runtime.seed_everything(config.SEED, 'cpu')
     untrained = build_model('cpu')
     data = data_generator.load_fold_tensors(workdir, 1)
     untrained_dir = tmp_path / 'untrained_scores'
@@ -329,7 +329,7 @@ def initial_weights(monkeypatch, fold_dir, data, loss_kind, bias_init, seed=5):
 
 
 def torch_initialisation(seed=5):
-    task4b.seed_everything(seed, 'cpu')
+    runtime.seed_everything(seed, 'cpu')
     return build_model('cpu').state_dict()
 
 

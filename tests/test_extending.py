@@ -1,0 +1,82 @@
+"""docs/extending.md's worked examples hold: each diff applies to a copy of the repository, trains for an epoch with
+its value set, and the run records it and compare.py names it against the default."""
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import config
+from helpers import copy_workdir
+
+REPO = Path(__file__).resolve().parent.parent
+GUIDE = REPO / 'docs' / 'extending.md'
+ONE_EPOCH = ['--folds', '1', '--epochs', '1', '--device', 'cpu']
+
+
+def diffs():
+    """The guide's diffs by the heading of their section: {'A setting: a 2-layer GRU': diff text, ...}."""
+    found, heading = {}, None
+    for line_block in re.split(r'^(## .*)$', GUIDE.read_text(), flags=re.M):
+        if line_block.startswith('## '):
+            heading = line_block[3:].strip()
+        elif heading:
+            blocks = re.findall(r'```diff\n(.*?)```', line_block, flags=re.S)
+            if blocks:
+                found[heading] = blocks[0]
+    return found
+
+
+def copy_of_repository(path):
+    """The repository's tracked files (as a clone has them) in path."""
+    files = subprocess.run(['git', 'ls-files'], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        target = path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((REPO / name).read_bytes())
+    return path
+
+
+def apply(diff, repo):
+    subprocess.run(['git', 'apply', '--unidiff-zero', '-'], cwd=repo, input=diff, text=True, check=True)
+
+
+def run(repo, script, *args):
+    done = subprocess.run([sys.executable, script, *map(str, args)], cwd=repo, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_each_example_of_the_guide_applies_trains_is_recorded_and_named_by_compare(demo_root, demo_workdir, tmp_path):
+    examples = diffs()
+    assert len(examples) == 4, list(examples)
+    setting, loss, gain, front = examples.values()
+    repo = copy_of_repository(tmp_path / 'repo')
+    apply(setting, repo)
+    apply(loss, repo)
+    default = copy_workdir(demo_workdir, tmp_path / 'default')
+    run(repo, 'task4b.py', '--workdir', default, *ONE_EPOCH)
+
+    apply(gain, repo)                     # config.py edited, the original's way: the next workdir takes its value
+    idea = copy_workdir(demo_workdir, tmp_path / 'idea')
+    run(repo, 'task4b.py', '--workdir', idea, '--set', 'GRU_LAYERS=2', '--loss', 'focal', *ONE_EPOCH)
+    record = json.loads((idea / config.RUNS_DIR / 'run0' / 'settings.json').read_text())['record']['training']
+    assert (record['config']['GRU_LAYERS'], record['loss'], record['config']['FILTER_AUGMENT_BANDS']) == (2, 'focal', 1)
+    named = run(repo, 'compare.py', default, idea, '--out', tmp_path / 'comparison', '--bootstrap', 50)
+    for line in ('training.config.GRU_LAYERS: 1 vs 2', "training.loss: 'bce' vs 'focal'",
+                 'training.config.FILTER_AUGMENT_BANDS: 0 vs 1'):
+        assert f'- {line}' in named, named
+    assert 'Code of' not in named                         # both trained with the same code
+
+    apply(front, repo)
+    deltas = tmp_path / 'deltas'
+    run(repo, 'extract_features.py', '--data-root', demo_root, '--workdir', deltas, '--set', 'FRONT_END=mel_deltas')
+    run(repo, 'task4b.py', '--workdir', deltas, *ONE_EPOCH)
+    with np.load(next((deltas / config.FEATURES_DIR / 'files').glob('*.npz'))) as stored:
+        features = stored['features']
+    assert features.shape[1] == 2 * config.N_MELS
+    recorded = json.loads((deltas / config.RUNS_DIR / 'run0' / 'settings.json').read_text())['record']
+    assert recorded['training']['config']['FRONT_END'] == 'mel_deltas'
+    assert recorded['features']['params']['front_end'] == 'mel_deltas'
