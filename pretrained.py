@@ -321,7 +321,7 @@ class LogMel(nn.Module):
         super().__init__()
         mel = librosa.filters.mel(sr=CNN14_SAMPLE_RATE, n_fft=CNN14_WINDOW, n_mels=CNN14_MEL_BINS,
                                   fmin=CNN14_FMIN, fmax=CNN14_FMAX).T                # (513, 64)
-        self.melW = nn.Parameter(torch.from_numpy(mel), requires_grad=False)
+        self.melW = nn.Parameter(torch.tensor(mel), requires_grad=False)          # torch.tensor: follows torch.device
 
     def forward(self, power):                                        # (batch, frames, 513)
         return 10 * torch.log10((power @ self.melW).clamp(min=1e-10))  # (batch, frames, 64)
