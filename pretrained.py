@@ -205,11 +205,10 @@ class BEATsEncoder(nn.Module):
         self.layer_norm = nn.LayerNorm(dim)
         self.layer_norm_first = cfg['layer_norm_first']
 
-    def position_buckets(self, tokens):
-        """Bucket of each (query, key) offset -> (tokens, tokens) int64, T5's scheme: half the buckets per sign;
+    def position_buckets(self, offset):
+        """Bucket of each key - query offset (int64 tensor, any shape), T5's scheme: half the buckets per sign;
         offsets below a quarter of the buckets have their own, larger ones share log-spaced buckets up to
         max_distance, beyond which all fall in the last."""
-        offset = torch.arange(tokens)[None, :] - torch.arange(tokens)[:, None]    # key - query
         half = self.num_buckets // 2
         exact = half // 2
         distance = offset.abs()
@@ -225,7 +224,8 @@ class BEATsEncoder(nn.Module):
         position_bias = None
         if self.relative:
             table = self.layers[0].self_attn.relative_attention_bias
-            buckets = self.position_buckets(x.shape[1]).to(x.device)
+            tokens = torch.arange(x.shape[1], device=x.device)
+            buckets = self.position_buckets(tokens[None, :] - tokens[:, None])     # (tokens, tokens)
             position_bias = table(buckets).permute(2, 0, 1)          # (heads, tokens, tokens)
         for layer in self.layers:
             x = layer(x, position_bias)
@@ -268,9 +268,10 @@ def beats_embeddings(net, waveform):
 
     Each 16 x 16 patch spans 16 frames of 10 ms and 16 of the 128 mel bins, so 10 s give 998 frames, 62 time steps
     of 8 frequency patches (the last frames, under a patch, are dropped). We average the last layer's 8 frequency
-    patches of each time step: time steps stay time steps, step s covering 0.16 s to 0.16 s + 0.175 s. (Pooling the
-    flattened token sequence in runs of 8, as the DESED 2024 recipe does, gives the same numbers only because the
-    tokens are time-major; pooling it to any other length mixes frequency patches of neighbouring steps.)"""
+    patches of each time step: time steps stay time steps, step s covering 0.16 s to 0.16 s + 0.175 s. The DESED
+    2024 recipe instead pools the flattened token sequence (496 tokens per 10 s, time-major) to another length, so
+    each of its frames averages a run of tokens that starts and ends at arbitrary frequency patches and crosses
+    time-step boundaries."""
     tokens = _run(net, beats_input, waveform)                        # (batch, steps * 8, dim)
     steps = tokens.shape[1] // (BEATS_MEL_BINS // net.cfg['input_patch_size'])
     emb = tokens.reshape(tokens.shape[0], steps, -1, tokens.shape[-1]).mean(dim=2)   # (batch, steps, dim)

@@ -278,3 +278,10 @@ def test_layers_with_different_relative_position_tables_are_refused(tmp_path):
     path = tmp_path / 'tables.pt'
     torch.save({'cfg': FORMATS[name]['cfg'], 'model': state}, path)
     refused(pretrained.load_beats, path, 'relative position tables differ')
+
+
+def test_relative_position_buckets_equal_the_official_ones_beyond_max_distance():
+    reference = OFFICIAL['position_buckets']                        # num_buckets 320, max_distance 800
+    encoder = pretrained.BEATs(BEATS_TINY_CONFIGS['beats_tiny_deepnorm']).encoder
+    offsets = torch.arange(reference['offsets'][0], reference['offsets'][1] + 1)
+    assert encoder.position_buckets(offsets).tolist() == reference['buckets']
