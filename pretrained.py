@@ -417,7 +417,8 @@ def _read_checkpoint(path, keys, what):
         checkpoint = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as error:                   # truncated, not a torch file, or objects beyond tensors and dicts
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DataError(f"{path}: cannot be read by torch.load ({reason[:160]}); expected {what}") from None
+        raise DataError(f"{path}: cannot be read by torch.load, truncated or not a checkpoint ({reason[:160]}); "
+                        f"expected {what}") from None
     if not isinstance(checkpoint, dict) or any(k not in checkpoint for k in keys):
         found = f"a dict with {sorted(map(str, checkpoint))[:6]}" if isinstance(checkpoint, dict) \
             else f"a {type(checkpoint).__name__}"

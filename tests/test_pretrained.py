@@ -254,7 +254,8 @@ def test_a_truncated_checkpoint_is_named(tmp_path):
 def test_a_checkpoint_without_cfg_or_model_is_named(tmp_path):
     path = tmp_path / 'state_only.pt'
     torch.save({'model': official_random_state('beats_tiny_prenorm')}, path)
-    refused(pretrained.load_beats, path, "found a dict with ['model']", "expected a BEATs checkpoint of microsoft/unilm")
+    refused(pretrained.load_beats, path, "found a dict with ['model']",
+            "expected a BEATs checkpoint of microsoft/unilm")
     torch.save(torch.zeros(3), path)
     refused(pretrained.load_cnn14, path, 'found a Tensor', 'PANNs CNN14')
 
@@ -265,7 +266,8 @@ def test_wrong_missing_or_extra_tensors_are_named(tmp_path):
     path = tmp_path / 'edited.pt'
     wrong = dict(state, **{'encoder.layers.1.fc1.weight': torch.zeros(64, 64)})
     torch.save({'cfg': cfg, 'model': wrong}, path)
-    refused(pretrained.load_beats, path, '1 of the wrong shape', 'encoder.layers.1.fc1.weight (64, 64) instead of (128, 64)')
+    refused(pretrained.load_beats, path, '1 of the wrong shape',
+            'encoder.layers.1.fc1.weight (64, 64) instead of (128, 64)')
     fewer = {k: v for k, v in state.items() if not k.startswith('predictor.')}
     torch.save({'cfg': cfg, 'model': dict(fewer, extra=torch.zeros(1))}, path)
     refused(pretrained.load_beats, path, '2 missing (predictor.weight, predictor.bias)', '1 unexpected (extra)')
