@@ -60,8 +60,8 @@ def warn_once(key, message):
 
 def user_settings():
     """The SCALING settings CodeCarbon's own configuration gives (CODECARBON_* variables, .codecarbon.config in the
-    home and working folders) -> ({name: value}, the PUE always; {name: where it was set}; where a PINNED setting
-    or gpu_ids was set, overridden here)."""
+    home and working folders) -> ({name: value}, the PUE always, 1 where none is set; {name: where it was set};
+    the PINNED settings and gpu_ids it sets, which are overridden here)."""
     from codecarbon.core.config import get_hierarchical_config_with_sources
     found, where = get_hierarchical_config_with_sources()
     settings = {'pue': SCALING['pue']}
@@ -74,7 +74,7 @@ def user_settings():
             value = None
         if value is None or value <= 0:
             raise DataError(f"{where[name]}: CodeCarbon's {name} = {found[name]!r}, not a positive number; give one "
-                            f"(pue=1.2) or remove it, or --set TRACK_ENERGY=False")
+                            f'or remove it, or --set TRACK_ENERGY=False')
         settings[name] = value
     overridden = [f'{name} ({where[name]})' for name in (*PINNED, 'gpu_ids') if name in found]
     return settings, {name: where[name] for name in settings if name in where}, overridden
@@ -89,7 +89,7 @@ def gpu_ids(device):
         return []
     index = torch.cuda.current_device() if device.index is None else device.index
     visible = [gpu.strip() for gpu in os.environ.get('CUDA_VISIBLE_DEVICES', '').split(',') if gpu.strip()]
-    return [visible[index] if index < len(visible) else str(index)] if visible else [str(index)]
+    return [visible[index]] if visible else [str(index)]
 
 
 def rapl_readable():
