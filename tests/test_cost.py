@@ -1,5 +1,7 @@
 """What a result costs (cost.py): the time and energy of training and inference in the records and the table, measured
-or estimated; the model's size; tracking changes no score, reaches no network, and can be switched off."""
+or estimated as the machine's counters say; CodeCarbon's settings that change the kWh fixed or recorded; a CPU step
+without the GPUs; no energy per run where folds were not tracked; the model's size; tracking changes no score,
+reaches no network, and can be switched off."""
 import csv
 import glob
 import json
@@ -79,10 +81,15 @@ def trainings(demo_workdir, tmp_path_factory):
     for name, extra in (('on', []), ('off', ['--set', 'TRACK_ENERGY=False'])):
         workdir = copy_workdir(demo_workdir, tmp_path_factory.mktemp(name))
         done = subprocess.run([sys.executable, str(REPO / 'task4b.py'), '--workdir', str(workdir), *TRAIN, *extra],
-                              capture_output=True, text=True, env={**os.environ, 'OMP_NUM_THREADS': '1'})
+                              capture_output=True, text=True, env={**plain_environment(), 'OMP_NUM_THREADS': '1'})
         assert done.returncode == 0, done.stderr[-2000:]
         found[name], found[f'{name}_stderr'] = workdir, done.stderr
     return found
+
+
+def plain_environment():
+    """This process's environment without CodeCarbon's variables (a developer's CODECARBON_PUE, say)."""
+    return {k: v for k, v in os.environ.items() if not k.lower().startswith('codecarbon_')}
 
 
 def fold_cost(workdir):
@@ -345,6 +352,8 @@ def test_a_failure_to_tell_how_the_energy_was_obtained_keeps_the_reading(tmp_pat
 
 def test_the_ways_of_a_process_are_the_same_words_in_every_step(tmp_path):
     # CodeCarbon rebuilds its objects for a second tracker from a cache: the words must not follow them
+    from codecarbon.core.hardware_cache import clear_cache
+    clear_cache()                          # the first of them detects the hardware itself
     blocks = []
     for name in ('one', 'two', 'three'):
         with cost.tracked(tmp_path / name, name, 'cpu') as spent:
