@@ -156,7 +156,7 @@ def phase_train(workdir, device, epochs, fold, malloc, precision, energy, result
 
     train_s, val_s = [], []
     tracking = cost.tracked if energy else lambda *_: contextlib.nullcontext()   # no tracker thread beside the timing
-    with tempfile.TemporaryDirectory() as folder, tracking(folder, f'benchmark {precision}') as spent:
+    with tempfile.TemporaryDirectory() as folder, tracking(folder, f'benchmark {precision}', device) as spent:
         for _ in range(epochs):                        # task4b's own epoch and validation, without the records
             train_s.append(timed(lambda: float(task4b.train_one_epoch(
                 model, optimizer, data['X_train'], data['Y_train'], generator, loss_kind, augmenter).mean()), device))

@@ -298,7 +298,9 @@ def differences_markdown(result):
 
 
 def cost_markdown(a, b):
-    """The time and energy per run of A and B and their difference, as Markdown lines (none without a record)."""
+    """The time and energy per run of A and B and their difference, as Markdown lines (none without a record). An
+    energy per run only where every fold has one (cost.energy_text says what the tracked folds spent otherwise,
+    and there is no difference); the PUE where CodeCarbon's scaled a side."""
     if not a or not b:
         return []
 
@@ -311,15 +313,26 @@ def cost_markdown(a, b):
              '| cost | A | B | B - A |', '| --- | --- | --- | --- |']
     for step, name in (('training', 'training'), ('test', 'test inference')):
         old, new = a[f'{step}_per_run'], b[f'{step}_per_run']
-        lines += [f"| {name} energy | {cost.format_kwh(old['kWh'])} | {cost.format_kwh(new['kWh'])} | "
+        lines += [f"| {name} energy | {cost.energy_text(a, step)} | {cost.energy_text(b, step)} | "
                   f"{change(new['kWh'], old['kWh'], 'kWh')} |",
                   f"| {name} time | {cost.format_seconds(old['seconds'])} | {cost.format_seconds(new['seconds'])} | "
                   f"{change(new['seconds'], old['seconds'], 's')} |"]
     kinds = [side['training'].get('kind') or 'not tracked' for side in (a, b)]
     devices = [', '.join(side['devices']) or 'not recorded' for side in (a, b)]
     lines += [f'| energy | {kinds[0]} | {kinds[1]} | |', f'| device | {devices[0]} | {devices[1]} | |']
+    pues = [cost.pue_value(side['training'].get('settings')) for side in (a, b)]
+    if pues != ['1', '1']:
+        lines += [f'| PUE (CodeCarbon) | {pues[0]} | {pues[1]} | |']
+    partly = [name for name, side in (('A', a), ('B', b)) if any(
+        side[step]['kWh'] is not None and side[f'{step}_per_run']['kWh'] is None for step in ('training', 'test'))]
+    if partly:
+        lines += ['', f"Some folds of {' and '.join(partly)} recorded no energy (TRACK_ENERGY off, or CodeCarbon "
+                      'failed): the energy shown is that of the tracked folds, with no figure per run to compare.']
     if kinds[0] != kinds[1]:
         lines += ['', f'The energy of A is {kinds[0]}, of B {kinds[1]}: their difference is no measurement.']
+    if pues[0] != pues[1]:
+        lines += ['', f"CodeCarbon's PUE scaled the energy of A by {pues[0]}, of B by {pues[1]}: their difference is "
+                      "partly the PUE's."]
     if devices[0] != devices[1]:
         lines += ['', 'A and B trained on other devices: their time and energy differ by the machines too.']
     return lines

@@ -7,17 +7,24 @@ model's parameters and multiply-accumulates (MACs).
 
 Energy: CodeCarbon's offline tracker (tracked) around each fold's training and test scoring (task4b.py) and around
 infer.py, in its 'process' mode (this process and its children, not whatever else the machine runs, where the
-figure is an estimate), its log at errors only, its file `emissions.csv` (one row per tracked step) in the fold's
-folder or infer.py's --out. It never reaches the network: the offline tracker looks up no location, and its outputs
-to CodeCarbon's API, an HTTP endpoint, Prometheus and Logfire, and Electricity Maps' carbon data, are off whatever a
-.codecarbon.config or a CODECARBON_* variable says. Every figure says how it was obtained (sources, kind): measured
-by a counter (RAPL for the CPU, NVML for NVIDIA GPUs) or estimated by CodeCarbon's model (the CPU's TDP times its
-load, the RAM's power from the memory in use); an estimate is never called a measurement. A resumed training adds
-the figures its checkpoint carried (so_far, carry). docs/method.md, What a result costs, says what each counts.
+figure is an estimate), with the GPU the step runs on and no other (none for a CPU step), its log at errors only,
+its file `emissions.csv` (one row per stretch between checkpoints) in the fold's folder or infer.py's --out. It
+never reaches the network: the offline tracker looks up no location, and its outputs to CodeCarbon's API, an HTTP
+endpoint, Prometheus and Logfire, and Electricity Maps' carbon data, are off whatever a .codecarbon.config or a
+CODECARBON_* variable says. Of CodeCarbon's settings that change the kWh, the project fixes some (PINNED) and lets
+the user's others through (SCALING), recorded with every figure they change. The kWh are read from CodeCarbon's
+public results (stop() and its final_emissions_data); how each part was obtained (sources, kind) is this module's
+own look at the machine's counters: measured by a counter (RAPL for the CPU, NVML for NVIDIA GPUs), estimated by
+CodeCarbon's model (the CPU's TDP times its load, the RAM's power from the memory in use), or unknown where it
+cannot tell; an estimate is never called a measurement. A resumed training adds the figures its checkpoint carried
+(so_far, carry). docs/method.md, What a result costs, says what each counts.
 """
 import contextlib
 import functools
+import glob
 import logging
+import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -28,9 +35,16 @@ from utils import DataError
 
 TRACKER_FILE = 'emissions.csv'          # CodeCarbon's CSV in the tracked folder
 PARTS = ('cpu', 'gpu', 'ram')
-# CodeCarbon's CPU modes that read a counter; its others ('cpu_load', 'constant') are its model of the CPU's power
-CPU_COUNTERS = {'intel_rapl': 'RAPL', 'windows_emi': 'Windows Energy Meter (RAPL)',
-                'intel_power_gadget': 'Intel Power Gadget'}
+# CodeCarbon's settings that would change the kWh, fixed whatever a CODECARBON_* variable or a .codecarbon.config
+# says: RAPL's DRAM domain would count the memory a second time beside the RAM's model, the psys domain is the
+# whole platform rather than the CPU, the load mode replaces a readable counter by an estimate, and 'machine' mode
+# would count the other processes of the machine.
+PINNED = {'tracking_mode': 'process', 'rapl_include_dram': False, 'rapl_prefer_psys': False,
+          'force_mode_cpu_load': False}
+# Those the user may set (a data centre's PUE, a CPU's or the memory's known power), with CodeCarbon's defaults:
+# recorded with every figure (`settings`), the PUE shown wherever the kWh are, since it multiplies every part.
+SCALING = {'pue': 1.0, 'force_cpu_power': None, 'force_ram_power': None}
+RAPL_FILES = ('/sys/class/powercap/intel-rapl*/energy_uj', '/sys/class/powercap/intel-rapl/intel-rapl:*/energy_uj')
 _open = []                              # the blocks being tracked in this process, innermost last
 _warned = set()
 
@@ -42,86 +56,177 @@ def warn_once(key, message):
 
 
 # -----------------------------------------------------------------------------
+# What the tracker is told, and how each part is obtained here
+
+def user_settings():
+    """The SCALING settings CodeCarbon's own configuration gives (CODECARBON_* variables, .codecarbon.config in the
+    home and working folders) -> ({name: value}, the PUE always, 1 where none is set; {name: where it was set};
+    the PINNED settings and gpu_ids it sets, which are overridden here)."""
+    from codecarbon.core.config import get_hierarchical_config_with_sources
+    found, where = get_hierarchical_config_with_sources()
+    settings = {'pue': SCALING['pue']}
+    for name in SCALING:
+        if name not in found:
+            continue
+        try:
+            value = float(found[name])
+        except ValueError:
+            value = None
+        if value is None or value <= 0:
+            raise DataError(f"{where[name]}: CodeCarbon's {name} = {found[name]!r}, not a positive number; give one "
+                            f'or remove it, or --set TRACK_ENERGY=False')
+        settings[name] = value
+    overridden = [f'{name} ({where[name]})' for name in (*PINNED, 'gpu_ids') if name in found]
+    return settings, {name: where[name] for name in settings if name in where}, overridden
+
+
+def gpu_ids(device):
+    """The GPUs a step on `device` uses, as CodeCarbon names them (NVML's indices, or the UUIDs CUDA_VISIBLE_DEVICES
+    may give): none for the CPU, so that the idle GPUs of the machine are no part of a CPU step's energy."""
+    import torch
+    device = torch.device(device)
+    if device.type != 'cuda':
+        return []
+    index = torch.cuda.current_device() if device.index is None else device.index
+    visible = [gpu.strip() for gpu in os.environ.get('CUDA_VISIBLE_DEVICES', '').split(',') if gpu.strip()]
+    return [visible[index]] if visible else [str(index)]
+
+
+def rapl_readable():
+    """Whether a RAPL energy counter of the CPU reads here (Linux powercap files, Intel and AMD CPUs): where one
+    does, CodeCarbon counts the CPU's energy from it."""
+    for pattern in RAPL_FILES:
+        for path in sorted(glob.glob(pattern)):
+            with contextlib.suppress(OSError, ValueError):
+                int(Path(path).read_text())
+                return True
+    return False
+
+
+def nvml_energy(gpu):
+    """Whether NVML reads the energy counter of GPU `gpu` (an index or a UUID) -> True, False (NVML reads the GPU,
+    which has no energy counter: CodeCarbon sums its power samples), or None (no NVML to ask: no pynvml, no driver,
+    no such GPU)."""
+    try:
+        import pynvml
+        pynvml.nvmlInit()
+    except Exception:        # ImportError, or NVMLError of any kind: no library, no driver
+        return None
+    try:
+        handle = (pynvml.nvmlDeviceGetHandleByIndex(int(gpu)) if gpu.isdigit() else
+                  pynvml.nvmlDeviceGetHandleByUUID(gpu))
+    except Exception:
+        return None
+    else:
+        try:
+            pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+            return True
+        except Exception:
+            return False
+    finally:
+        pynvml.nvmlShutdown()
+
+
+@functools.cache
+def how_obtained(gpus, force_cpu_power=None, force_ram_power=None):
+    """How each part of a step on the GPUs `gpus` (a tuple) is obtained here -> {'cpu': 'measured (RAPL)', ...}:
+    read once per process from the machine (the counters readable, the OS) and the settings CodeCarbon is given,
+    so that a figure's words never depend on what CodeCarbon's objects say of themselves."""
+    if force_cpu_power is not None:
+        cpu = (f'estimated: the {force_cpu_power:g} W given to CodeCarbon (force_cpu_power) times the load of this '
+               'process')
+    elif platform.system() != 'Linux':
+        cpu = f"unknown: CodeCarbon's own choice on {platform.system()} (a counter or its model)"
+    elif rapl_readable():
+        cpu = 'measured (RAPL)'
+    else:
+        cpu = "estimated from its TDP (CodeCarbon's table of CPU models) times the load of this process"
+    sources = {'cpu': cpu}
+    if gpus:
+        counters = [nvml_energy(gpu) for gpu in gpus]
+        sources['gpu'] = ('measured (NVML energy counter)' if all(c is True for c in counters) else
+                          'measured (NVML power, sampled each second)' if None not in counters else
+                          'unknown: no NVML here to tell (pynvml and an NVIDIA driver)')
+    sources['ram'] = (f'estimated: the {force_ram_power:g} W given to CodeCarbon (force_ram_power)'
+                      if force_ram_power is not None else
+                      "estimated from the memory this process uses (CodeCarbon's model: 5 W per DIMM it would fill, "
+                      'at least 10 W)')
+    return sources
+
+
+def kind_of(sources):
+    """'measured' when a counter gave every part, 'estimated' when none did, 'partly measured' between, 'unknown'
+    when the way of a part, or of every part, is not known (a part's sources of several processes or folds are
+    joined by ' + ')."""
+    ways = [way.split()[0].rstrip(':') for how in sources.values() for way in how.split(' + ')]
+    if not ways or 'unknown' in ways or not set(ways) <= {'measured', 'estimated'}:
+        return 'unknown'
+    return 'measured' if set(ways) == {'measured'} else 'partly measured' if 'measured' in ways else 'estimated'
+
+
+# -----------------------------------------------------------------------------
 # The tracker
 
-def _tracker(folder, task):
-    """A started CodeCarbon OfflineEmissionsTracker writing folder/emissions.csv, or None (a warning says why)."""
+@functools.cache
+def _known_country(country):
+    from codecarbon.input import DataSource
+    return country in DataSource().get_global_energy_mix_data()
+
+
+def _start(meter):
+    """A started CodeCarbon OfflineEmissionsTracker for the block of `meter`, writing its folder/emissions.csv, or
+    None (a warning says why)."""
     try:
         from codecarbon import OfflineEmissionsTracker
-        from codecarbon.input import DataSource
         from codecarbon.output_methods.base_output import OutputMethod
     except ImportError as error:
         warn_once('import', f'energy not tracked: CodeCarbon does not import ({error}); pip install -r '
                             'requirements.txt, or --set TRACK_ENERGY=False')
         return None
-    if config.ENERGY_COUNTRY not in DataSource().get_global_energy_mix_data():
-        raise DataError(f'config.ENERGY_COUNTRY = {config.ENERGY_COUNTRY!r}: not a country of CodeCarbon\'s energy '
-                        f"data; give another 3-letter ISO code (e.g. 'FIN', 'DEU', 'USA'), or --set TRACK_ENERGY=False")
     # its module sets its logger to INFO on import, and the tracker logs before it applies log_level
     logging.getLogger('codecarbon').setLevel(logging.ERROR)
-    Path(folder).mkdir(parents=True, exist_ok=True)
     # every network path given explicitly, as a .codecarbon.config or a CODECARBON_* variable would set the others:
     # the CSV only (no API, Prometheus, Logfire), no HTTP endpoint, no Electricity Maps token ('' is none, where None
-    # would let an old co2_signal_api_token of the config through), no live output between measurements
+    # would let an old co2_signal_api_token of the config through), no live output between measurements; and every
+    # setting that changes the kWh (PINNED, SCALING), so that none comes from elsewhere unrecorded
     tracker = OfflineEmissionsTracker(
-        country_iso_code=config.ENERGY_COUNTRY, project_name=task, output_dir=str(folder), output_file=TRACKER_FILE,
-        output_methods=[OutputMethod.CSV], emissions_endpoint=None, electricitymaps_api_token='',
-        api_call_interval=-1, tracking_mode='process', log_level='error', allow_multiple_runs=True)
-    tracker.start()          # CodeCarbon swallows its own failures: _read finds no figures then
-    energy = _read(tracker, final=False)
-    if energy is not None and kind_of(energy['sources']) == 'estimated':
-        warn_once('estimated', 'energy estimated, not measured: no power counter readable here (RAPL in '
-                               '/sys/class/powercap, NVML of an NVIDIA GPU); CodeCarbon models it from the '
-                               "CPU's TDP and load and the memory in use, and the records say so")
+        country_iso_code=config.ENERGY_COUNTRY, project_name=meter['task'], output_dir=str(meter['folder']),
+        output_file=TRACKER_FILE, output_methods=[OutputMethod.CSV], emissions_endpoint=None,
+        electricitymaps_api_token='', api_call_interval=-1, log_level='error', allow_multiple_runs=True,
+        gpu_ids=list(meter['gpus']), **PINNED, **{name: meter['settings'].get(name, default)
+                                                  for name, default in SCALING.items()})
+    tracker.start()          # CodeCarbon swallows its own failures: _stop finds no figures then
     return tracker
 
 
-def _read(tracker, final):
-    """{'cpu_kWh', 'gpu_kWh', 'ram_kWh', 'sources'} CodeCarbon counted so far (final: after stop), or None."""
+def _stop(tracker):
+    """A tracker stopped -> {'cpu', 'gpu', 'ram': kWh, 'pue', 'gpu_found'} of CodeCarbon's public result, or None
+    where it has none (its start or its stop failed)."""
+    tracker.stop()
     try:
-        if final:
-            data = tracker.final_emissions_data
-            kwh = {'cpu': data.cpu_energy, 'gpu': data.gpu_energy, 'ram': data.ram_energy}
-        else:      # a measurement now: CodeCarbon 3.3 has no public reading between start and stop
-            tracker._measure_power_and_energy()
-            kwh = {part: getattr(tracker, f'_total_{part}_energy').kWh for part in PARTS}
-        sources = _sources(tracker)
+        data = tracker.final_emissions_data
+        return {'cpu': float(data.cpu_energy), 'gpu': float(data.gpu_energy), 'ram': float(data.ram_energy),
+                'pue': float(data.pue), 'gpu_found': bool(data.gpu_model)}
     except Exception:        # a third-party tracker's failure of any kind must never stop a training
         return None
-    return {**{f'{part}_kWh': float(kwh[part]) for part in PARTS}, 'sources': sources}
 
 
-def _sources(tracker):
-    """How CodeCarbon gets each part here -> {'cpu': 'estimated from ...', 'gpu': 'measured (NVML)', ...}, read from
-    its hardware objects (CodeCarbon 3.3's fields: the mode it chose for each)."""
-    sources = {}
-    for hardware in tracker._hardware:
-        kind = type(hardware).__name__
-        if kind == 'CPU' and hardware._mode in CPU_COUNTERS:
-            sources['cpu'] = f'measured ({CPU_COUNTERS[hardware._mode]})'
-        elif kind == 'CPU':
-            generic = ', its generic value: model not in its table' if hardware._is_generic_tdp else ''
-            how = 'and the load of this process' if hardware._mode == 'cpu_load' else 'x 0.5 (no load reading)'
-            sources['cpu'] = f'estimated from its TDP ({hardware._tdp:g} W{generic}) {how}'
-        elif kind == 'GPU':
-            from codecarbon.core.gpu_nvidia import is_nvidia_system
-            sources['gpu'] = f"measured ({'NVML' if is_nvidia_system() else 'AMD SMI'})"
-        elif kind == 'RAM':
-            force = hardware._force_ram_power
-            sources['ram'] = (f'estimated: the {force:g} W given to CodeCarbon' if force is not None else
-                              "estimated from the memory this process uses (CodeCarbon's model: 5 W per DIMM it "
-                              'would fill, at least 10 W)')
-        elif kind in ('AppleSiliconChip', 'Raspberry'):
-            counter = 'powermetrics' if kind == 'AppleSiliconChip' else 'its power management chip'
-            sources[hardware.chip_part.lower()] = f'measured ({counter})'
-    return sources
-
-
-def kind_of(sources):
-    """'measured' when a counter gave every part, 'estimated' when none did, else 'partly measured' (a part's
-    sources of several processes or folds are joined by ' + ')."""
-    measured = [way.startswith('measured') for how in sources.values() for way in how.split(' + ')]
-    return 'measured' if measured and all(measured) else 'partly measured' if any(measured) else 'estimated'
+def _energy(meter):
+    """The energy of a block's finished stretches -> {'cpu_kWh', 'gpu_kWh', 'ram_kWh', 'sources', 'settings'}, or
+    None unless every stretch was read."""
+    stretches = meter['stretches']
+    if not stretches or None in stretches:
+        return None
+    energy = {f'{part}_kWh': sum(s[part] for s in stretches) for part in PARTS}
+    try:
+        settings = {**meter['settings'], 'pue': stretches[0]['pue']}        # the PUE that scaled them
+        sources = dict(how_obtained(tuple(meter['gpus']), settings.get('force_cpu_power'),
+                                    settings.get('force_ram_power')))
+        if meter['gpus'] and not all(s['gpu_found'] for s in stretches):
+            sources['gpu'] = 'unknown: CodeCarbon read no GPU here (it finds NVIDIA GPUs by nvidia-smi)'
+    except Exception:        # the words only: a reading is never lost for want of them
+        settings, sources = meter['settings'], {part: 'unknown' for part in PARTS}
+    return {**energy, 'sources': sources, 'settings': settings}
 
 
 def _block(seconds, energy, processes=1):
@@ -145,6 +250,24 @@ def joined_sources(blocks):
             for part in PARTS if any(part in b['sources'] for b in blocks)}
 
 
+def joined_settings(blocks):
+    """The CodeCarbon settings of several blocks: each one's value where they agree, the list of their values where
+    they differ (blocks of versions that recorded none are left out)."""
+    recorded = [b['settings'] for b in blocks if 'settings' in b]
+    names = dict.fromkeys(name for settings in recorded for name in settings)
+    joined = {}
+    for name in names:
+        values = list(dict.fromkeys(settings.get(name, SCALING.get(name)) for settings in recorded))
+        joined[name] = values[0] if len(values) == 1 else values
+    return joined
+
+
+def _joined(blocks):
+    """The energy of blocks that all have one, summed (the 'energy' of _block)."""
+    return {**{f'{part}_kWh': sum(b[f'{part}_kWh'] for b in blocks) for part in PARTS},
+            'sources': joined_sources(blocks), 'settings': joined_settings(blocks)}
+
+
 def add(a, b):
     """Two blocks of one step (a checkpoint's and this process's) -> one: times, processes and energy summed; the
     energy None unless both have it; sources of each part joined where they differ."""
@@ -152,42 +275,80 @@ def add(a, b):
         return b
     if not b:
         return a
-    energy = None
-    if a.get('kWh') is not None and b.get('kWh') is not None:
-        energy = {**{f'{part}_kWh': a[f'{part}_kWh'] + b[f'{part}_kWh'] for part in PARTS},
-                  'sources': joined_sources([a, b])}
-    return _block(a['seconds'] + b['seconds'], energy, a.get('processes', 1) + b.get('processes', 1))
+    both = a.get('kWh') is not None and b.get('kWh') is not None
+    return _block(a['seconds'] + b['seconds'], _joined([a, b]) if both else None,
+                  a.get('processes', 1) + b.get('processes', 1))
 
 
 @contextlib.contextmanager
-def tracked(folder, task):
-    """Time and, with config.TRACK_ENERGY, energy of the block -> a dict filled when the block ends (_block: seconds,
-    kWh and its cpu, gpu and ram parts, their sources and kind), CodeCarbon's row in folder/emissions.csv. A figure a
+def tracked(folder, task, device):
+    """Time and, with config.TRACK_ENERGY, energy of the block on `device` ('cpu', 'cuda', 'cuda:1': the GPU whose
+    energy counts) -> a dict filled when the block ends (_block: seconds, kWh and its cpu, gpu and ram parts, their
+    sources and kind, the CodeCarbon settings that scale them), CodeCarbon's rows in folder/emissions.csv. A figure a
     checkpoint carried (carry) is added. Where no counter is readable, one warning line, and the figures are
     marked estimated."""
-    meter = {'tracker': _tracker(folder, task) if config.TRACK_ENERGY else None, 'carried': None,
-             'start': time.perf_counter()}      # after the tracker's start: its first one in a process takes 1.5 s
+    meter = {'folder': Path(folder), 'task': task, 'tracker': None, 'stretches': [], 'carried': None}
+    if config.TRACK_ENERGY:
+        _begin(meter, device)
+    meter['start'] = time.perf_counter()      # after the tracker's start: its first one in a process takes 1.5 s
     _open.append(meter)
     figures = {}
     try:
         yield figures
     finally:
         _open.remove(meter)
-        tracker, energy = meter['tracker'], None
-        if tracker is not None:
-            tracker.stop()
-            energy = _read(tracker, final=True)
+        energy = None
+        if meter['tracker'] is not None:
+            meter['stretches'].append(_stop(meter['tracker']))
+            energy = _energy(meter)
             if energy is None:
                 warn_once('failed', f'energy not tracked: CodeCarbon measured nothing here ({task}); times only')
         figures.update(add(meter['carried'], _block(time.perf_counter() - meter['start'], energy)))
 
 
+def _begin(meter, device):
+    """The block's tracker started, after the checks of what it will be told."""
+    if not _known_country(config.ENERGY_COUNTRY):
+        raise DataError(f'config.ENERGY_COUNTRY = {config.ENERGY_COUNTRY!r}: not a country of CodeCarbon\'s energy '
+                        f"data; give another 3-letter ISO code (e.g. 'FIN', 'DEU', 'USA'), or --set TRACK_ENERGY=False")
+    meter['folder'].mkdir(parents=True, exist_ok=True)
+    meter['settings'], where, overridden = user_settings()
+    meter['gpus'] = gpu_ids(device)
+    meter['tracker'] = _start(meter)
+    if meter['tracker'] is None:
+        return
+    if meter['settings']['pue'] != SCALING['pue']:
+        warn_once('pue', f"energy times {meter['settings']['pue']:g}: CodeCarbon's pue is set ({where['pue']}), "
+                         'a data centre\'s overhead on the devices\' energy; the records and the table say so')
+    if overridden:
+        warn_once('pinned', f"CodeCarbon's {', '.join(overridden)} not applied: cost.py fixes the settings that would "
+                            "change what the kWh count (PINNED), and tracks the GPU of the step's device only")
+    try:
+        kind = kind_of(how_obtained(tuple(meter['gpus']), meter['settings'].get('force_cpu_power'),
+                                    meter['settings'].get('force_ram_power')))
+    except Exception:        # the words only, as in _energy
+        kind = 'unknown'
+    if kind == 'estimated':
+        warn_once('estimated', 'energy estimated, not measured: no power counter readable here (RAPL in '
+                               '/sys/class/powercap, NVML of an NVIDIA GPU); CodeCarbon models it from the '
+                               "CPU's TDP and load and the memory in use, and the records say so")
+    elif kind == 'unknown':
+        warn_once('unknown', 'energy of unknown kind: whether CodeCarbon measures or estimates a part cannot be told '
+                             'here (see its sources in metrics.json); the records say so')
+
+
 def so_far():
-    """The figures of the innermost tracked block until now (what a checkpoint carries), or None outside one."""
+    """The figures of the innermost tracked block until now (what a checkpoint carries), or None outside one. Its
+    tracker is stopped, its figures read from CodeCarbon's result, and a new one started for the rest of the block:
+    no measurement is taken beside CodeCarbon's own thread, and nothing is counted twice."""
     if not _open:
         return None
     meter = _open[-1]
-    energy = _read(meter['tracker'], final=False) if meter['tracker'] is not None else None
+    energy = None
+    if meter['tracker'] is not None:
+        meter['stretches'].append(_stop(meter['tracker']))
+        energy = _energy(meter)
+        meter['tracker'] = _start(meter)
     return add(meter['carried'], _block(time.perf_counter() - meter['start'], energy))
 
 
@@ -207,9 +368,8 @@ def total(blocks):
               'tracked': sum(b.get('kWh') is not None for b in blocks)}
     with_energy = [b for b in blocks if b.get('kWh') is not None]
     if with_energy:
-        summed.update({f'{part}_kWh': sum(b[f'{part}_kWh'] for b in with_energy) for part in PARTS})
+        summed.update(_joined(with_energy))
         summed['kWh'] = sum(summed[f'{part}_kWh'] for part in PARTS)
-        summed['sources'] = joined_sources(with_energy)
         summed['kind'] = kind_of(summed['sources'])
         summed['tracker'] = ' + '.join(dict.fromkeys(b['tracker'] for b in with_energy))
     return summed
@@ -228,8 +388,10 @@ def run_cost(run_dir):
 
 
 def over_runs(costs):
-    """Runs' costs -> {'runs', 'mean': {step: {'seconds', 'kWh'}}, 'total_kWh', each step's summed figures over
-    every run, 'complexity', 'devices'}, or None without any."""
+    """Runs' costs -> {'runs', 'complexity', 'devices', each step's summed figures over every run (total), and per
+    run ('training_per_run': {'seconds', 'kWh'}, 'test_per_run')}, or None without any. The energy per run only
+    where every fold of every run has one: a mean over the runs of the energy of some of their folds would
+    understate it (energy_text says what the tracked folds spent instead)."""
     costs = [c for c in costs if c]
     if not costs:
         return None
@@ -240,8 +402,9 @@ def over_runs(costs):
         summed['folds'] = sum(c[step]['folds'] for c in costs)
         summed['tracked'] = sum(c[step]['tracked'] for c in costs)
         summary[step] = summed
+        every = summed['kWh'] is not None and summed['tracked'] == summed['folds']
         summary[f'{step}_per_run'] = {'seconds': summed['seconds'] / len(costs),
-                                      'kWh': None if summed['kWh'] is None else summed['kWh'] / len(costs)}
+                                      'kWh': summed['kWh'] / len(costs) if every else None}
     return summary
 
 
@@ -256,11 +419,41 @@ def format_seconds(seconds):
     return f'{minutes} min {seconds} s' if minutes < 60 else f'{minutes // 60} h {minutes % 60} min'
 
 
+def energy_text(summary, step):
+    """The energy per run of a step of over_runs, as the table and compare.py show it: `0.05 kWh`, or where some
+    folds have none `0.05 kWh over 5 of 10 folds tracked; per run not comparable`, or '-'."""
+    per_run, summed = summary[f'{step}_per_run'], summary[step]
+    if per_run['kWh'] is not None:
+        return format_kwh(per_run['kWh'])
+    if summed['kWh'] is None:
+        return '-'
+    return (f"{format_kwh(summed['kWh'])} over {summed['tracked']} of {summed['folds']} folds tracked; per run not "
+            f'comparable')
+
+
+def pue_value(settings):
+    """The PUE that scaled the kWh of a block or a sum, as text: '1', '1.5', '1 and 1.5' where folds differ."""
+    pue = (settings or {}).get('pue', SCALING['pue'])
+    return ' and '.join(f'{p:g}' for p in (pue if isinstance(pue, list) else [pue]))
+
+
+def pue_text(settings):
+    """`PUE 1.5: the devices' energy times 1.5, CodeCarbon's pue setting` where a PUE other than 1 scaled the
+    figures, naming each PUE where folds differ; '' otherwise."""
+    pue = pue_value(settings)
+    if pue == f"{SCALING['pue']:g}":
+        return ''
+    if ' and ' in pue:
+        return f"PUE {pue}: CodeCarbon's pue setting differed between the folds, their sum mixes scalings"
+    return f"PUE {pue}: the devices' energy times {pue}, CodeCarbon's pue setting"
+
+
 def describe(block):
-    """`0.00012 kWh in 12.3 s (estimated)`, or `12.3 s (energy not tracked)`."""
+    """`0.00012 kWh in 12.3 s (estimated)`, `... (estimated; PUE 1.5: ...)`, or `12.3 s (energy not tracked)`."""
     if block.get('kWh') is None:
         return f"{format_seconds(block['seconds'])} (energy not tracked)"
-    return f"{format_kwh(block['kWh'])} in {format_seconds(block['seconds'])} ({block['kind']})"
+    kind = '; '.join(filter(None, [block['kind'], pue_text(block.get('settings'))]))
+    return f"{format_kwh(block['kWh'])} in {format_seconds(block['seconds'])} ({kind})"
 
 
 def sources_text(block):
@@ -283,16 +476,17 @@ def table_lines(summary):
     runs_text = f"mean of {summary['runs']} runs" if summary['runs'] > 1 else '1 run'
     steps = []
     for step, name in (('training', 'training'), ('test', 'test inference')):
-        per_run, summed = summary[f'{step}_per_run'], summary[step]
-        energy = (format_kwh(per_run['kWh']) + ' in ' if per_run['kWh'] is not None else '')
-        partly = (f" (energy of {summed['tracked']} of {summed['folds']} folds)"
-                  if per_run['kWh'] is not None and summed['tracked'] < summed['folds'] else '')
-        steps.append(f"{name} {energy}{format_seconds(per_run['seconds'])}{partly}")
+        seconds = format_seconds(summary[f'{step}_per_run']['seconds'])
+        energy = energy_text(summary, step)
+        steps.append(f'{name} {seconds}' if energy == '-' else
+                     f'{name} {energy} in {seconds}' if summary[f'{step}_per_run']['kWh'] is not None else
+                     f'{name} {seconds} (energy: {energy})')
     lines = [f"Cost per run ({runs_text}, {', '.join(summary['devices']) or 'device not recorded'}): "
              + ', '.join(steps) + '.']
     training = summary['training']
     if training['kWh'] is None:
         lines.append('Energy: not tracked (config.TRACK_ENERGY = False, or CodeCarbon failed: see the training log).')
     else:
-        lines.append(f"Energy {training['kind']} ({training['tracker']}): {sources_text(training)}.")
+        how = '; '.join(filter(None, [training['tracker'], pue_text(training.get('settings'))]))
+        lines.append(f"Energy {training['kind']} ({how}): {sources_text(training)}.")
     return lines + [complexity_line(summary['complexity'])]

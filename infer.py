@@ -165,7 +165,7 @@ def infer(audio_dir, workdir, out_dir, device='cpu', runs=None, tune=False):
         thresholds = [chosen[c]['threshold'] for c in config.HARD_CLASSES]
         lengths = [chosen[c]['median_filter'] for c in config.HARD_CLASSES]
         utils.write_json_atomic(out_dir / 'chosen_on_validation.json', chosen)
-    with cost.tracked(out_dir, 'infer.py') as spent:
+    with cost.tracked(out_dir, 'infer.py', device) as spent:
         models = [load_model(p, device) for p in model_paths]
         runs = sorted({p.parent.parent.name for p in model_paths})
         print(f'{len(audio_paths)} recordings, {len(models)} models ({", ".join(runs)}), device {device}')

@@ -92,7 +92,8 @@ def check_precision(precision, device, training=True):
     if precision == 'bfloat16' and kind == 'cpu' and not native_bfloat16_cpu() and 'cpu' not in _WARNED:
         _WARNED.add('cpu')
         print('warning: precision bfloat16 on a CPU without native bfloat16 (no avx512_bf16, amx_bf16 or bf16 in '
-              '/proc/cpuinfo): torch emulates it, likely slower than float32', file=sys.stderr)
+              '/proc/cpuinfo): torch emulates it; on such a CPU an epoch of the full-scale fold 1 took 9.1x as long '
+              'as in float32 (63.7 s against 7.0 s, 2-core AMD EPYC Zen 3: docs/speed.md)', file=sys.stderr)
 
 
 def float32_arithmetic(device, precision):

@@ -292,11 +292,11 @@ def run_experiment(workdir, folds=None, runs=None, seed=None, epochs=None, devic
             print(f'{name}: {len(data["X_train"])} training and {len(data["X_val"])} validation sequences, '
                   f'{len(data["test_files"])} test files')
             runtime.reset_gpu_peak(device)
-            with cost.tracked(fold_dir, f'{name} training') as training:       # time and energy (cost.py)
+            with cost.tracked(fold_dir, f'{name} training', device) as training:   # time and energy (cost.py)
                 model, schedule = train_fold(data, fold_dir, seed + r, epochs, device, loss_kind, resume, name,
                                              precision)
             runtime.save_best_model(fold_dir / 'best_model.pt', model, data, loss_kind)
-            with cost.tracked(fold_dir, f'{name} test') as test:
+            with cost.tracked(fold_dir, f'{name} test', device) as test:
                 stems = write_test_scores(model, data, run_dir, loss_kind)
             write_validation_scores(model, workdir, k, data['mean'], data['scale'], run_dir, loss_kind)
             metrics = evaluate.evaluate_scores(run_dir / 'scores', workdir, file_stems=stems)

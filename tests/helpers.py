@@ -64,6 +64,9 @@ def frame_scores(n, active, low=0.0):
 
 def energy_kind(sources):
     """What a tracked step's sources ({part: how}) make its figure, read here apart from cost.kind_of: measured
-    when a counter gave every part, estimated when none did."""
-    measured = [how.startswith('measured') for how in sources.values()]
-    return 'measured' if all(measured) else 'partly measured' if any(measured) else 'estimated'
+    when a counter gave every part, estimated when none did, partly measured between; unknown without any part,
+    or where a part's way (each begins 'measured', 'estimated' or 'unknown') is not known."""
+    ways = {way.split()[0].rstrip(':') for how in sources.values() for way in how.split(' + ')}
+    if not ways or not ways <= {'measured', 'estimated'}:
+        return 'unknown'
+    return 'partly measured' if len(ways) == 2 else ways.pop()

@@ -1,5 +1,6 @@
 """Training per fold (docs/method.md, Training): batches, the decay and early-stop counters, errors, and task4b.py end to end."""
 import copy
+import csv
 import json
 import math
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 import config
+import cost
 import data_generator
 import evaluate
 import runtime
@@ -196,6 +198,13 @@ def test_same_seed_gives_identical_scores_also_with_the_folds_trained_separately
     assert len(score_files(workdir)) == len(utils.read_fold(1)['test']) + len(utils.read_fold(2)['test'])
 
 
+def training_rows(fold_dir):
+    """The kWh of CodeCarbon's rows of a fold's training in its emissions.csv, in order: one per stretch between
+    checkpoints, and the last one's of each process."""
+    with open(fold_dir / cost.TRACKER_FILE) as f:
+        return [float(row['energy_consumed']) for row in csv.DictReader(f) if row['project_name'].endswith('training')]
+
+
 def kill_after_checkpoints(monkeypatch, n):
     """Stop the process as a kill would, right after the n-th checkpoint is written."""
     real, written = runtime.save_checkpoint, []
@@ -221,6 +230,7 @@ def test_interrupted_and_resumed_run_gives_the_scores_of_an_uninterrupted_one(st
     checkpoint = torch.load(run_dir / 'fold1' / 'checkpoint.pt', weights_only=True)
     assert checkpoint['epoch'] == 2 and checkpoint['finished']
     carried = {'fold1': checkpoint['cost']}          # the time and energy of its 2 epochs (cost.py)
+    killed_rows = {'fold1': len(training_rows(run_dir / 'fold1'))}
     assert not (run_dir / 'fold1' / 'metrics.json').exists() and not score_files(workdir)
 
     # resumed: fold 1 is tested without training again; killed again after epoch 1 of fold 2
@@ -233,6 +243,7 @@ def test_interrupted_and_resumed_run_gives_the_scores_of_an_uninterrupted_one(st
     checkpoint = torch.load(run_dir / 'fold2' / 'checkpoint.pt', weights_only=True)
     assert checkpoint['epoch'] == 1 and not checkpoint['finished']
     carried['fold2'] = checkpoint['cost']
+    killed_rows['fold2'] = len(training_rows(run_dir / 'fold2'))
     assert not (workdir / 'results.json').exists()
 
     # another schedule is not resumed silently
@@ -247,11 +258,15 @@ def test_interrupted_and_resumed_run_gives_the_scores_of_an_uninterrupted_one(st
                 == history_without_seconds(straight_run / config.RUNS_DIR / 'run0' / fold / 'history.csv'))
     assert json.loads((workdir / 'results.json').read_text())['mean'] == \
         json.loads((straight_run / 'results.json').read_text())['mean']
-    # each fold's training cost is its checkpoint's and the resuming process's, added
+    # each fold's training cost is its checkpoint's and the resuming process's, added: CodeCarbon's rows of the
+    # killed process up to its last checkpoint, then those of the resuming one; not the killed one's last stretch
     for fold, before in carried.items():
         spent = json.loads((run_dir / fold / 'metrics.json').read_text())['cost']['training']
         assert spent['processes'] == 2 and spent['seconds'] > before['seconds'] > 0
-        assert before['kWh'] is None or spent['kWh'] > before['kWh'] > 0
+        assert before['kWh'] > 0 and spent['kWh'] > before['kWh']
+        rows, killed = training_rows(run_dir / fold), killed_rows[fold]
+        assert before['kWh'] == pytest.approx(sum(rows[:killed - 1]))
+        assert spent['kWh'] == pytest.approx(sum(rows[:killed - 1]) + sum(rows[killed:]))
 
 
 # -----------------------------------------------------------------------------
