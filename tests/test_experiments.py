@@ -65,8 +65,8 @@ def test_set_and_an_experiment_file_change_the_recorded_value_and_the_scores_not
                                      'mean LEARNING_RATE?\n'),
     (['--set', 'BATCH_SIZE=1.5'], 'error: --set BATCH_SIZE=1.5: expected an integer, as config.BATCH_SIZE = 32\n'),
     (['--set', 'LOG_MEL=yes'], "error: --set LOG_MEL=yes: expected True or False, as config.LOG_MEL = False\n"),
-    (['--set', 'POOL_SIZES=[5, 2.5, 2]'], 'error: config.POOL_SIZES = [5, 2.5, 2]: expected a list of integers of at '
-                                          'least 1, one per conv block; set by --set POOL_SIZES=[5, 2.5, 2]\n'),
+    (['--set', 'POOL_SIZES=[5, 2.5, 2]'], 'error: config.POOL_SIZES = [5, 2.5, 2]: expected a list of items, each an '
+                                          'integer of at least 1; set by --set POOL_SIZES=[5, 2.5, 2]\n'),
     (['--epochs', 'ten'], "error: --epochs ten: expected an integer, as config.MAX_EPOCHS = 150\n"),
     (['--set', 'LEARNING_RATE'], 'error: --set LEARNING_RATE: expected NAME=VALUE, e.g. --set LEARNING_RATE=0.003\n'),
     (['--set', 'HARD_INDEX=[0]'], 'error: --set HARD_INDEX=[0]: HARD_INDEX is derived (from CLASSES and HARD_CLASSES, '

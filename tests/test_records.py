@@ -305,3 +305,26 @@ def test_a_failing_jobs_child_is_named_with_its_log_and_the_others_finish(demo_w
     assert (workdir / config.RUNS_DIR / 'run0' / 'fold1' / 'metrics.json').is_file()        # the other finished
     assert not (workdir / config.RUNS_DIR / 'run0' / 'fold2').exists()
     assert not (workdir / 'results.json').exists()
+
+
+# -----------------------------------------------------------------------------
+# A setting added to config.py at its default changes nothing for the runs recorded before it
+
+def test_a_run_recorded_before_a_setting_existed_reads_it_as_its_default(demo_workdir, tmp_path):
+    workdir, manifest = recorded_as_maestro_real(demo_workdir, tmp_path)
+    today = runs.run_record(manifest, 150, 'mse')
+    older = json.loads(json.dumps(today))                  # as a version without FRONT_END recorded it
+    del older['training']['config']['FRONT_END'], older['features']['params']['front_end']
+    assert runs.record_id(older) == runs.record_id(today)
+    assert utils.differences(runs.complete(older), runs.complete(today)) == []
+    stems = fold_test_stems(1)
+    for run, record in (('run0', older), ('run1', today)):
+        write_random_scores(workdir, write_run(workdir / config.RUNS_DIR / run, stems, record), stems)
+    assert [d.name for d in runs.select_runs(workdir)[0]] == ['run0', 'run1']        # they combine
+    assert evaluate.main(['--workdir', str(workdir)]) == 0
+    assert published_row(workdir).startswith('| Published baseline (MAESTRO Real, 10 runs, 49 files; same protocol) |')
+
+    other = json.loads(json.dumps(today))
+    other['training']['config']['GRU_UNITS'] = 16
+    assert runs.record_id(other) != runs.record_id(today)
+    assert utils.differences(runs.complete(older), runs.complete(other)) == [('training.config.GRU_UNITS', 32, 16)]
