@@ -182,10 +182,12 @@ def test_infer_outputs_are_read_by_evaluate(trained, tmp_path):
     assert ours['n_files'] == 2 and np.isclose(ours['F1_m'], theirs['F1_m'])
 
 
-def test_models_of_another_architecture_are_refused_naming_the_setting(trained, tmp_path, monkeypatch):
-    monkeypatch.setattr(config, 'GRU_UNITS', 16)
-    with pytest.raises(DataError, match=r'best_model.pt: a network of config.GRU_UNITS = 32, config.py now gives 16'):
-        infer.infer(trained['data_root'], trained['workdir'], tmp_path / 'out')
+def test_a_model_runs_as_the_network_it_was_trained_as_whatever_config_py_says_now(trained, tmp_path, monkeypatch):
+    infer.infer(trained['data_root'], trained['workdir'], tmp_path / 'as_trained')
+    monkeypatch.setattr(config, 'GRU_UNITS', 16)               # best_model.pt records the settings it was built with
+    infer.infer(trained['data_root'], trained['workdir'], tmp_path / 'edited')
+    written = {p.name: p.read_bytes() for p in sorted((tmp_path / 'as_trained' / 'scores').glob('*.tsv'))}
+    assert written and written == {p.name: p.read_bytes() for p in sorted((tmp_path / 'edited' / 'scores').glob('*.tsv'))}
 
 
 def test_runs_of_other_settings_are_refused_and_a_selection_is_used(trained, tmp_path):
