@@ -152,7 +152,7 @@ def resampled_metrics(run, weights):
     metrics.class_wise = {c: _sum_counts([cw[c] for cw in run['class_wise']], weights) for c in classes}
     class_f = {c: np.nan_to_num(metrics.class_wise_f_measure(c)['f_measure']) for c in classes}
     values = {'ER_m': metrics.overall_error_rate()['error_rate'],
-              'F1_m': 100 * metrics.overall_f_measure()['f_measure'],
+              'F1_m': evaluate.f1_micro(metrics),
               'F1_M': 100 * np.mean(list(class_f.values()))}
     values.update({('F', c): 100 * class_f[c] for c in classes})
     # sed_scores_eval asserts a reference event per class: a class absent from the draw counts 0, as in evaluate.py
@@ -270,7 +270,8 @@ def compare(side_a, side_b, n_resamples=BOOTSTRAP, seed=0):
     if undefined:
         note += ('; ' if note else '') + (f'no reference events of {", ".join(undefined)} in the compared files: '
                                           f'undefined, counted 0 in the macro averages as evaluate.py does')
-    return {**result, 'scoring': {k: v for k, v in side_a['scoring'].items() if k not in ('code', 'HARD_CLASSES')},
+    shown = {k: v for k, v in side_a['scoring'].items() if k not in ('code', 'versions', 'HARD_CLASSES')}
+    return {**result, 'scoring': shown,
             'method': method, 'note': note, 'metrics': {k: tests[k] for k in HEADLINE},
             'cost': {side: cost.over_runs([m.get('cost') for m in s['metrics']])
                      for side, s in (('a', side_a), ('b', side_b))},

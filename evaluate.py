@@ -19,7 +19,8 @@ Metrics (over the files that have scores; the report says how many of the ground
 docs/method.md, Evaluation, describes them:
 - ER_m, F1_m: sed_eval segment-based (1 s segments), micro over the 11 evaluated classes; by default each fold's
   test files concatenated in its list order into one timeline (scores and hard labels), as the challenge did;
-  `--timeline file`: each file on its own timeline of its duration, against gt_dev.csv;
+  `--timeline file`: each file on its own timeline of its duration, against gt_dev.csv; F1_m is 0 when the system
+  detects no segment at all (sed_eval leaves it undefined);
 - F1_M: sed_eval class-wise F averaged over the 11 classes, an undefined F counted as 0;
 - F1_thop: sed_scores_eval segment-based best F-score, each class at its own optimal threshold, macro average
   (per file, time_decimals=30 as the challenge called it), with each class's precision, recall and threshold;
@@ -34,7 +35,14 @@ Beside the protocol's row (docs/method.md, Evaluation): --tune chooses, per fold
 filter with the best segment F-score (sed_scores_eval's best_fscore, as F1_thop) on the fold's validation files
 (`runs/run{r}/validation_scores/fold{k}/`, written by task4b.py), and applies them to the fold's test files: what
 F1_thop promises without the test labels. --ensemble averages the runs' frame scores per file and scores them as one
-system. Neither writes a run's metrics.json; the chosen values go into the JSON (each row's 'scoring') and the table.
+system. Neither writes a run's metrics.json; the chosen values go into the JSON (each row's 'scoring': THRESHOLD and
+MEDIAN_FILTER per fold and class) and the table. A threshold below every validation score (the best F detects every
+segment) is recorded as null with its 'why' and cuts every frame as active.
+
+A run's metrics.json is reused (compare.py, plot_results.py) only while scoring the run now would give it: the same
+scoring (settings, SCORING_CODE, the versions of SCORING_LIBRARIES), the run's record, and the same finished score
+files, by the hash of their names and contents; otherwise the run is scored again. Every JSON written is strict (no
+NaN or Infinity).
 
 Which runs are combined, which of their files are finished and the protocol the table names are runs.py's
 answers; this file computes the metrics and the table.
@@ -44,6 +52,7 @@ import json
 import math
 import shlex
 import warnings
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +74,7 @@ from post_processing import (clean_events, events_from_activity, hard_labels, me
                              median_filter_lengths, post_process_events)
 from runs import (TRAIN_HINT, check_scores_folder, finished_files, finished_folds,  # noqa: E402
                   missing_validation_scores, protocol_differences, protocol_label, read_protocol, read_settings,
-                  select_runs, validation_files, validation_scores_dir)
+                  scores_sha256, select_runs, validation_files, validation_scores_dir)
 from utils import DataError  # noqa: E402
 
 EXTRACT_HINT = 'run: python extract_features.py --data-root DIR --workdir DIR'
@@ -73,6 +82,8 @@ EXTRACT_HINT = 'run: python extract_features.py --data-root DIR --workdir DIR'
 SCORING = ('HARD_CLASSES', 'THRESHOLD', 'MEDIAN_FILTER', 'MEDIAN_FILTER_BY_CLASS', 'MERGE_GAP', 'MIN_EVENT_LENGTH',
            'SEGMENT_LENGTH', 'TIMELINE', 'F1_THOP_TIME_DECIMALS', 'PAUC_MAX_FPR')
 SCORING_CODE = ('evaluate.py', 'post_processing.py')
+# ... and the libraries that compute the metrics: another version of one may give other F1_thop or pAUC
+SCORING_LIBRARIES = ('sed_eval', 'sed_scores_eval', 'dcase_util', 'scipy', 'numpy', 'pandas')
 
 
 # -----------------------------------------------------------------------------
@@ -343,13 +354,20 @@ def segment_metrics(timelines):
     return metrics
 
 
+def f1_micro(metrics):
+    """F1_m (%) of a sed_eval SegmentBasedMetrics: its overall F, 0 where sed_eval leaves it undefined (no system
+    segment at all, so no precision), as F1_M counts an undefined class."""
+    return 100 * (_finite_or_none(metrics.overall_f_measure()['f_measure']) or 0.0)
+
+
 def scoring(timeline=None, time_decimals=None):
     """How metrics computed now are scored (SCORING's values, timeline and time_decimals as evaluate_scores takes
-    them, the fingerprints of SCORING_CODE), as a metrics file records it."""
+    them, the fingerprints of SCORING_CODE, the versions of SCORING_LIBRARIES), as a metrics file records it."""
     values = {name: getattr(config, name) for name in SCORING}
     values['TIMELINE'] = timeline or config.TIMELINE
     values['F1_THOP_TIME_DECIMALS'] = config.F1_THOP_TIME_DECIMALS if time_decimals is None else time_decimals
     values['code'] = utils.code_record(SCORING_CODE)
+    values['versions'] = {name: version(name) for name in SCORING_LIBRARIES}
     return json.loads(json.dumps(values))              # as a metrics file reads back: tuples are lists
 
 
@@ -426,6 +444,8 @@ def evaluate_scores(scores_dir, workdir=None, file_stems=None, timeline=None, fo
     n_total = len(durations)
     mode = TIMELINE_NAMES[timeline]
     report = f'Segment-based metrics over {len(stems)} of {n_total} files, {mode}\n' + str(metrics)
+    if _finite_or_none(metrics.overall_f_measure()['f_measure']) is None:
+        report += '  No overall F (no system segment in any file): F1_m counts it as 0\n'
     undefined = [c for c in config.HARD_CLASSES if _finite_or_none(class_f[c]) is None]
     if undefined:   # sed_eval's class-wise average (nanmean) skips them; F1_M counts them as 0
         report += (f'  No F for {undefined} (no reference and no system segment): F1_M counts them as 0, '
@@ -441,7 +461,7 @@ def evaluate_scores(scores_dir, workdir=None, file_stems=None, timeline=None, fo
                   for c in config.HARD_CLASSES}
     return {
         'ER_m': float(metrics.overall_error_rate()['error_rate']),
-        'F1_m': 100 * float(metrics.overall_f_measure()['f_measure']),
+        'F1_m': f1_micro(metrics),
         'F1_M': 100 * macro(class_f),
         'F1_thop': 100 * macro(f_thop),
         'pAUC': macro(pauc),
@@ -498,19 +518,26 @@ def summarize_runs(run_metrics):
 
 
 def score_run(workdir, run_dir):
-    """A run's metrics over the files of its finished folds, scored now, with its seed, record id and cost (the
-    time and energy its folds recorded when they trained, its model's size)."""
-    metrics = evaluate_scores(Path(run_dir) / 'scores', workdir, file_stems=finished_files(run_dir))
+    """A run's metrics over the files of its finished folds, scored now, with its seed, record id, the digest of
+    the score files scored (runs.scores_sha256) and cost (the time and energy its folds recorded when they trained,
+    its model's size)."""
+    stems = finished_files(run_dir)
+    digest = scores_sha256(run_dir, stems)
+    metrics = evaluate_scores(Path(run_dir) / 'scores', workdir, file_stems=stems)
     settings = read_settings(run_dir)
-    return {**metrics, 'seed': settings['seed'], 'record_id': settings['record_id'], 'cost': cost.run_cost(run_dir)}
+    return {**metrics, 'seed': settings['seed'], 'record_id': settings['record_id'], 'scores_sha256': digest,
+            'cost': cost.run_cost(run_dir)}
 
 
 def run_metrics(workdir, run_dir):
-    """A run's metrics.json when it was scored as config scores now (its record, settings and code), else the run
-    scored again, in memory: what compare.py and plot_results.py show never mixes scorings."""
+    """A run's metrics.json while it holds what scoring the run now would give: scored as config scores now (its
+    settings, code and libraries), of the run's record, over exactly the finished score files it was computed from
+    (a fold trained since as a job of its own, or trained again, makes other files); else the run scored again, in
+    memory: what compare.py and plot_results.py show never mixes scorings or stale files."""
     path = Path(run_dir) / 'metrics.json'
     saved = json.loads(path.read_text()) if path.is_file() else {}
-    if saved.get('scoring') == scoring() and saved.get('record_id') == read_settings(run_dir)['record_id']:
+    if (saved.get('scoring') == scoring() and saved.get('record_id') == read_settings(run_dir)['record_id']
+            and saved.get('scores_sha256') == scores_sha256(run_dir, finished_files(run_dir))):
         return {**saved, 'cost': cost.run_cost(run_dir)}       # as its folds' files say now
     return score_run(workdir, run_dir)
 
@@ -602,12 +629,18 @@ def ensemble_folds(folds_of_runs):
                    for part in folds_of_runs[0][fold]} for fold in common}
 
 
+# sed_scores_eval's best_fscore gives the threshold -inf when the best F detects every segment (its lowest score)
+BELOW_EVERY_SCORE = ('below every validation score (sed_scores_eval: -inf): the best F detects every segment, so '
+                     'every frame is active')
+
+
 def choose_on_validation(scores, ground_truth, durations):
     """Per class, the median filter (of config.TUNE_MEDIAN_FILTERS, in frames) and the threshold with the best
     segment-based F-score on validation score files {id: DataFrame}: sed_scores_eval's best_fscore (1 s segments,
     each file on its own, as F1_thop) of the files filtered with each length; ties go to the shorter filter
-    -> {class: {'threshold', 'median_filter', 'F' (%)}}. A class without reference events among the files keeps
-    config's threshold and filter, 'F' None. ground_truth, durations: {id: ...} of these files."""
+    -> {class: {'threshold', 'median_filter', 'F' (%)}}; a threshold below every score is None with its 'why'
+    (cut_threshold). A class without reference events among the files keeps config's threshold and filter, 'F'
+    None. ground_truth, durations: {id: ...} of these files."""
     ids = sorted(scores)
     reference, present = reference_events(ground_truth, ids)
     defaults = dict(zip(config.HARD_CLASSES, median_filter_lengths(config.HARD_CLASSES)))
@@ -621,26 +654,39 @@ def choose_on_validation(scores, ground_truth, durations):
             segment_length=config.SEGMENT_LENGTH, time_decimals=config.F1_THOP_TIME_DECIMALS)
         for c in present:
             if chosen[c]['F'] is None or 100 * f[c] > chosen[c]['F']:
-                chosen[c] = {'threshold': float(thresholds[c]), 'median_filter': length, 'F': 100 * float(f[c])}
+                threshold = _finite_or_none(thresholds[c])
+                chosen[c] = {'threshold': threshold, 'median_filter': length, 'F': 100 * float(f[c]),
+                             **({'why': BELOW_EVERY_SCORE} if threshold is None else {})}
     return chosen
+
+
+def cut_threshold(value):
+    """The threshold post-processing cuts a class with, of its value chosen on validation: None, below every score
+    (BELOW_EVERY_SCORE), is -inf: every frame active."""
+    return -math.inf if value['threshold'] is None else value['threshold']
 
 
 def tuned_metrics(workdir, folds, name=''):
     """The metrics of test scores post-processed with each fold's thresholds and median filters chosen on its
     validation files (choose_on_validation; folds as run_folds gives them); the test labels are never read for the
-    choice. The chosen values are recorded in the metrics' scoring ('chosen on validation': {fold: {class}})."""
+    choice. The metrics' scoring records what cut the scores: THRESHOLD and MEDIAN_FILTER {fold: {class: value}},
+    and the choice ('chosen on validation': {fold: {class}}) with its F-scores."""
     ground_truth, durations = read_references(workdir)
     chosen, post, test = {}, {}, {}
     for fold, parts in tqdm(list(folds.items()), desc=f'{name} chosen on validation', unit='fold', leave=False):
         values = choose_on_validation(parts['validation'], ground_truth, durations)
         chosen[f'fold{fold}'] = values
-        setting = ([values[c]['threshold'] for c in config.HARD_CLASSES],
+        setting = ([cut_threshold(values[c]) for c in config.HARD_CLASSES],
                    [values[c]['median_filter'] for c in config.HARD_CLASSES])
         post.update(dict.fromkeys(parts['test'], setting))
         test.update(parts['test'])
     metrics = evaluate_scores(test, workdir, post=post)
-    metrics['scoring'] = {**metrics['scoring'], 'chosen on validation': {
-        'TUNE_MEDIAN_FILTERS': sorted(set(config.TUNE_MEDIAN_FILTERS)), 'values': chosen}}
+    used = {key: {fold: {c: v[c][key] for c in config.HARD_CLASSES} for fold, v in chosen.items()}
+            for key in ('threshold', 'median_filter')}
+    scoring = {k: v for k, v in metrics['scoring'].items() if k != 'MEDIAN_FILTER_BY_CLASS'}   # in MEDIAN_FILTER
+    metrics['scoring'] = {**scoring, 'THRESHOLD': used['threshold'], 'MEDIAN_FILTER': used['median_filter'],
+                          'chosen on validation': {'TUNE_MEDIAN_FILTERS': sorted(set(config.TUNE_MEDIAN_FILTERS)),
+                                                   'values': chosen}}
     return metrics
 
 
@@ -748,7 +794,8 @@ def chosen_table(name, runs):
     folds = list(chosen[0])
     lines = [f'{name}: threshold / median filter (frames) per fold, mean threshold over {len(runs)} '
              f'run{"s" * (len(runs) != 1)}, the filter most chose (kept: no reference event of the class among the '
-             f"fold's validation files, config's threshold and filter kept)", '',
+             f"fold's validation files, config's threshold and filter kept; none: below every validation score, "
+             f'every frame active; (none in n): so in n runs, the mean of the others)', '',
              '| Class | F (chosen on validation) | ' + ' | '.join(folds) + ' |',
              '| --- | --- |' + ' --- |' * len(folds)]
     for c in config.HARD_CLASSES:
@@ -757,7 +804,10 @@ def chosen_table(name, runs):
             values = [run[fold][c] for run in chosen if fold in run]
             common = most_chosen([v['median_filter'] for v in values])
             kept = ' (kept)' if all(v['F'] is None for v in values) else ''
-            cells.append(f"{np.mean([v['threshold'] for v in values]):.3f} / {common}{kept}")
+            thresholds = [v['threshold'] for v in values if v['threshold'] is not None]
+            none = len(values) - len(thresholds)
+            mean = 'none' if not thresholds else f'{np.mean(thresholds):.3f}' + (f' (none in {none})' if none else '')
+            cells.append(f'{mean} / {common}{kept}')
         f = _mean_or_none([run['class_wise'][c]['F'] for run in runs])
         lines.append(f'| {c} | {"-" if f is None else f"{f:.2f}"} | ' + ' | '.join(cells) + ' |')
     return lines

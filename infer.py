@@ -14,13 +14,18 @@ pass, frame scores averaged over the models. Written:
                              median-filtered when the evaluation filters (config.MEDIAN_FILTER; none by default)
     OUT/events/<stem>.tsv    onset<TAB>offset<TAB>label, the post-processing of those scores (docs/method.md, Evaluation)
     OUT/events.tsv           filename<TAB>onset<TAB>offset<TAB>event_label for every file (a submission)
-    OUT/chosen_on_validation.json   with --tune: each class's threshold and median filter
+    OUT/chosen_on_validation.json   with --tune: each class's threshold and median filter ('values'), what they
+                             were chosen on ('chosen on') and what they cut ('cuts')
     OUT/cost.json            the time and energy of the whole inference (cost.py), measured or estimated, as DCASE
                              asks them reported; OUT/emissions.csv, CodeCarbon's row of it
 
 --tune: one threshold and median filter per class for every model's average, chosen as evaluate.py --tune chooses
 them per fold, but on the validation files of every fold at once (each scored by its fold's models, averaged over
-the runs, as the ensemble of evaluate.py --ensemble): the best segment F-score over all the validation data.
+the runs, as the ensemble of evaluate.py --ensemble): the best segment F-score over all the validation data. They
+are chosen on the scores of one fold's models and cut the average of every fold's: an average of more models has
+narrower scores, so with several folds the choice fits the outputs less well than it fits the validation scores
+(said on screen and in chosen_on_validation.json). No better match exists on the development files: the average of
+every fold's models has trained on each of them, so its scores of them are not those of unseen audio.
 
 --validation-scores: the validation files of every finished fold scored by the fold's best_model.pt and written to
 `WD/runs/run{r}/validation_scores/fold{k}/`, as task4b.py writes them after training (folds that have them are
@@ -140,6 +145,19 @@ def choose_for_all_folds(workdir, run_dirs):
                                          {key: durations[stem] for key, stem in stems.items()})
 
 
+def tuning_note(model_paths, run_dirs):
+    """What --tune's values were chosen on and what they cut, in words -> {'chosen on', 'cuts'}."""
+    folds = len({p.parent.name for p in model_paths})
+    runs = f'{len(run_dirs)} run{"s" * (len(run_dirs) != 1)}'
+    models = f'{len(model_paths)} model{"s" * (len(model_paths) != 1)}'
+    cuts = f'the average of {models} ({folds} fold{"s" * (folds != 1)} x {runs})'
+    if folds > 1:
+        cuts += (': more models than scored each validation file, so narrower scores; the values fit these '
+                 'outputs less well than they fit the validation scores')
+    return {'chosen on': f"the validation files of each fold, scored by that fold's models averaged over {runs}",
+            'cuts': cuts}
+
+
 def write_missing_validation_scores(workdir, runs=None, device='cpu'):
     """The validation files of each finished fold without validation scores, scored by the fold's best_model.pt
     and written as task4b.py writes them after training (write_validation_scores) -> [(run folder, fold)] written."""
@@ -161,10 +179,13 @@ def infer(audio_dir, workdir, out_dir, device='cpu', runs=None, tune=False):
     thresholds, lengths = None, post_processing.median_filter_lengths(config.HARD_CLASSES)
     out_dir = Path(out_dir)
     if tune:
-        chosen = choose_for_all_folds(workdir, sorted({p.parent.parent for p in model_paths}, key=run_order))
-        thresholds = [chosen[c]['threshold'] for c in config.HARD_CLASSES]
+        run_dirs = sorted({p.parent.parent for p in model_paths}, key=run_order)
+        chosen = choose_for_all_folds(workdir, run_dirs)
+        thresholds = [evaluate.cut_threshold(chosen[c]) for c in config.HARD_CLASSES]
         lengths = [chosen[c]['median_filter'] for c in config.HARD_CLASSES]
-        utils.write_json_atomic(out_dir / 'chosen_on_validation.json', chosen)
+        note = tuning_note(model_paths, run_dirs)
+        print(f"--tune: thresholds and median filters chosen on {note['chosen on']}; they cut {note['cuts']}")
+        utils.write_json_atomic(out_dir / 'chosen_on_validation.json', {**note, 'values': chosen})
     with cost.tracked(out_dir, 'infer.py') as spent:
         models = [load_model(p, device) for p in model_paths]
         runs = sorted({p.parent.parent.name for p in model_paths})

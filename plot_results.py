@@ -112,7 +112,7 @@ def file_metrics(stem, scores_df, reference, duration):
     metrics = evaluate.segment_metrics(evaluate.timelines([stem], evaluate.filtered_scores({stem: scores_df}),
                                                            {stem: reference}, {stem: duration}, timeline='file',
                                                            workdir=None))
-    return {'F1': 100 * float(metrics.overall_f_measure()['f_measure']),
+    return {'F1': evaluate.f1_micro(metrics),
             'ER': float(metrics.overall_error_rate()['error_rate'])}
 
 
@@ -356,8 +356,9 @@ def draw_per_class_picture(data, path):
             thresholds = [t for t in data['thresholds'][c] if t is not None]
             if key == 'f1_thop' and thresholds:
                 text += f'  (thr {np.mean(thresholds):.2f})'
-            if key == 'f1_tuned':
-                text += (f"  (thr {np.mean([t for t, _ in data['chosen'][c]]):.2f}, filter "
+            if key == 'f1_tuned':         # a threshold None is below every validation score
+                chosen = [t for t, _ in data['chosen'][c] if t is not None]
+                text += (f"  (thr {f'{np.mean(chosen):.2f}' if chosen else 'none'}, filter "
                          f"{evaluate.most_chosen([f for _, f in data['chosen'][c]])})")
             ax.text(top + 1, yk, text, va='center', fontsize=8, color='#333333')
     ax.set_xlim(0, 105)

@@ -120,6 +120,14 @@ def test_one_row_per_second_ground_truth_gives_the_same_metrics(two_files, tmp_p
         assert again[key] == merged[key]
 
 
+def test_a_system_that_detects_nothing_has_f1_m_0_not_an_undefined_value(two_files):
+    for stem, duration in (('cafe_restaurant_00', 5.0), ('cafe_restaurant_04', 4.0)):
+        evaluate.write_score_file(two_files / 'scores' / f'{stem}.tsv', frame_scores(n_frames(duration), []))
+    m = evaluate.evaluate_scores(two_files / 'scores', two_files, timeline='file')
+    assert m['F1_m'] == 0.0 and 'F1_m counts it as 0' in m['report']
+    json.dumps(m, allow_nan=False)                                     # strict JSON: sed_eval's F was NaN
+
+
 def test_partial_scores_say_how_many_files(two_files):
     (two_files / 'scores' / 'cafe_restaurant_04.tsv').unlink()
     m = evaluate.evaluate_scores(two_files / 'scores', two_files)

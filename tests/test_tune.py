@@ -66,6 +66,13 @@ def chosen_of(metrics):
     return metrics['scoring']['chosen on validation']['values']
 
 
+def read_strict_json(path):
+    """A JSON file read as strict JSON readers read it: NaN and Infinity refused."""
+    def refuse(constant):
+        raise ValueError(f'{path}: {constant} is not JSON')
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
 def test_chosen_thresholds_and_filters_depend_on_validation_data_only(tuned, tmp_path):
     workdir = tmp_path / 'work'
     shutil.copytree(tuned, workdir)
@@ -125,6 +132,40 @@ def test_each_folds_choice_cuts_that_folds_test_files_and_no_others(tuned):
     # and the thresholds are those given: no score (at most 1) lies above 1, so nothing is detected
     silent = evaluate.evaluate_scores(test, tuned, post=dict.fromkeys(test, ([1.0] * len(config.HARD_CLASSES), 1)))
     assert silent['ER_m'] == 1.0                            # every reference segment deleted, none inserted
+
+
+def test_the_tuned_rows_record_the_thresholds_and_filters_that_cut_them(tuned):
+    metrics = evaluate.tuned_metrics(tuned, folds_of(tuned))
+    for fold, values in chosen_of(metrics).items():
+        assert metrics['scoring']['THRESHOLD'][fold] == {c: values[c]['threshold'] for c in config.HARD_CLASSES}
+        assert metrics['scoring']['MEDIAN_FILTER'][fold] == {c: values[c]['median_filter'] for c in config.HARD_CLASSES}
+    assert 'MEDIAN_FILTER_BY_CLASS' not in metrics['scoring']              # the per-class filters are MEDIAN_FILTER's
+    assert metrics['scoring']['THRESHOLD'] != config.THRESHOLD and metrics['scoring']['MEDIAN_FILTER'] != 1
+
+
+def test_every_json_of_a_tuned_ensembled_workdir_is_strict_with_a_threshold_below_every_score(tuned, tmp_path):
+    workdir = tmp_path / 'work'
+    shutil.copytree(tuned, workdir)
+    # one class scored 0.5 on every validation frame: its best F detects every segment, at best_fscore's -inf
+    for run in (0, 1):
+        for fold in range(1, config.N_FOLDS + 1):
+            for path in runs.validation_scores_dir(run_dir(workdir, run), fold).glob('*.tsv'):
+                df = pd.read_csv(path, sep='\t')
+                df['people talking'] = 0.5
+                evaluate.write_score_file(path, df[config.HARD_CLASSES].to_numpy())
+    assert evaluate.main(['--workdir', str(workdir), '--tune', '--ensemble']) == 0
+    written = {path: read_strict_json(path) for path in sorted(workdir.rglob('*.json'))}
+    assert workdir / 'results.json' in written and run_dir(workdir) / 'metrics.json' in written
+    results = written[workdir / 'results.json']
+    for row in results['tuned']['runs'] + results['ensemble_tuned']['runs']:
+        for fold, values in chosen_of(row).items():
+            assert values['people talking']['threshold'] is None and 'every frame' in values['people talking']['why']
+            assert row['scoring']['THRESHOLD'][fold]['people talking'] is None
+    # and cut so: every frame of the class active in every test file, whatever the filter
+    test = {stem: df for parts in folds_of(workdir).values() for stem, df in parts['test'].items()}
+    everything = evaluate.evaluate_scores(test, workdir, post=dict.fromkeys(test, ([-np.inf] * len(config.HARD_CLASSES), 1)))
+    assert results['tuned']['runs'][0]['class_wise']['people talking'] == everything['class_wise']['people talking']
+    assert 'none / ' in (workdir / 'results.md').read_text()
 
 
 def test_a_class_without_reference_in_the_validation_files_keeps_the_threshold_and_filter_of_config(tuned):
