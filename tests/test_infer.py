@@ -19,7 +19,9 @@ import extract_features
 import infer
 import post_processing
 import runs
+import score_io
 import task4b
+import tuning
 import utils
 from helpers import energy_kind
 from utils import DataError
@@ -133,7 +135,7 @@ def test_event_lists_are_the_post_processed_scores(trained, tmp_path):
     n_events = 0
     for file_id in FILE_IDS[6:8]:
         stem = utils.file_stem(file_id)
-        scores = evaluate.read_score_files(tmp_path / 'out' / 'scores')[stem]
+        scores = score_io.read_score_files(tmp_path / 'out' / 'scores')[stem]
         expected = [(e.onset, e.offset, e.event_label) for e in
                     post_processing.post_process_events(scores[config.HARD_CLASSES].to_numpy(), config.HARD_CLASSES, stem)]
         lines = (tmp_path / 'out' / 'events' / f'{stem}.tsv').read_text().splitlines()
@@ -262,17 +264,17 @@ def test_infer_tune_cuts_events_with_the_threshold_and_filter_chosen_on_the_vali
     # one model: what the values were chosen on is what they cut, and nothing says otherwise
     assert written['cuts'] == 'the average of 1 model (1 fold x 1 run)'
     # one run of one fold: the choice over every fold's validation files is evaluate.py --tune's for fold 1
-    ground_truth, _ = evaluate.read_references(trained['workdir'])
-    folds = evaluate.run_folds(trained['workdir'], trained['workdir'] / 'runs' / 'run0', ground_truth)
+    ground_truth, _ = score_io.read_references(trained['workdir'])
+    folds = tuning.run_folds(trained['workdir'], trained['workdir'] / 'runs' / 'run0', ground_truth)
     tuned = evaluate.tuned_metrics(trained['workdir'], folds)
     assert chosen == tuned['scoring']['chosen on validation']['values']['fold1']
     assert any(v['threshold'] != config.THRESHOLD or v['median_filter'] != 1 for v in chosen.values())   # not a no-op
-    thresholds = [evaluate.cut_threshold(chosen[c]) for c in config.HARD_CLASSES]         # None: -inf
+    thresholds = [tuning.cut_threshold(chosen[c]) for c in config.HARD_CLASSES]         # None: -inf
     lengths = [chosen[c]['median_filter'] for c in config.HARD_CLASSES]
     for file_id in FILE_IDS[6:8]:
         stem = utils.file_stem(file_id)
-        plain = evaluate.read_score_files(tmp_path / 'plain' / 'scores')[stem][config.HARD_CLASSES].to_numpy()
-        scores = evaluate.read_score_files(tmp_path / 'tuned' / 'scores')[stem][config.HARD_CLASSES].to_numpy()
+        plain = score_io.read_score_files(tmp_path / 'plain' / 'scores')[stem][config.HARD_CLASSES].to_numpy()
+        scores = score_io.read_score_files(tmp_path / 'tuned' / 'scores')[stem][config.HARD_CLASSES].to_numpy()
         np.testing.assert_array_equal(scores, post_processing.median_filter(plain, lengths))
         expected = post_processing.post_process_events(scores, config.HARD_CLASSES, stem, thresholds, 1)
         lines = (tmp_path / 'tuned' / 'events' / f'{stem}.tsv').read_text().splitlines()
@@ -295,7 +297,7 @@ def test_infer_tune_writes_strict_json_with_a_threshold_below_every_score(traine
     for path in runs.validation_scores_dir(workdir / 'runs' / 'run0', 1).glob('*.tsv'):
         df = pd.read_csv(path, sep='\t')
         df['people talking'] = 0.5
-        evaluate.write_score_file(path, df[config.HARD_CLASSES].to_numpy())
+        score_io.write_score_file(path, df[config.HARD_CLASSES].to_numpy())
     audio = audio_folder(trained, tmp_path / 'audio', FILE_IDS[6:7])
     assert infer.main(['--audio', str(audio), '--workdir', str(workdir), '--out', str(tmp_path / 'out'), '--tune']) == 0
     assert "--tune: thresholds and median filters chosen on the validation files of each fold" in capsys.readouterr().out

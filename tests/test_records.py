@@ -13,6 +13,7 @@ import evaluate
 import extract_features
 import runs
 import runtime
+import tables
 import task4b
 import utils
 from helpers import RECORD, copy_workdir, write_random_scores, write_run
@@ -135,8 +136,8 @@ def test_a_fold_trained_as_a_job_after_scoring_is_in_what_compare_and_plot_resul
     side = compare.load_side(workdir, None)                  # what the Welch test and the bootstrap's files read
     shown = side['metrics'][0]
     assert shown['files'] == every
-    assert {k: shown[k] for k in evaluate.HEADLINE + ['class_wise']} == \
-        {k: fresh[k] for k in evaluate.HEADLINE + ['class_wise']}
+    assert {k: shown[k] for k in tables.HEADLINE + ['class_wise']} == \
+        {k: fresh[k] for k in tables.HEADLINE + ['class_wise']}
     assert compare.main([str(workdir), str(workdir), '--out', str(tmp_path / 'comparison'), '--bootstrap', '10']) == 0
     assert f'paired bootstrap over {len(every)} files' in (tmp_path / 'comparison' / 'comparison.md').read_text()
     data = plot_results.per_class_data(workdir)
