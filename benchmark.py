@@ -50,10 +50,10 @@ import benchmark_original
 import config
 import cost
 import experiment
-import evaluate
 import extract_features
 import front_end
 import runtime
+import score_io
 import task4b
 import utils
 from augment import Augmenter
@@ -129,7 +129,7 @@ def phase_extract(data_root, result):
         start = time.perf_counter()
         extract_features.extract(data_root, workdir)
         seconds = time.perf_counter() - start
-        durations = evaluate.read_durations(Path(workdir) / config.METADATA_DIR / config.DURATIONS_FILE)
+        durations = score_io.read_durations(Path(workdir) / config.METADATA_DIR / config.DURATIONS_FILE)
     utils.write_json_atomic(result, {
         'seconds': seconds, 'audio_seconds': sum(durations.values()), 'files': len(durations),
         'jobs': config.FEATURE_JOBS, 'maxrss_self_bytes': max_rss_bytes(resource.RUSAGE_SELF),

@@ -48,9 +48,10 @@ import config  # noqa: E402
 import cost  # noqa: E402
 import experiment  # noqa: E402
 import evaluate  # noqa: E402
+import score_io  # noqa: E402
 import utils  # noqa: E402
-from evaluate import HEADLINE, format_metric  # noqa: E402
 from runs import CODE_COPY, complete, select_runs  # noqa: E402
+from tables import HEADLINE, format_metric  # noqa: E402
 from utils import DataError  # noqa: E402
 
 MIN_RUNS = 3                 # fewer runs on a side: too few samples for a test over runs; the files are the samples
@@ -116,11 +117,11 @@ def file_statistics(workdir, run_dir, stems, time_decimals):
     filters them): sed_eval's segment counts of each file on its own timeline, and sed_scores_eval's per-file
     deltas of F1_thop (the run's time_decimals) and of pAUC (as evaluate.py calls auroc: the library's default
     rounding) for the classes with reference events."""
-    ground_truth, durations = evaluate.read_references(workdir)
-    scores = evaluate.filtered_scores(evaluate.read_score_files(Path(run_dir) / 'scores', ground_truth))
+    ground_truth, durations = score_io.read_references(workdir)
+    scores = score_io.filtered_scores(score_io.read_score_files(Path(run_dir) / 'scores', ground_truth))
     counts = [evaluate.segment_metrics([timeline]) for timeline in
               evaluate.timelines(stems, scores, ground_truth, durations, 'file', workdir)]
-    reference, present = evaluate.reference_events(ground_truth, stems)
+    reference, present = score_io.reference_events(ground_truth, stems)
     scores = {stem: scores[stem][['onset', 'offset', *present]] for stem in stems}
     lengths = {stem: durations[stem] for stem in stems}
     common = dict(segment_length=config.SEGMENT_LENGTH)
@@ -152,7 +153,7 @@ def resampled_metrics(run, weights):
     metrics.class_wise = {c: _sum_counts([cw[c] for cw in run['class_wise']], weights) for c in classes}
     class_f = {c: np.nan_to_num(metrics.class_wise_f_measure(c)['f_measure']) for c in classes}
     values = {'ER_m': metrics.overall_error_rate()['error_rate'],
-              'F1_m': 100 * metrics.overall_f_measure()['f_measure'],
+              'F1_m': evaluate.f1_micro(metrics),
               'F1_M': 100 * np.mean(list(class_f.values()))}
     values.update({('F', c): 100 * class_f[c] for c in classes})
     # sed_scores_eval asserts a reference event per class: a class absent from the draw counts 0, as in evaluate.py
@@ -196,7 +197,7 @@ def paired_bootstrap(side_a, side_b, stems, keys, n_resamples, seed):
     sides = []
     for side in (side_a, side_b):
         with experiment.of_workdir(side['workdir']):          # each side post-processed in its own experiment
-            sides.append([file_statistics(side['workdir'], d, stems, m['F1_thop_time_decimals'])
+            sides.append([file_statistics(side['workdir'], d, stems, m['scoring']['F1_THOP_TIME_DECIMALS'])
                           for d, m in zip(side['run_dirs'], side['metrics'])])
     observed = _side_values(sides, keys, [np.ones(len(stems), dtype=int)])[0]
     # sed_scores_eval's bootstrap_from_deltas leaves a fifth of the files out at a time (no draws with replacement),
@@ -270,7 +271,8 @@ def compare(side_a, side_b, n_resamples=BOOTSTRAP, seed=0):
     if undefined:
         note += ('; ' if note else '') + (f'no reference events of {", ".join(undefined)} in the compared files: '
                                           f'undefined, counted 0 in the macro averages as evaluate.py does')
-    return {**result, 'scoring': {k: v for k, v in side_a['scoring'].items() if k not in ('code', 'HARD_CLASSES')},
+    shown = {k: v for k, v in side_a['scoring'].items() if k not in ('code', 'versions', 'HARD_CLASSES')}
+    return {**result, 'scoring': shown,
             'method': method, 'note': note, 'metrics': {k: tests[k] for k in HEADLINE},
             'cost': {side: cost.over_runs([m.get('cost') for m in s['metrics']])
                      for side, s in (('a', side_a), ('b', side_b))},

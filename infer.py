@@ -14,13 +14,16 @@ pass, frame scores averaged over the models. Written:
                              median-filtered when the evaluation filters (config.MEDIAN_FILTER; none by default)
     OUT/events/<stem>.tsv    onset<TAB>offset<TAB>label, the post-processing of those scores (docs/method.md, Evaluation)
     OUT/events.tsv           filename<TAB>onset<TAB>offset<TAB>event_label for every file (a submission)
-    OUT/chosen_on_validation.json   with --tune: each class's threshold and median filter
+    OUT/chosen_on_validation.json   with --tune: each class's threshold and median filter ('values'), what they
+                             were chosen on ('chosen on') and what they cut ('cuts')
     OUT/cost.json            the time and energy of the whole inference (cost.py), measured or estimated, as DCASE
                              asks them reported; OUT/emissions.csv, CodeCarbon's row of it
 
 --tune: one threshold and median filter per class for every model's average, chosen as evaluate.py --tune chooses
 them per fold, but on the validation files of every fold at once (each scored by its fold's models, averaged over
-the runs, as the ensemble of evaluate.py --ensemble): the best segment F-score over all the validation data.
+the runs, as the ensemble of evaluate.py --ensemble): the best segment F-score over all the validation data. They cut
+the average of every fold's models, whose scores are narrower than one fold's (tuning_note says so): no development
+file has scores of that average that unseen audio would get, as it trained on each of them.
 
 --validation-scores: the validation files of every finished fold scored by the fold's best_model.pt and written to
 `WD/runs/run{r}/validation_scores/fold{k}/`, as task4b.py writes them after training (folds that have them are
@@ -39,13 +42,14 @@ from tqdm import tqdm
 import config
 import cost
 import experiment
-import evaluate
 import extract_features
 import front_end
 import model as model_module
 import post_processing
 import runtime
+import score_io
 import task4b
+import tuning
 import utils
 from runs import check_code_of_runs, finished_folds, missing_validation_scores, run_order, select_runs
 from utils import DataError
@@ -129,15 +133,25 @@ def write_event_list(path, events):
 
 def choose_for_all_folds(workdir, run_dirs):
     """One threshold and median filter per class for the average of every fold model of the runs: chosen on the
-    validation files of every fold at once, each fold's scores averaged over the runs (evaluate.ensemble_folds),
+    validation files of every fold at once, each fold's scores averaged over the runs (tuning.ensemble_folds),
     the same file in two folds' validation parts counted once per fold -> {class: {'threshold', 'median_filter',
-    'F'}} (evaluate.choose_on_validation)."""
-    ground_truth, durations = evaluate.read_references(workdir)
-    folds = evaluate.ensemble_folds([evaluate.run_folds(workdir, d, ground_truth) for d in run_dirs])
+    'F'}} (tuning.choose_on_validation)."""
+    ground_truth, durations = score_io.read_references(workdir)
+    folds = tuning.ensemble_folds([tuning.run_folds(workdir, d, ground_truth) for d in run_dirs])
     scores = {f'fold{k}/{stem}': df for k, parts in folds.items() for stem, df in parts['validation'].items()}
     stems = {key: key.split('/', 1)[1] for key in scores}
-    return evaluate.choose_on_validation(scores, {key: ground_truth[stem] for key, stem in stems.items()},
+    return tuning.choose_on_validation(scores, {key: ground_truth[stem] for key, stem in stems.items()},
                                          {key: durations[stem] for key, stem in stems.items()})
+
+
+def tuning_note(model_paths, run_dirs):
+    """What --tune's values were chosen on and what they cut, in words -> {'chosen on', 'cuts'}."""
+    folds, runs = len({p.parent.name for p in model_paths}), f'{len(run_dirs)} run{"s" * (len(run_dirs) != 1)}'
+    models = f'{len(model_paths)} model{"s" * (len(model_paths) != 1)} ({folds} fold{"s" * (folds != 1)} x {runs})'
+    return {'chosen on': f"the validation files of each fold, scored by that fold's models averaged over {runs}",
+            'cuts': f'the average of {models}' + (': more models than scored each validation file, so narrower '
+                                                  'scores; the values fit these outputs less well than they fit the '
+                                                  'validation scores') * (folds > 1)}
 
 
 def write_missing_validation_scores(workdir, runs=None, device='cpu'):
@@ -161,10 +175,13 @@ def infer(audio_dir, workdir, out_dir, device='cpu', runs=None, tune=False):
     thresholds, lengths = None, post_processing.median_filter_lengths(config.HARD_CLASSES)
     out_dir = Path(out_dir)
     if tune:
-        chosen = choose_for_all_folds(workdir, sorted({p.parent.parent for p in model_paths}, key=run_order))
-        thresholds = [chosen[c]['threshold'] for c in config.HARD_CLASSES]
+        run_dirs = sorted({p.parent.parent for p in model_paths}, key=run_order)
+        chosen = choose_for_all_folds(workdir, run_dirs)
+        thresholds = [tuning.cut_threshold(chosen[c]) for c in config.HARD_CLASSES]
         lengths = [chosen[c]['median_filter'] for c in config.HARD_CLASSES]
-        utils.write_json_atomic(out_dir / 'chosen_on_validation.json', chosen)
+        note = tuning_note(model_paths, run_dirs)
+        print(f"--tune: thresholds and median filters chosen on {note['chosen on']}; they cut {note['cuts']}")
+        utils.write_json_atomic(out_dir / 'chosen_on_validation.json', {**note, 'values': chosen})
     with cost.tracked(out_dir, 'infer.py', device) as spent:
         models = [load_model(p, device) for p in model_paths]
         runs = sorted({p.parent.parent.name for p in model_paths})
@@ -173,7 +190,7 @@ def infer(audio_dir, workdir, out_dir, device='cpu', runs=None, tune=False):
         for path in tqdm(audio_paths, desc='infer', unit='file', disable=len(audio_paths) < 3):
             scores = score_file(path, models, device)[:, config.HARD_INDEX]                               # (frames, 11)
             scores = post_processing.median_filter(scores, lengths)     # the scores the events are cut from
-            evaluate.write_score_file(out_dir / 'scores' / f'{path.stem}.tsv', scores)
+            score_io.write_score_file(out_dir / 'scores' / f'{path.stem}.tsv', scores)
             events = post_processing.post_process_events(scores, config.HARD_CLASSES, path.stem, thresholds,
                                                          filter_lengths=1)
             write_event_list(out_dir / 'events' / f'{path.stem}.tsv', events)

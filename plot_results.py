@@ -23,11 +23,10 @@ ER_m of evaluate.py restricted to that file). infer.py's outputs have no referen
 Per-class picture (a workdir): per hard class, sed_eval's class-wise F at config.THRESHOLD and the F-score at the
 class's own optimal threshold (the F1_thop of evaluate.py), as mean over runs (bar), standard deviation
 (whisker) and each run (dot); beside it the seconds of reference (gt_dev.csv, all its files) of each class,
-classes sorted by them, so rare classes stand out. Read from `<workdir>/runs/run*/metrics.json` when it was scored
-as config scores now (THRESHOLD, MERGE_GAP, ..., the evaluation code), else the run is scored again from its score
-files (evaluate.run_metrics): the bars are what their labels say. --tune: a third bar, the F-score with each fold's
-threshold and median filter chosen on its validation files (evaluate.py --tune, computed here), labelled with the
-mean threshold and the filter chosen most often.
+classes sorted by them, so rare classes stand out. Each run's metrics as scoring it now gives them
+(evaluate.run_metrics: its metrics.json, or the run scored again): the bars are what their labels say. --tune: a
+third bar, the F-score with each fold's threshold and median filter chosen on its validation files (evaluate.py
+--tune, computed here), labelled with the mean threshold and the filter chosen most often.
 
 Colours: Okabe-Ito (blue, vermillion, orange), readable for colour-blind readers; matplotlib's Agg backend.
 """
@@ -50,6 +49,8 @@ import experiment  # noqa: E402
 import evaluate  # noqa: E402  (first: it silences dcase_util's pkg_resources warning, which sed_eval imports)
 import extract_features  # noqa: E402
 import post_processing  # noqa: E402
+import score_io  # noqa: E402
+import tables  # noqa: E402
 import utils  # noqa: E402
 from runs import check_scores_folder, select_runs  # noqa: E402
 from utils import DataError  # noqa: E402
@@ -106,13 +107,13 @@ def scene_of_stem(stem):
     return scene if scene in config.SCENES else None
 
 
-def file_metrics(stem, scores_df, reference, duration):
-    """Segment-based F1 (%) and ER of one file on its own timeline: evaluate.py's timeline (its post-processing,
-    reference and length) through sed_eval, i.e. F1_m and ER_m of evaluate.evaluate_scores for this file alone."""
-    metrics = evaluate.segment_metrics(evaluate.timelines([stem], evaluate.filtered_scores({stem: scores_df}),
-                                                           {stem: reference}, {stem: duration}, timeline='file',
-                                                           workdir=None))
-    return {'F1': 100 * float(metrics.overall_f_measure()['f_measure']),
+def file_metrics(stem, filtered, reference, duration):
+    """Segment-based F1 (%) and ER of one file on its own timeline, of its scores median-filtered as evaluate.py
+    filters them (score_io.filtered_scores): evaluate.py's timeline (its post-processing, reference and length)
+    through sed_eval, i.e. F1_m and ER_m of evaluate.evaluate_scores for this file alone."""
+    metrics = evaluate.segment_metrics(evaluate.timelines([stem], {stem: filtered}, {stem: reference},
+                                                          {stem: duration}, timeline='file', workdir=None))
+    return {'F1': evaluate.f1_micro(metrics),
             'ER': float(metrics.overall_error_rate()['error_rate'])}
 
 
@@ -120,7 +121,7 @@ def detection_picture_data(stem, scores_df, soft_targets=None, reference=None, d
                            title_note=''):
     """Everything the detection picture shows, as plain values (what the tests check instead of pixels).
 
-    scores_df: DataFrame of a score file (onset, offset, config.HARD_CLASSES), as evaluate.read_score_files gives.
+    scores_df: DataFrame of a score file (onset, offset, config.HARD_CLASSES), as score_io.read_score_files gives.
     soft_targets: (frames, 17) soft labels or None. reference: [(onset, offset, label)] of gt_dev.csv, or None
     when there is none (infer.py outputs). duration: of the file, s (default: the score frames' end).
     Returns a dict: 'stem', 'scene', 'classes' (row labels, top to bottom), 'scored' (row has scores),
@@ -128,11 +129,10 @@ def detection_picture_data(stem, scores_df, soft_targets=None, reference=None, d
     'reference' {label: [(onset, offset)]} or None, 'events' {label: [(onset, offset)]} (exactly
     post_processing.post_process_events of the scores), 'metrics' {'F1', 'ER'} or None, 'duration', 'note'.
     """
-    lengths = post_processing.median_filter_lengths(config.HARD_CLASSES)        # the evaluation's (none by default)
-    hard_scores = post_processing.median_filter(scores_df[config.HARD_CLASSES].to_numpy(dtype=np.float64),
-                                                lengths)                       # (frames, 11)
+    filtered = score_io.filtered_scores({stem: scores_df})[stem]     # the evaluation's median filter (none by default)
+    hard_scores = filtered[config.HARD_CLASSES].to_numpy(dtype=np.float64)                     # (frames, 11)
     n_frames = len(hard_scores)
-    edges = evaluate.frame_timestamps(n_frames)                                            # (frames + 1,)
+    edges = score_io.frame_timestamps(n_frames)                                            # (frames + 1,)
     duration = float(edges[-1]) if duration is None else float(duration)
     classes = list(config.CLASSES if all_classes else config.HARD_CLASSES)
     events = {label: [] for label in config.HARD_CLASSES}
@@ -151,7 +151,7 @@ def detection_picture_data(stem, scores_df, soft_targets=None, reference=None, d
         ref = {label: [] for label in config.HARD_CLASSES}
         for onset, offset, label in reference:
             ref[label].append((float(onset), float(offset)))
-        metrics = file_metrics(stem, scores_df, list(reference), duration)
+        metrics = file_metrics(stem, filtered, list(reference), duration)
     return {
         'stem': stem, 'scene': scene_of_stem(stem), 'classes': classes,
         'scored': [label in config.HARD_CLASSES for label in classes], 'edges': edges,
@@ -268,18 +268,11 @@ def reference_seconds(gt_path, stems=None):
     """{hard class: seconds of reference in gt_dev.csv}, over all its files or only `stems` (touching rows are
     merged on reading, so no second is counted twice)."""
     seconds = {label: 0.0 for label in config.HARD_CLASSES}
-    for stem, events in evaluate.read_ground_truth(gt_path).items():
+    for stem, events in score_io.read_ground_truth(gt_path).items():
         if stems is None or stem in stems:
             for onset, offset, label in events:
                 seconds[label] += offset - onset
     return seconds
-
-
-def read_run_metrics(workdir, runs=None):
-    """[(run name, metrics dict)] of the runs runs.select_runs chooses (runs: run numbers; runs of other
-    settings are refused): their metrics.json, or the run scored again when it was scored otherwise than config
-    scores now (evaluate.run_metrics)."""
-    return [(run_dir.name, evaluate.run_metrics(workdir, run_dir)) for run_dir in select_runs(workdir, runs)[0]]
 
 
 def per_class_data(workdir, run_numbers=None, tune=False):
@@ -289,8 +282,8 @@ def per_class_data(workdir, run_numbers=None, tune=False):
     after a complete run}, 'n_files' [per run], 'n_files_total'. tune: also 'f1_tuned' {label: [% per run]}, the F
     with each fold's post-processing chosen on its validation files (evaluate.tuned_metrics), and 'chosen' {label:
     [(threshold, median filter) of every run and fold]}."""
-    workdir = Path(workdir)
-    runs = read_run_metrics(workdir, run_numbers)
+    workdir, run_dirs = Path(workdir), select_runs(workdir, run_numbers)[0]
+    runs = [(run_dir.name, evaluate.run_metrics(workdir, run_dir)) for run_dir in run_dirs]
 
     # the files the runs scored (a partial run scores fewer): their reference is what the F-scores are about
     scored = None if any('files' not in m for _, m in runs) else {s for _, m in runs for s in m['files']}
@@ -299,12 +292,9 @@ def per_class_data(workdir, run_numbers=None, tune=False):
         return 0.0 if x is None or not np.isfinite(x) else float(x)
     tuned = {}
     if tune:
-        ground_truth, _ = evaluate.read_references(workdir)
-        for run_dir in select_runs(workdir, run_numbers)[0]:
-            folds = evaluate.run_folds(workdir, run_dir, ground_truth)
-            tuned[run_dir.name] = evaluate.tuned_metrics(workdir, folds, name=run_dir.name)
-        chosen = [fold for m in tuned.values() for fold in m['scoring']['chosen on validation']['values'].values()]
-        tuned = {'f1_tuned': {c: [value(m['class_wise'][c]['F']) for m in tuned.values()]
+        runs_tuned = evaluate.evaluate_variants(workdir, run_dirs, tune=True)['tuned']
+        chosen = [fold for m in runs_tuned['runs'] for fold in m['scoring']['chosen on validation']['values'].values()]
+        tuned = {'f1_tuned': {c: [value(m['class_wise'][c]['F']) for m in runs_tuned['runs']]
                               for c in config.HARD_CLASSES},
                  'chosen': {c: [(v[c]['threshold'], v[c]['median_filter']) for v in chosen]
                             for c in config.HARD_CLASSES}}
@@ -356,9 +346,10 @@ def draw_per_class_picture(data, path):
             thresholds = [t for t in data['thresholds'][c] if t is not None]
             if key == 'f1_thop' and thresholds:
                 text += f'  (thr {np.mean(thresholds):.2f})'
-            if key == 'f1_tuned':
-                text += (f"  (thr {np.mean([t for t, _ in data['chosen'][c]]):.2f}, filter "
-                         f"{evaluate.most_chosen([f for _, f in data['chosen'][c]])})")
+            if key == 'f1_tuned':         # a threshold None is below every validation score
+                chosen = [t for t, _ in data['chosen'][c] if t is not None]
+                text += (f"  (thr {f'{np.mean(chosen):.2f}' if chosen else 'none'}, filter "
+                         f"{tables.most_chosen([f for _, f in data['chosen'][c]])})")
             ax.text(top + 1, yk, text, va='center', fontsize=8, color='#333333')
     ax.set_xlim(0, 105)
     ax.set_xlabel('F-score (%)')
@@ -392,7 +383,7 @@ def select_stems(available, wanted, where):
     """The stems asked for (file ids, stems or .wav names) among those with score files, or all of them."""
     if not wanted:
         return sorted(available)
-    stems = [evaluate.stem_of(w) for w in wanted]
+    stems = [score_io.stem_of(w) for w in wanted]
     missing = [s for s in stems if s not in available]
     if missing:
         raise DataError(f'{where}: no score file for {missing} (files there: {", ".join(sorted(available)[:5])}...)')
@@ -401,11 +392,8 @@ def select_stems(available, wanted, where):
 
 def plot_workdir_files(workdir, scores_dir, out_dir, files=None, all_classes=False, data_root=None):
     """Detection pictures of the score files of scores_dir (a run of workdir), with reference -> list of paths."""
-    metadata = Path(workdir) / config.METADATA_DIR
-    durations = evaluate.read_durations(metadata / config.DURATIONS_FILE)
-    events = evaluate.read_ground_truth(metadata / config.GT_FILE)
-    ground_truth = {stem: events.get(stem, []) for stem in durations}
-    scores = evaluate.read_score_files(scores_dir, ground_truth)
+    ground_truth, durations = score_io.read_references(workdir)
+    scores = score_io.read_score_files(scores_dir, ground_truth)
     run = Path(scores_dir).resolve().parent.name
     written, without_soft = [], []
     for stem in tqdm(select_stems(scores, files, scores_dir), desc='pictures', unit='file'):
@@ -427,7 +415,7 @@ def plot_workdir_files(workdir, scores_dir, out_dir, files=None, all_classes=Fal
 def plot_infer_files(infer_out, out_dir, files=None, all_classes=False, data_root=None):
     """Detection pictures of infer.py's `<infer_out>/scores/*.tsv`, without reference -> list of paths."""
     scores_dir = Path(infer_out) / 'scores'
-    scores = evaluate.read_score_files(scores_dir)
+    scores = score_io.read_score_files(scores_dir)
     written = []
     for stem in tqdm(select_stems(scores, files, scores_dir), desc='pictures', unit='file'):
         soft = load_soft_targets(stem, len(scores[stem]), data_root=data_root) if data_root else None

@@ -246,6 +246,17 @@ def finished_files(run_dir):
     return stems
 
 
+def scores_sha256(run_dir, stems):
+    """The hash of the names and contents of these score files of the run (`<run_dir>/scores/<stem>.tsv`): a run's
+    metrics.json records it, so that metrics are reused only over the very files they were computed from."""
+    digest = hashlib.sha256()
+    for stem in sorted(stems):
+        path = Path(run_dir) / 'scores' / f'{stem}.tsv'
+        content = path.read_bytes() if path.is_file() else b''
+        digest.update(f'{stem}\0{len(content)}\0'.encode() + content)
+    return digest.hexdigest()
+
+
 def validation_scores_dir(run_dir, fold):
     """`<run_dir>/validation_scores/fold{k}/`: the scores of fold k's validation files by its selected model."""
     return Path(run_dir) / VALIDATION_SCORES / f'fold{fold}'

@@ -53,6 +53,8 @@ import extract_features
 import plot_results
 import post_processing
 import runtime
+import score_io
+import tables
 import utils
 from augment import Augmenter
 from data_generator import load_fold_tensors, sequence_batches, training_batches
@@ -158,8 +160,8 @@ def write_test_scores(model, data, run_dir, loss_kind):
     stems = [utils.file_stem(file_id) for file_id in data['test_files']]
     for stem, x in zip(stems, data['X_test']):                          # x (frames, 64)
         scores = file_scores(model, x, loss_kind)                       # (frames, 17)
-        evaluate.write_score_file(Path(run_dir) / 'scores' / f'{stem}.tsv', scores[:, config.HARD_INDEX])
-        evaluate.write_score_file(Path(run_dir) / 'scores_all_classes' / f'{stem}.tsv', scores, config.CLASSES)
+        score_io.write_score_file(Path(run_dir) / 'scores' / f'{stem}.tsv', scores[:, config.HARD_INDEX])
+        score_io.write_score_file(Path(run_dir) / 'scores_all_classes' / f'{stem}.tsv', scores, config.CLASSES)
     return stems
 
 
@@ -171,7 +173,7 @@ def write_file_scores(model, workdir, file_ids, mean, scale, out_dir, loss_kind)
         with np.load(utils.file_features_path(workdir, file_id)) as stored:
             x = extract_features.normalise(stored['features'], mean, scale)                       # (frames, 64)
         scores = file_scores(model, torch.from_numpy(x).to(device), loss_kind)                    # (frames, 17)
-        evaluate.write_score_file(Path(out_dir) / f'{utils.file_stem(file_id)}.tsv', scores[:, config.HARD_INDEX])
+        score_io.write_score_file(Path(out_dir) / f'{utils.file_stem(file_id)}.tsv', scores[:, config.HARD_INDEX])
 
 
 def write_validation_scores(model, workdir, fold, mean, scale, run_dir, loss_kind):
@@ -305,7 +307,7 @@ def run_experiment(workdir, folds=None, runs=None, seed=None, epochs=None, devic
                            cost={'training': training, 'test': test})
             utils.write_json_atomic(fold_dir / 'metrics.json', metrics)   # written last: the fold is finished
             gpu = f", peak GPU memory {metrics['gpu_peak_bytes'] / 2**30:.2f} GiB" if metrics['gpu_peak_bytes'] else ''
-            print(f'{name}: best epoch {schedule.best_epoch}: {evaluate.format_headline(metrics)}{gpu}')
+            print(f'{name}: best epoch {schedule.best_epoch}: {tables.format_headline(metrics)}{gpu}')
             print(f'{name}: training {cost.describe(training)}; test {cost.describe(test)}')
     if summarize:
         return gather(workdir, run_ids)
@@ -315,8 +317,8 @@ def run_experiment(workdir, folds=None, runs=None, seed=None, epochs=None, devic
 def gather(workdir, run_ids):
     """Each run's metrics over its score files, the table over the runs -> results.json, results.md."""
     summary = evaluate.evaluate_runs(workdir, [Path(workdir) / config.RUNS_DIR / f'run{r}' for r in run_ids])
-    evaluate.write_results(Path(workdir) / 'results.json', summary)
-    print(evaluate.results_table_markdown(summary))
+    tables.write_results(Path(workdir) / 'results.json', summary)
+    print(tables.results_table_markdown(summary))
     return summary
 
 

@@ -98,7 +98,8 @@ def write_text_atomic(path, text):
 
 
 def write_json_atomic(path, obj):
-    write_text_atomic(path, json.dumps(obj, indent=2, default=str) + '\n')     # paths as strings
+    # strict JSON: a NaN or Infinity, which jq, JavaScript and pandas refuse, fails here rather than in their hands
+    write_text_atomic(path, json.dumps(obj, indent=2, default=str, allow_nan=False) + '\n')     # paths as strings
 
 
 def code_fingerprint(path):

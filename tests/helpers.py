@@ -46,11 +46,11 @@ def score_files(workdir, run=0):
 
 def write_random_scores(workdir, run_dir, stems, seed=0):
     """Score files of uniform random frame scores for `stems`, as many frames as each file's features."""
-    import evaluate
+    import score_io
     rng = np.random.default_rng(seed)
     for stem in stems:
         n_frames = len(np.load(utils.file_features_path(workdir, stem))['targets'])
-        evaluate.write_score_file(Path(run_dir) / 'scores' / f'{stem}.tsv',
+        score_io.write_score_file(Path(run_dir) / 'scores' / f'{stem}.tsv',
                                   rng.random((n_frames, len(config.HARD_CLASSES))))
 
 

@@ -10,6 +10,8 @@ import compare
 import config
 import evaluate
 import experiment
+import score_io
+import tables
 import utils
 from runs import record_id
 
@@ -58,7 +60,7 @@ def write_workdir(workdir, runs, records=RECORD, files=FILES):
         run = workdir / config.RUNS_DIR / f'run{r}'
         record = records[r] if isinstance(records, list) else records
         for stem, k in files:
-            evaluate.write_score_file(run / 'scores' / f'{stem}.tsv', scores_of(k, seed, noise))
+            score_io.write_score_file(run / 'scores' / f'{stem}.tsv', scores_of(k, seed, noise))
         settings = {'seed': 42 + r, 'record_id': record_id(record), 'record': record}
         utils.write_json_atomic(run / 'settings.json', settings)
         utils.write_json_atomic(run / 'fold1' / 'metrics.json', {'record_id': record_id(record),
@@ -107,7 +109,7 @@ def test_names_the_differing_settings_and_brackets_each_difference(tmp_path, cap
     result = json.loads((tmp_path / 'out' / 'comparison.json').read_text())
     assert [d['setting'] for d in result['settings_differ']] == ['training.epochs', 'training.loss']
     assert "training.loss: 'bce' vs 'mse'" in out and 'training.epochs: 150 vs 100' in out
-    for key in evaluate.HEADLINE:
+    for key in tables.HEADLINE:
         row = result['metrics'][key]
         means = [np.mean([json.loads((w / 'runs' / f'run{r}' / 'metrics.json').read_text())[key] for r in range(3)])
                  for w in (a, b)]
@@ -222,7 +224,7 @@ def test_a_file_drawn_twice_counts_as_two_copies(tmp_path):
     run = compare.file_statistics(drawn, drawn / 'runs' / 'run0', STEMS[:3], config.F1_THOP_TIME_DECIMALS)
     values = compare.resampled_metrics(run, np.array([0, 2, 1]))
     expected = evaluate.evaluate_scores(copies / 'runs' / 'run0' / 'scores', copies, timeline='file')
-    for key in evaluate.HEADLINE:
+    for key in tables.HEADLINE:
         assert values[key] == pytest.approx(expected[key], abs=1e-9), key
     for c in config.HARD_CLASSES:
         assert values['F', c] == pytest.approx(expected['class_wise'][c]['F'], abs=1e-9)

@@ -9,6 +9,8 @@ import sed_scores_eval
 
 import config
 import evaluate
+import score_io
+import tables
 import utils
 from helpers import frame_scores, write_run
 from utils import DataError
@@ -67,8 +69,8 @@ def two_files(tmp_path):
                    [('cafe_restaurant_00', 0.0, 3.0, A), ('cafe_restaurant_00', 2.0, 4.0, B),
                     ('cafe_restaurant_04', 1.0, 2.0, A)])
     scores = tmp_path / 'scores'
-    evaluate.write_score_file(scores / 'cafe_restaurant_00.tsv', frame_scores(n_frames(5.0), [(A, 0, 10, 0.9), (B, 15, 25, 0.7)]))
-    evaluate.write_score_file(scores / 'cafe_restaurant_04.tsv', frame_scores(n_frames(4.0), [(A, 4, 6, 0.6)], low=0.1))
+    score_io.write_score_file(scores / 'cafe_restaurant_00.tsv', frame_scores(n_frames(5.0), [(A, 0, 10, 0.9), (B, 15, 25, 0.7)]))
+    score_io.write_score_file(scores / 'cafe_restaurant_04.tsv', frame_scores(n_frames(4.0), [(A, 4, 6, 0.6)], low=0.1))
     write_folds(tmp_path / 'folds', [['cafe_restaurant/cafe_restaurant_00', 'cafe_restaurant/cafe_restaurant_04']])
     write_targets(tmp_path, 'cafe_restaurant_00', n_frames(5.0), [(A, 0, 15, 0.8), (B, 10, 20, 0.6)])
     write_targets(tmp_path, 'cafe_restaurant_04', n_frames(4.0), [(A, 5, 10, 1.0), (C, 0, 21, 0.5)])
@@ -104,7 +106,7 @@ def test_concatenated_timeline_differs_from_per_file(two_files):
     assert m['F1_m'] == pytest.approx(100 * f_score(3, 1, 3))
     f_a, f_b = f_score(2, 0, 2), f_score(1, 1, 1)
     assert m['F1_M'] == pytest.approx(100 * (f_a + f_b) / N_HARD)
-    assert m['timeline'] == 'fold' and 'one timeline per fold' in m['report']
+    assert m['scoring']['TIMELINE'] == 'fold' and 'one timeline per fold' in m['report']
 
 
 def test_one_row_per_second_ground_truth_gives_the_same_metrics(two_files, tmp_path_factory):
@@ -113,18 +115,26 @@ def test_one_row_per_second_ground_truth_gives_the_same_metrics(two_files, tmp_p
     rows = [('cafe_restaurant_00', float(t), float(t + 1), A) for t in range(3)] + \
            [('cafe_restaurant_00', float(t), float(t + 1), B) for t in (2, 3)] + [('cafe_restaurant_04', 1.0, 2.0, A)]
     write_metadata(per_second, {'cafe_restaurant_00': 5.0, 'cafe_restaurant_04': 4.0}, rows)
-    assert evaluate.read_ground_truth(per_second / config.METADATA_DIR / config.GT_FILE) == {
+    assert score_io.read_ground_truth(per_second / config.METADATA_DIR / config.GT_FILE) == {
         'cafe_restaurant_00': [(0.0, 3.0, A), (2.0, 4.0, B)], 'cafe_restaurant_04': [(1.0, 2.0, A)]}
     again = evaluate.evaluate_scores(two_files / 'scores', per_second, timeline='file')
     for key in ('ER_m', 'F1_m', 'F1_M', 'F1_thop', 'pAUC', 'class_wise', 'thresholds'):
         assert again[key] == merged[key]
 
 
+def test_a_system_that_detects_nothing_has_f1_m_0_not_an_undefined_value(two_files):
+    for stem, duration in (('cafe_restaurant_00', 5.0), ('cafe_restaurant_04', 4.0)):
+        score_io.write_score_file(two_files / 'scores' / f'{stem}.tsv', frame_scores(n_frames(duration), []))
+    m = evaluate.evaluate_scores(two_files / 'scores', two_files, timeline='file')
+    assert m['F1_m'] == 0.0 and 'F1_m counts it as 0' in m['report']
+    json.dumps(m, allow_nan=False)                                     # strict JSON: sed_eval's F was NaN
+
+
 def test_partial_scores_say_how_many_files(two_files):
     (two_files / 'scores' / 'cafe_restaurant_04.tsv').unlink()
     m = evaluate.evaluate_scores(two_files / 'scores', two_files)
     assert (m['n_files'], m['n_files_total'], m['files']) == (1, 2, ['cafe_restaurant_00'])
-    assert '1 of 2 files' in m['report'] and '(1 of 2 files)' in evaluate.format_headline(m)
+    assert '1 of 2 files' in m['report'] and '(1 of 2 files)' in tables.format_headline(m)
     assert m['ER_m'] == pytest.approx(3 / 5)           # f1 alone: S 0, D 2, I 1 over Nref 5
 
 
@@ -147,7 +157,7 @@ def test_f1_thop_finds_each_class_optimal_threshold(tmp_path):
     scores[:50, 0] = np.repeat(a, 5)
     scores[:50, 1] = np.repeat(b, 5)
     write_metadata(tmp_path, {'city_center_02': 10.0}, [('city_center_02', 0.0, 3.0, A), ('city_center_02', 5.0, 7.0, B)])
-    evaluate.write_score_file(tmp_path / 'scores' / 'city_center_02.tsv', scores)
+    score_io.write_score_file(tmp_path / 'scores' / 'city_center_02.tsv', scores)
     m = evaluate.evaluate_scores(tmp_path / 'scores', tmp_path, timeline='file')
     assert m['thresholds'][A] == pytest.approx(0.45)
     assert m['thresholds'][B] == pytest.approx(0.15)
@@ -164,7 +174,7 @@ def test_f1_thop_finds_each_class_optimal_threshold(tmp_path):
 def test_score_file_is_read_back_unchanged_by_sed_scores_eval(tmp_path):
     rng = np.random.default_rng(0)
     scores = rng.random((123, N_HARD)).astype(np.float32)        # float32 model outputs
-    evaluate.write_score_file(tmp_path / 'x.tsv', scores)
+    score_io.write_score_file(tmp_path / 'x.tsv', scores)
     back = sed_scores_eval.io.read_sed_scores(tmp_path / 'x.tsv')
     assert list(back.columns) == ['onset', 'offset'] + config.HARD_CLASSES
     assert np.array_equal(back[config.HARD_CLASSES].to_numpy(), scores.astype(np.float64))
@@ -175,7 +185,7 @@ def test_score_file_is_read_back_unchanged_by_sed_scores_eval(tmp_path):
 def _bad_score_file(tmp_path, mutate):
     write_metadata(tmp_path, {'cafe_restaurant_00': 2.0}, [])
     scores = tmp_path / 'scores'
-    evaluate.write_score_file(scores / 'cafe_restaurant_00.tsv', np.full((n_frames(2.0), N_HARD), 0.2))
+    score_io.write_score_file(scores / 'cafe_restaurant_00.tsv', np.full((n_frames(2.0), N_HARD), 0.2))
     path = scores / 'cafe_restaurant_00.tsv'
     df = pd.read_csv(path, sep='\t')
     df = mutate(df)
@@ -245,7 +255,7 @@ def test_missing_metadata_says_what_to_run(tmp_path):
 def test_ground_truth_row_with_unknown_label_names_the_line(tmp_path):
     write_metadata(tmp_path, {'cafe_restaurant_00': 2.0}, [('cafe_restaurant_00', 0.0, 1.0, 'dog')])
     with pytest.raises(DataError, match=r'gt_dev.csv, line 2: unknown label'):
-        evaluate.read_ground_truth(tmp_path / config.METADATA_DIR / config.GT_FILE)
+        score_io.read_ground_truth(tmp_path / config.METADATA_DIR / config.GT_FILE)
 
 
 def test_ground_truth_line_of_only_spaces_or_tabs_names_the_line(tmp_path):
@@ -255,20 +265,20 @@ def test_ground_truth_line_of_only_spaces_or_tabs_names_the_line(tmp_path):
     for blank in ('  ', '\t\t\t'):
         path.write_text(f'filename\tonset\toffset\tevent_label\n\n{blank}\ncafe_restaurant_00.wav\t0.0\t1.0\t{A}\n')
         with pytest.raises(DataError, match=r'gt_dev.csv, line 3: a line of only spaces or tabs'):
-            evaluate.read_ground_truth(path)
+            score_io.read_ground_truth(path)
 
 
 def test_duration_that_is_not_a_positive_number_names_the_line(tmp_path):
     write_metadata(tmp_path, {'cafe_restaurant_00': 2.0, 'cafe_restaurant_04': 'abc'}, [])
     with pytest.raises(DataError, match=r"development_metadata.csv, line 3: duration 'abc' is not a positive number"):
-        evaluate.read_durations(tmp_path / config.METADATA_DIR / config.DURATIONS_FILE)
+        score_io.read_durations(tmp_path / config.METADATA_DIR / config.DURATIONS_FILE)
 
 
 def test_a_stem_with_a_dot_is_refused_not_renamed(tmp_path):
     # sed_scores_eval's reader names a file by what precedes the last '.': 'city_center_02.v2' as 'city_center_02'
     write_metadata(tmp_path, {'city_center_02.v2': 2.0}, [])
     with pytest.raises(DataError, match=r"development_metadata.csv, line 2: file name 'city_center_02.v2'"):
-        evaluate.read_durations(tmp_path / config.METADATA_DIR / config.DURATIONS_FILE)
+        score_io.read_durations(tmp_path / config.METADATA_DIR / config.DURATIONS_FILE)
 
 
 # -----------------------------------------------------------------------------
@@ -296,7 +306,7 @@ def test_summary_is_mean_and_population_std_over_runs():
     assert summary['std']['ER_m'] == pytest.approx(0.05)
     assert [r['class_wise'][A]['F'] for r in summary['runs']] == [1.0, 2.0]
     assert all('report' not in r for r in summary['runs'])
-    table = evaluate.results_table_markdown(summary)
+    table = tables.results_table_markdown(summary)
     assert '2 runs (mean +/-std), 49 of 49 files | 0.450 (+/-0.050) | 71.00% (+/-1.000) | 32.00% (+/-2.000) |' in table
     assert f'| {A} | 1.50 | - | - | - | 0.400 |' in table                     # per class: means over runs
 
@@ -305,17 +315,17 @@ def test_a_table_of_one_run_shows_no_spread():
     summary = summary_of_two_runs(PUBLISHED_PROTOCOL)
     one = evaluate.summarize_runs(summary['runs'][:1])
     one['protocol'] = summary['protocol']
-    table = evaluate.results_table_markdown(one)
+    table = tables.results_table_markdown(one)
     row = [line for line in table.splitlines() if line.startswith('| This baseline')][0]
     assert '1 run (n = 1), 49 of 49 files | 0.500 | 70.00% | 30.00% |' in row and '+/-' not in row
     assert '| 0.487 (+/-0.009) |' in table                        # the published row keeps its spread
 
 
 def test_table_row_label_names_the_protocol():
-    table = evaluate.results_table_markdown(summary_of_two_runs(PUBLISHED_PROTOCOL))
+    table = tables.results_table_markdown(summary_of_two_runs(PUBLISHED_PROTOCOL))
     assert ('| This baseline: MAESTRO Real data, loss mse, soft targets, float32, 150 epochs, official folds, '
             'timeline per fold, F1_thop time_decimals 30; 2 runs (mean +/-std), 49 of 49 files |') in table
-    table = evaluate.results_table_markdown(summary_of_two_runs({**PUBLISHED_PROTOCOL, 'data set': 'demo',
+    table = tables.results_table_markdown(summary_of_two_runs({**PUBLISHED_PROTOCOL, 'data set': 'demo',
                                                                 'LOSS': 'bce', 'TARGETS': 'hard',
                                                                 'PRECISION': 'bfloat16', 'MAX_EPOCHS': 80}))
     assert ('| This baseline: demo data, loss bce, hard targets, bfloat16, 80 epochs, official folds, timeline per '
@@ -323,17 +333,17 @@ def test_table_row_label_names_the_protocol():
 
 
 def test_published_row_says_same_protocol_only_when_it_is():
-    table = evaluate.results_table_markdown(summary_of_two_runs(PUBLISHED_PROTOCOL))
+    table = tables.results_table_markdown(summary_of_two_runs(PUBLISHED_PROTOCOL))
     assert '| Published baseline (MAESTRO Real, 10 runs, 49 files; same protocol) | 0.487 (+/-0.009) | ' \
            '70.34% (+/-0.766) | 35.83% (+/-0.660) | 42.87% (+/-0.840) | - |' in table
-    table = evaluate.results_table_markdown(summary_of_two_runs({**PUBLISHED_PROTOCOL, 'LOSS': 'bce',
+    table = tables.results_table_markdown(summary_of_two_runs({**PUBLISHED_PROTOCOL, 'LOSS': 'bce',
                                                                 'TIMELINE': 'file'}))
     assert 'protocol differs: LOSS bce (published: mse), TIMELINE file (published: fold)' in table
     assert 'same protocol' not in table
 
 
 def test_published_row_appears_only_for_maestro_real():
-    table = evaluate.results_table_markdown(summary_of_two_runs({**PUBLISHED_PROTOCOL, 'data set': 'demo'}))
+    table = tables.results_table_markdown(summary_of_two_runs({**PUBLISHED_PROTOCOL, 'data set': 'demo'}))
     assert 'Published' not in table and 'This baseline: demo data' in table
 
 
@@ -355,7 +365,7 @@ def test_default_metrics_are_the_challenge_computation_on_generated_data(demo_wo
             soft[int(np.floor(onset / 0.2 + 1e-6)):int(np.ceil(offset / 0.2 - 1e-6)), config.CLASSES.index(label)] = min(value, 1.0)
         targets[file_id] = soft[:, [config.CLASSES.index(c) for c in config.HARD_CLASSES]]
         noisy = np.clip(targets[file_id] + rng.normal(0, 0.3, targets[file_id].shape), 0, 1)
-        evaluate.write_score_file(tmp_path / 'scores' / f'{utils.file_stem(file_id)}.tsv', noisy)
+        score_io.write_score_file(tmp_path / 'scores' / f'{utils.file_stem(file_id)}.tsv', noisy)
 
     def events(frames, name):                                    # the challenge's post-processing
         items = []
@@ -383,7 +393,7 @@ def test_default_metrics_are_the_challenge_computation_on_generated_data(demo_wo
         str(tmp_path / 'scores'), str(demo_workdir / config.METADATA_DIR / config.GT_FILE),
         str(demo_workdir / config.METADATA_DIR / config.DURATIONS_FILE), segment_length=1., time_decimals=30)[0]
     assert ours['F1_thop'] == pytest.approx(100 * np.mean([f_best[c] for c in config.HARD_CLASSES]), abs=1e-9)
-    assert ours['timeline'] == 'fold' and ours['F1_thop_time_decimals'] == 30
+    assert ours['scoring']['TIMELINE'] == 'fold' and ours['scoring']['F1_THOP_TIME_DECIMALS'] == 30
 
 
 def test_command_gathers_every_run(two_files, capsys):

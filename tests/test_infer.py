@@ -19,7 +19,9 @@ import extract_features
 import infer
 import post_processing
 import runs
+import score_io
 import task4b
+import tuning
 import utils
 from helpers import energy_kind
 from utils import DataError
@@ -133,7 +135,7 @@ def test_event_lists_are_the_post_processed_scores(trained, tmp_path):
     n_events = 0
     for file_id in FILE_IDS[6:8]:
         stem = utils.file_stem(file_id)
-        scores = evaluate.read_score_files(tmp_path / 'out' / 'scores')[stem]
+        scores = score_io.read_score_files(tmp_path / 'out' / 'scores')[stem]
         expected = [(e.onset, e.offset, e.event_label) for e in
                     post_processing.post_process_events(scores[config.HARD_CLASSES].to_numpy(), config.HARD_CLASSES, stem)]
         lines = (tmp_path / 'out' / 'events' / f'{stem}.tsv').read_text().splitlines()
@@ -259,24 +261,58 @@ def test_infer_tune_cuts_events_with_the_threshold_and_filter_chosen_on_the_vali
     audio = audio_folder(trained, tmp_path / 'audio', FILE_IDS[6:8])
     infer.infer(audio, trained['workdir'], tmp_path / 'plain')
     infer.infer(audio, trained['workdir'], tmp_path / 'tuned', tune=True)
-    chosen = json.loads((tmp_path / 'tuned' / 'chosen_on_validation.json').read_text())
+    written = json.loads((tmp_path / 'tuned' / 'chosen_on_validation.json').read_text())
+    chosen = written['values']
+    # one model: what the values were chosen on is what they cut, and nothing says otherwise
+    assert written['cuts'] == 'the average of 1 model (1 fold x 1 run)'
     # one run of one fold: the choice over every fold's validation files is evaluate.py --tune's for fold 1
-    ground_truth, _ = evaluate.read_references(trained['workdir'])
-    folds = evaluate.run_folds(trained['workdir'], trained['workdir'] / 'runs' / 'run0', ground_truth)
+    ground_truth, _ = score_io.read_references(trained['workdir'])
+    folds = tuning.run_folds(trained['workdir'], trained['workdir'] / 'runs' / 'run0', ground_truth)
     tuned = evaluate.tuned_metrics(trained['workdir'], folds)
     assert chosen == tuned['scoring']['chosen on validation']['values']['fold1']
     assert any(v['threshold'] != config.THRESHOLD or v['median_filter'] != 1 for v in chosen.values())   # not a no-op
-    thresholds = [chosen[c]['threshold'] for c in config.HARD_CLASSES]
+    thresholds = [tuning.cut_threshold(chosen[c]) for c in config.HARD_CLASSES]         # None: -inf
     lengths = [chosen[c]['median_filter'] for c in config.HARD_CLASSES]
     for file_id in FILE_IDS[6:8]:
         stem = utils.file_stem(file_id)
-        plain = evaluate.read_score_files(tmp_path / 'plain' / 'scores')[stem][config.HARD_CLASSES].to_numpy()
-        scores = evaluate.read_score_files(tmp_path / 'tuned' / 'scores')[stem][config.HARD_CLASSES].to_numpy()
+        plain = score_io.read_score_files(tmp_path / 'plain' / 'scores')[stem][config.HARD_CLASSES].to_numpy()
+        scores = score_io.read_score_files(tmp_path / 'tuned' / 'scores')[stem][config.HARD_CLASSES].to_numpy()
         np.testing.assert_array_equal(scores, post_processing.median_filter(plain, lengths))
         expected = post_processing.post_process_events(scores, config.HARD_CLASSES, stem, thresholds, 1)
         lines = (tmp_path / 'tuned' / 'events' / f'{stem}.tsv').read_text().splitlines()
         assert [(float(a), float(b), c) for a, b, c in (line.split('\t') for line in lines)] == \
             [(e.onset, e.offset, e.event_label) for e in expected]
+
+
+def test_infer_tune_says_when_its_values_cut_an_average_of_more_models_than_they_were_chosen_on(trained, tmp_path):
+    models = [trained['workdir'] / 'runs' / 'run0' / f'fold{k}' / 'best_model.pt' for k in (1, 2)]
+    note = infer.tuning_note(models, [trained['workdir'] / 'runs' / 'run0'])
+    assert note['chosen on'] == "the validation files of each fold, scored by that fold's models averaged over 1 run"
+    assert note['cuts'].startswith('the average of 2 models (2 folds x 1 run): more models than scored each '
+                                   'validation file, so narrower scores')
+
+
+def test_infer_tune_writes_strict_json_with_a_threshold_below_every_score(trained, tmp_path, capsys):
+    workdir = tmp_path / 'work'
+    shutil.copytree(trained['workdir'], workdir)
+    # one class scored 0.5 on every validation frame: its best F detects every segment, at best_fscore's -inf
+    for path in runs.validation_scores_dir(workdir / 'runs' / 'run0', 1).glob('*.tsv'):
+        df = pd.read_csv(path, sep='\t')
+        df['people talking'] = 0.5
+        score_io.write_score_file(path, df[config.HARD_CLASSES].to_numpy())
+    audio = audio_folder(trained, tmp_path / 'audio', FILE_IDS[6:7])
+    assert infer.main(['--audio', str(audio), '--workdir', str(workdir), '--out', str(tmp_path / 'out'), '--tune']) == 0
+    assert "--tune: thresholds and median filters chosen on the validation files of each fold" in capsys.readouterr().out
+
+    def refuse(constant):
+        raise ValueError(constant)
+    written = {p: json.loads(p.read_text(), parse_constant=refuse) for p in [*workdir.rglob('*.json'),
+                                                                            *(tmp_path / 'out').rglob('*.json')]}
+    chosen = written[tmp_path / 'out' / 'chosen_on_validation.json']['values']['people talking']
+    assert chosen['threshold'] is None and 'every frame' in chosen['why']
+    stem = utils.file_stem(FILE_IDS[6])
+    events = (tmp_path / 'out' / 'events' / f'{stem}.tsv').read_text().splitlines()
+    assert [line.split('\t')[2] for line in events].count('people talking') == 1      # active from start to end
 
 
 def test_models_are_refused_for_other_model_code_not_for_other_training_code(trained, tmp_path):

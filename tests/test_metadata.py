@@ -122,9 +122,9 @@ def test_a_soft_value_one_ulp_above_half_is_a_hard_label_in_gt_dev(one_ulp_above
 
 
 def test_a_soft_value_one_ulp_above_half_is_in_the_test_reference(one_ulp_above_half):
-    import evaluate
+    import score_io
     stem = utils.file_stem(IDS[1])
-    hard = evaluate.read_reference_frames(one_ulp_above_half, [stem])[stem]      # (frames, 11)
+    hard = score_io.read_reference_frames(one_ulp_above_half, [stem])[stem]      # (frames, 11)
     car, footsteps = config.HARD_CLASSES.index('car'), config.HARD_CLASSES.index('footsteps')
     assert np.flatnonzero(hard[:, car]).tolist() == list(range(5, 15))             # 1.0 .. 3.0 s
     assert not hard[:, footsteps].any()                                            # 0.5 is not above 0.5

@@ -8,8 +8,8 @@ import soundfile as sf
 import torch
 
 import config
-import evaluate
 import infer
+import score_io
 import task4b
 from helpers import copy_workdir, write_run
 
@@ -33,7 +33,7 @@ def hostile_file(path, marker):
 def run_with_model(workdir):
     """runs/run0 as task4b.py leaves it, with a score file; its fold1/best_model.pt is for the test to write."""
     run_dir = write_run(workdir / config.RUNS_DIR / 'run0', ['a'])
-    evaluate.write_score_file(run_dir / 'scores' / 'a.tsv', np.zeros((5, len(config.HARD_CLASSES))))
+    score_io.write_score_file(run_dir / 'scores' / 'a.tsv', np.zeros((5, len(config.HARD_CLASSES))))
     return run_dir / 'fold1' / 'best_model.pt'
 
 

@@ -19,6 +19,7 @@ import experiment
 import extract_features
 import plot_results
 import post_processing
+import score_io
 import utils
 from helpers import write_run
 
@@ -70,19 +71,19 @@ def workdir(tmp_path_factory):
             scores = np.clip(targets[stem][:, HARD] + rng.normal(0, 0.25, (N_FRAMES, len(HARD))), 0, 1)
             if run == 0 and stem in (ZERO, ONE):
                 scores = np.full_like(scores, 0.0 if stem == ZERO else 1.0)
-            evaluate.write_score_file(scores_dir / f'{stem}.tsv', scores)
+            score_io.write_score_file(scores_dir / f'{stem}.tsv', scores)
         write_run(scores_dir.parent, STEMS, seed=42 + run)
         utils.write_json_atomic(scores_dir.parent / 'metrics.json', evaluate.evaluate_scores(scores_dir, workdir))
     return {'workdir': workdir, 'data_root': data_root, 'targets': targets, 'root': root}
 
 
 def run0_scores(workdir):
-    return evaluate.read_score_files(workdir / config.RUNS_DIR / 'run0' / 'scores')
+    return score_io.read_score_files(workdir / config.RUNS_DIR / 'run0' / 'scores')
 
 
 def picture_data(workdir, stem, **kwargs):
     scores = run0_scores(workdir)[stem]
-    reference = evaluate.read_ground_truth(workdir / config.METADATA_DIR / config.GT_FILE).get(stem, [])
+    reference = score_io.read_ground_truth(workdir / config.METADATA_DIR / config.GT_FILE).get(stem, [])
     soft = plot_results.load_soft_targets(stem, len(scores), workdir)
     return plot_results.detection_picture_data(stem, scores, soft, reference, DURATION, **kwargs)
 
@@ -127,7 +128,7 @@ def test_the_events_passed_to_the_drawing_are_exactly_post_process_events(workdi
     monkeypatch.setattr(plot_results, 'draw_detection_picture', lambda data, path: drawn.setdefault(data['stem'], data))
     plot_results.plot_workdir_files(wd, wd / config.RUNS_DIR / 'run1' / 'scores', tmp_path)
     assert sorted(drawn) == sorted(STEMS)
-    for stem, scores in evaluate.read_score_files(wd / config.RUNS_DIR / 'run1' / 'scores').items():
+    for stem, scores in score_io.read_score_files(wd / config.RUNS_DIR / 'run1' / 'scores').items():
         expected = post_processing.post_process_events(scores[config.HARD_CLASSES].to_numpy(), config.HARD_CLASSES, stem)
         drawn_events = sorted((on, off, c) for c, spans in drawn[stem]['events'].items() for on, off in spans)
         assert drawn_events == sorted((e.onset, e.offset, e.event_label) for e in expected)
@@ -179,7 +180,7 @@ def test_infer_output_draws_without_reference(workdir, tmp_path):
     assert plot_results.main(['--infer-out', str(infer_out), '--files', STEMS[1]]) == 0
     assert [p.name for p in (infer_out / plot_results.PICTURES_DIR).iterdir()] == [f'{STEMS[1]}.png']
     assert_valid_png(infer_out / plot_results.PICTURES_DIR / f'{STEMS[1]}.png')
-    data = plot_results.detection_picture_data(STEMS[1], evaluate.read_score_files(infer_out / 'scores')[STEMS[1]])
+    data = plot_results.detection_picture_data(STEMS[1], score_io.read_score_files(infer_out / 'scores')[STEMS[1]])
     assert data['reference'] is None and data['metrics'] is None and data['soft'] is None
 
 

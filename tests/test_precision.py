@@ -75,8 +75,8 @@ def both_precisions(demo_workdir, tmp_path_factory):
 
 @pytest.mark.slow
 def test_bfloat16_scores_are_close_to_float32_scores_and_the_precision_is_recorded(both_precisions):
-    import evaluate
-    scores = {p: evaluate.read_score_files(w / config.RUNS_DIR / 'run0' / 'scores') for p, w in both_precisions.items()}
+    import score_io
+    scores = {p: score_io.read_score_files(w / config.RUNS_DIR / 'run0' / 'scores') for p, w in both_precisions.items()}
     assert scores['float32'].keys() == scores['bfloat16'].keys()
     gaps = [np.abs(scores['float32'][s][config.HARD_CLASSES].to_numpy() - scores['bfloat16'][s][config.HARD_CLASSES]
                    .to_numpy()).max() for s in scores['float32']]
@@ -318,7 +318,7 @@ def test_a_fold_trains_resumes_and_scores_on_the_gpu(precision, tmp_path):
     assert runtime.load_checkpoint(tmp_path / 'fold1' / 'checkpoint.pt', checkpoint['settings'], torch.Generator(),
                                    'cuda')['epoch'] == 2
     stems = task4b.write_test_scores(model, data, tmp_path, 'bce')
-    import evaluate
-    scores = evaluate.read_score_files(tmp_path / 'scores')[stems[0]][config.HARD_CLASSES].to_numpy()
+    import score_io
+    scores = score_io.read_score_files(tmp_path / 'scores')[stems[0]][config.HARD_CLASSES].to_numpy()
     assert np.isfinite(scores).all() and ((scores >= 0) & (scores <= 1)).all()
     runtime.seed_everything(0, 'cpu')

@@ -14,6 +14,7 @@ import extract_features
 import model
 import runs
 import runtime
+import tables
 import task4b
 import utils
 from helpers import RECORD, copy_workdir, write_random_scores, write_run
@@ -112,6 +113,71 @@ def test_evaluate_refuses_runs_of_other_settings_and_combines_a_selection(demo_w
     assert evaluate.main(['--workdir', str(workdir), '--runs', '0', '1']) == 0
     assert json.loads((workdir / 'results.json').read_text())['n_runs'] == 2
     assert evaluate.main(['--workdir', str(workdir), '--runs', '2']) == 0
+
+
+# -----------------------------------------------------------------------------
+# A run's metrics.json is reused only while it is what scoring the run now gives
+
+@pytest.mark.slow
+def test_a_fold_trained_as_a_job_after_scoring_is_in_what_compare_and_plot_results_show(demo_workdir, tmp_path):
+    import compare
+    import plot_results
+    workdir = copy_workdir(demo_workdir, tmp_path / 'work')
+    run_dir = workdir / config.RUNS_DIR / 'run0'
+    assert task4b.main(['--workdir', str(workdir), '--folds', '1', '2'] + EPOCH) == 0      # trained and scored
+    scored = json.loads((run_dir / 'metrics.json').read_text())
+    assert scored['files'] == sorted(fold_test_stems(1) + fold_test_stems(2))
+    assert task4b.main(['--workdir', str(workdir), '--run', '0', '--folds', '3'] + EPOCH) == 0    # a cluster job
+    assert json.loads((run_dir / 'metrics.json').read_text()) == scored      # a job writes its fold only
+    assert evaluate.main(['--workdir', str(workdir), '--json', str(tmp_path / 'fresh.json')]) == 0
+    fresh = json.loads((tmp_path / 'fresh.json').read_text())['runs'][0]
+    every = sorted(fold_test_stems(1) + fold_test_stems(2) + fold_test_stems(3))
+    assert fresh['files'] == every
+
+    side = compare.load_side(workdir, None)                  # what the Welch test and the bootstrap's files read
+    shown = side['metrics'][0]
+    assert shown['files'] == every
+    assert {k: shown[k] for k in tables.HEADLINE + ['class_wise']} == \
+        {k: fresh[k] for k in tables.HEADLINE + ['class_wise']}
+    assert compare.main([str(workdir), str(workdir), '--out', str(tmp_path / 'comparison'), '--bootstrap', '10']) == 0
+    assert f'paired bootstrap over {len(every)} files' in (tmp_path / 'comparison' / 'comparison.md').read_text()
+    data = plot_results.per_class_data(workdir)
+    assert data['n_files'] == [len(every)]
+    assert data['f1_thop'] == {c: [fresh['class_wise'][c]['F1_thop'] or 0.0] for c in config.HARD_CLASSES}
+
+
+def scored_run_marked(demo_workdir, path):
+    """A run of random scores over fold 1's test files, scored by evaluate.py, its metrics.json then marked (F1_m
+    -1, which no scoring gives) -> (workdir, run folder, the metrics as written)."""
+    workdir = copy_workdir(demo_workdir, path)
+    stems = fold_test_stems(1)
+    run_dir = write_run(workdir / config.RUNS_DIR / 'run0', stems)
+    write_random_scores(workdir, run_dir, stems)
+    assert evaluate.main(['--workdir', str(workdir)]) == 0
+    saved = json.loads((run_dir / 'metrics.json').read_text())
+    (run_dir / 'metrics.json').write_text(json.dumps({**saved, 'F1_m': -1.0}))
+    assert evaluate.run_metrics(workdir, run_dir)['F1_m'] == -1.0          # reused while nothing changed
+    return workdir, run_dir, saved
+
+
+def test_a_runs_metrics_are_scored_again_when_a_fold_wrote_other_score_files(demo_workdir, tmp_path):
+    workdir, run_dir, saved = scored_run_marked(demo_workdir, tmp_path)
+    stem = fold_test_stems(1)[0]
+    write_random_scores(workdir, run_dir, [stem], seed=1)      # the fold trained again: other scores of a file
+    again = evaluate.run_metrics(workdir, run_dir)
+    expected = evaluate.evaluate_scores(run_dir / 'scores', workdir, file_stems=fold_test_stems(1))
+    assert again['F1_m'] == expected['F1_m'] != saved['F1_m']
+    assert again['scores_sha256'] != saved['scores_sha256']
+
+
+def test_a_runs_metrics_of_another_version_of_a_metrics_library_are_scored_again(demo_workdir, tmp_path):
+    workdir, run_dir, saved = scored_run_marked(demo_workdir, tmp_path)
+    assert set(evaluate.SCORING_LIBRARIES) <= set(saved['scoring']['versions'])
+    for library in ('sed_scores_eval', 'scipy'):
+        older = {**saved['scoring'], 'versions': {**saved['scoring']['versions'], library: '0.0.1'}}
+        (run_dir / 'metrics.json').write_text(json.dumps({**saved, 'F1_m': -1.0, 'scoring': older}))
+        again = evaluate.run_metrics(workdir, run_dir)
+        assert again['F1_m'] == saved['F1_m'] and again['scoring'] == saved['scoring']
 
 
 # -----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import cost
 import data_generator
 import evaluate
 import runtime
+import score_io
 import task4b
 from model import build_model
 import utils
@@ -316,7 +317,7 @@ def test_mse_option_trains_and_scores_are_the_raw_outputs(tmp_path):
     data = data_generator.fold_tensors(synthetic_fold())
     model, _ = task4b.train_fold(data, tmp_path / 'fold1', 0, epochs=1, device='cpu', loss_kind='mse')
     stems = task4b.write_test_scores(model, data, tmp_path, 'mse')
-    written = evaluate.read_score_files(tmp_path / 'scores')[stems[0]][config.HARD_CLASSES].to_numpy()
+    written = score_io.read_score_files(tmp_path / 'scores')[stems[0]][config.HARD_CLASSES].to_numpy()
     all_classes = pd.read_csv(tmp_path / 'scores_all_classes' / f'{stems[0]}.tsv', sep='\t')
     with torch.inference_mode():
         outputs = model(data['X_test'][0].unsqueeze(0))[0].numpy()                # (frames, 17)

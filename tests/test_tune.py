@@ -21,10 +21,13 @@ import experiment
 import plot_results
 import post_processing
 import runs
+import score_io
+import tables
+import tuning
 import utils
 from helpers import copy_workdir, write_run
 
-HEADLINE = evaluate.HEADLINE
+HEADLINE = tables.HEADLINE
 
 
 def noisy_scores(workdir, stem, *seed):
@@ -45,9 +48,9 @@ def tuned(demo_workdir, tmp_path_factory):
             parts = utils.read_fold(fold)
             folds[fold] = [utils.file_stem(i) for i in parts['test']]
             for stem in folds[fold]:
-                evaluate.write_score_file(run_dir / 'scores' / f'{stem}.tsv', noisy_scores(workdir, stem, run, fold))
+                score_io.write_score_file(run_dir / 'scores' / f'{stem}.tsv', noisy_scores(workdir, stem, run, fold))
             for stem in map(utils.file_stem, parts['val']):
-                evaluate.write_score_file(runs.validation_scores_dir(run_dir, fold) / f'{stem}.tsv',
+                score_io.write_score_file(runs.validation_scores_dir(run_dir, fold) / f'{stem}.tsv',
                                           noisy_scores(workdir, stem, run, fold))
         write_run(run_dir, None, seed=42 + run, folds=folds)
     return workdir
@@ -58,12 +61,19 @@ def run_dir(workdir, run=0):
 
 
 def folds_of(workdir, run=0):
-    ground_truth, _ = evaluate.read_references(workdir)
-    return evaluate.run_folds(workdir, run_dir(workdir, run), ground_truth)
+    ground_truth, _ = score_io.read_references(workdir)
+    return tuning.run_folds(workdir, run_dir(workdir, run), ground_truth)
 
 
 def chosen_of(metrics):
     return metrics['scoring']['chosen on validation']['values']
+
+
+def read_strict_json(path):
+    """A JSON file read as strict JSON readers read it: NaN and Infinity refused."""
+    def refuse(constant):
+        raise ValueError(f'{path}: {constant} is not JSON')
+    return json.loads(path.read_text(), parse_constant=refuse)
 
 
 def test_chosen_thresholds_and_filters_depend_on_validation_data_only(tuned, tmp_path):
@@ -87,8 +97,8 @@ def test_chosen_thresholds_and_filters_depend_on_validation_data_only(tuned, tmp
 
 def test_each_class_gets_the_filter_and_threshold_of_the_best_validation_fscore_of_sed_scores_eval(tuned):
     validation = folds_of(tuned)[2]['validation']
-    ground_truth, durations = evaluate.read_references(tuned)
-    chosen = evaluate.choose_on_validation(validation, ground_truth, durations)
+    ground_truth, durations = score_io.read_references(tuned)
+    chosen = tuning.choose_on_validation(validation, ground_truth, durations)
     present = [c for c in config.HARD_CLASSES if any(e[2] == c for s in validation for e in ground_truth[s])]
     best = {}
     for length in config.TUNE_MEDIAN_FILTERS:                     # ascending: a tie keeps the shorter filter
@@ -127,11 +137,45 @@ def test_each_folds_choice_cuts_that_folds_test_files_and_no_others(tuned):
     assert silent['ER_m'] == 1.0                            # every reference segment deleted, none inserted
 
 
+def test_the_tuned_rows_record_the_thresholds_and_filters_that_cut_them(tuned):
+    metrics = evaluate.tuned_metrics(tuned, folds_of(tuned))
+    for fold, values in chosen_of(metrics).items():
+        assert metrics['scoring']['THRESHOLD'][fold] == {c: values[c]['threshold'] for c in config.HARD_CLASSES}
+        assert metrics['scoring']['MEDIAN_FILTER'][fold] == {c: values[c]['median_filter'] for c in config.HARD_CLASSES}
+    assert 'MEDIAN_FILTER_BY_CLASS' not in metrics['scoring']              # the per-class filters are MEDIAN_FILTER's
+    assert metrics['scoring']['THRESHOLD'] != config.THRESHOLD and metrics['scoring']['MEDIAN_FILTER'] != 1
+
+
+def test_every_json_of_a_tuned_ensembled_workdir_is_strict_with_a_threshold_below_every_score(tuned, tmp_path):
+    workdir = tmp_path / 'work'
+    shutil.copytree(tuned, workdir)
+    # one class scored 0.5 on every validation frame: its best F detects every segment, at best_fscore's -inf
+    for run in (0, 1):
+        for fold in range(1, config.N_FOLDS + 1):
+            for path in runs.validation_scores_dir(run_dir(workdir, run), fold).glob('*.tsv'):
+                df = pd.read_csv(path, sep='\t')
+                df['people talking'] = 0.5
+                score_io.write_score_file(path, df[config.HARD_CLASSES].to_numpy())
+    assert evaluate.main(['--workdir', str(workdir), '--tune', '--ensemble']) == 0
+    written = {path: read_strict_json(path) for path in sorted(workdir.rglob('*.json'))}
+    assert workdir / 'results.json' in written and run_dir(workdir) / 'metrics.json' in written
+    results = written[workdir / 'results.json']
+    for row in results['tuned']['runs'] + results['ensemble_tuned']['runs']:
+        for fold, values in chosen_of(row).items():
+            assert values['people talking']['threshold'] is None and 'every frame' in values['people talking']['why']
+            assert row['scoring']['THRESHOLD'][fold]['people talking'] is None
+    # and cut so: every frame of the class active in every test file, whatever the filter
+    test = {stem: df for parts in folds_of(workdir).values() for stem, df in parts['test'].items()}
+    everything = evaluate.evaluate_scores(test, workdir, post=dict.fromkeys(test, ([-np.inf] * len(config.HARD_CLASSES), 1)))
+    assert results['tuned']['runs'][0]['class_wise']['people talking'] == everything['class_wise']['people talking']
+    assert 'none / ' in (workdir / 'results.md').read_text()
+
+
 def test_a_class_without_reference_in_the_validation_files_keeps_the_threshold_and_filter_of_config(tuned):
     validation = folds_of(tuned)[1]['validation']
-    ground_truth, durations = evaluate.read_references(tuned)
+    ground_truth, durations = score_io.read_references(tuned)
     without_car = {s: [e for e in events if e[2] != 'car'] for s, events in ground_truth.items()}
-    chosen = evaluate.choose_on_validation(validation, without_car, durations)
+    chosen = tuning.choose_on_validation(validation, without_car, durations)
     assert chosen['car'] == {'threshold': config.THRESHOLD, 'median_filter': config.MEDIAN_FILTER, 'F': None}
     assert chosen['people talking']['F'] is not None
 
@@ -153,7 +197,7 @@ def test_an_ensemble_of_one_run_equals_that_runs_row(tuned, tmp_path):
 def test_an_ensemble_scores_the_runs_frame_scores_averaged_per_file(tuned, tmp_path):
     for path in sorted((run_dir(tuned, 0) / 'scores').glob('*.tsv')):
         frames = [pd.read_csv(run_dir(tuned, r) / 'scores' / path.name, sep='\t') for r in (0, 1)]
-        evaluate.write_score_file(tmp_path / 'averaged' / path.name,
+        score_io.write_score_file(tmp_path / 'averaged' / path.name,
                                   (frames[0][config.HARD_CLASSES] + frames[1][config.HARD_CLASSES]).to_numpy() / 2)
     expected = evaluate.evaluate_scores(tmp_path / 'averaged', tuned)
     ensemble = evaluate.evaluate_variants(tuned, [run_dir(tuned, 0), run_dir(tuned, 1)], ensemble=True)['ensemble']
@@ -206,9 +250,9 @@ def test_a_median_filter_setting_scores_the_filtered_scores_and_is_recorded(tune
         metrics = evaluate.evaluate_scores(scores_dir, tuned)
         assert evaluate.run_metrics(tuned, run_dir(tuned))['scoring']['MEDIAN_FILTER'] == 5   # scored again
     assert metrics['scoring']['MEDIAN_FILTER'] == 5
-    ground_truth, durations = evaluate.read_references(tuned)
+    ground_truth, durations = score_io.read_references(tuned)
     filtered = {}
-    for stem, df in evaluate.read_score_files(scores_dir).items():
+    for stem, df in score_io.read_score_files(scores_dir).items():
         df[config.HARD_CLASSES] = scipy.ndimage.median_filter(df[config.HARD_CLASSES].to_numpy(), size=(5, 1))
         filtered[stem] = df
     f = sed_scores_eval.segment_based.best_fscore(filtered, ground_truth, durations, segment_length=1.0,
