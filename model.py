@@ -97,6 +97,11 @@ def embedding_width():
     return pretrained.embedding_width()
 
 
+def model_input_width():
+    """Values per frame the CRNN reads: the mel bands, then the embeddings' (none by default)."""
+    return input_width() + embedding_width()
+
+
 CLIP_SECONDS = 10.0                   # DCASE reports MACs per 10 s of audio
 def build_model(device='cpu', precision=None):
     """A new CRNN on `device` in `precision` (default config.PRECISION), in the memory layout of
@@ -120,7 +125,7 @@ def complexity():
     from importlib.metadata import version
     frames = {'sequence': config.SEQUENCE_LENGTH, '10s_clip': clip_frames()}
     with torch.random.fork_rng(devices=[]):          # the weights' initialisation and torchinfo's random input
-        summaries = {name: torchinfo.summary(CRNN(), input_size=(1, n, input_width() + embedding_width()), verbose=0,
+        summaries = {name: torchinfo.summary(CRNN(), input_size=(1, n, model_input_width()), verbose=0,
                                              device='cpu')
                      for name, n in frames.items()}
     return {'parameters': summaries['sequence'].trainable_params,
@@ -201,4 +206,4 @@ def scores_from_outputs(outputs, kind=None):
 
 
 if __name__ == '__main__':
-    torchinfo.summary(CRNN(), input_size=(config.BATCH_SIZE, config.SEQUENCE_LENGTH, input_width()))
+    torchinfo.summary(CRNN(), input_size=(config.BATCH_SIZE, config.SEQUENCE_LENGTH, model_input_width()))
