@@ -189,3 +189,23 @@ def test_one_epoch_records_the_embeddings_and_infer_scores_new_audio(dataset, ch
     assert infer.main(['--audio', audio, '--workdir', dataset.workdir, '--out', tmp_path / 'out2',
                        '--set', f'EMBEDDINGS_CHECKPOINT={other}', '--set', 'TRACK_ENERGY=False']) == 2
     assert f'{other} is another file' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('kind', ['beats', 'cnn14'])
+def test_windows_give_every_step_at_its_time_on_one_grid(kind, monkeypatch):
+    """A network stand-in that reports, for each step of a window, the audio at the step's centre; on a ramp (each
+    sample its own time in s) the steps must come out at their times, centre + step x index, across the windows."""
+    embedder = pretrained.EMBEDDERS[kind]
+    step = {'beats': 0.16, 'cnn14': 0.32}[kind]
+    rate = embedder.sample_rate
+
+    def times_at_step_centres(net, windows):           # (windows, 10 s) -> (windows, steps, 1)
+        index = np.round((embedder.centre + step * np.arange(int(10 / step) - 1)) * rate).astype(int)
+        return windows[:, index][..., None], step
+    monkeypatch.setitem(pretrained.EMBEDDERS, kind, embedder.__class__(
+        embedder.load, times_at_step_centres, rate, embedder.width, embedder.centre))
+    ramp = (np.arange(23 * rate) / rate).astype(np.float32)          # 4 windows, the last one zero-padded
+    steps, _ = pretrained.embedding_steps(None, kind, ramp)
+    times = embedder.centre + step * np.arange(len(steps))
+    inside = times < 23 - step                                        # beyond the audio, the padding's zeros
+    np.testing.assert_allclose(steps[inside, 0], times[inside], atol=1e-3)
