@@ -42,8 +42,8 @@ GT_FILE = 'gt_dev.csv'                               # hard-label events of the 
 DURATIONS_FILE = 'development_metadata.csv'          # filename, duration (s)
 RUNS_DIR = 'runs'                                    # <workdir>/runs/run{r}/...
 EMBEDDINGS_CHECKPOINT = ''                           # the file of config.EMBEDDINGS' weights (docs/method.md,
-                                                     # Pretrained embeddings); its SHA-256 is recorded with the features,
-                                                     # not its path: another copy of the same file is the same experiment
+                                                     # Pretrained embeddings); its SHA-256 is recorded with the
+                                                     # features, not its path: a copy of the file is the same experiment
 SCENES = {                                           # scene -> NN of its development files
     'cafe_restaurant': ['00', '04', '06', '07', '08', '10', '11', '12', '13', '14'],
     'city_center': ['02', '04', '05', '06', '07', '09', '10', '11', '12', '14'],

@@ -5,7 +5,8 @@
 Input (batch, frames, 64 mel bands: the front end's width, front_end.py), seen as one channel; output frame-level
 logits (batch, frames, 17) for any number of frames, so a whole test file goes through in one pass. Every size
 comes from config.py. With config.EMBEDDINGS, each frame also holds a pretrained embedding after the mel bands
-(batch, frames, 64 + 768 or 2048), projected and fused before the GRU (docs/method.md, Pretrained embeddings). The losses are one table, LOSSES: a new loss is one entry (docs/extending.md).
+(batch, frames, 64 + 768 or 2048), projected and fused before the GRU (docs/method.md, Pretrained embeddings).
+The losses are one table, LOSSES: a new loss is one entry (docs/extending.md).
 """
 from dataclasses import dataclass
 from typing import Callable
@@ -146,7 +147,8 @@ def embeddings_cost():
         audio = torch.zeros(1, round(pretrained.WINDOW_SECONDS * rate))
         x = pretrained.beats_input(audio) if config.EMBEDDINGS == 'beats' else audio
         summary = torchinfo.summary(net, input_data=[x], verbose=0, device='cpu')
-    return {'model': config.EMBEDDINGS, 'parameters': summary.total_params, 'macs_per_10s_clip': summary.total_mult_adds}
+    return {'model': config.EMBEDDINGS, 'parameters': summary.total_params,
+            'macs_per_10s_clip': summary.total_mult_adds}
 
 
 def output_bias_init(loss_kind=None):

@@ -56,7 +56,8 @@ import runtime
 import utils
 from augment import Augmenter
 from data_generator import load_fold_tensors, sequence_batches, training_batches
-from model import LOSSES, CRNN, build_model, init_output_bias, loss_of, model_input_width, output_bias_init, scores_from_outputs, soft_label_loss
+from model import LOSSES, CRNN, build_model, init_output_bias, loss_of, output_bias_init, scores_from_outputs, soft_label_loss
+from model import model_input_width
 from runs import run_record, start_run, training_settings, validation_files, validation_scores_dir
 from utils import DataError
 
