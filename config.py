@@ -41,6 +41,9 @@ METADATA_DIR = 'metadata'                            # <workdir>/metadata/gt_dev
 GT_FILE = 'gt_dev.csv'                               # hard-label events of the 11 evaluated classes
 DURATIONS_FILE = 'development_metadata.csv'          # filename, duration (s)
 RUNS_DIR = 'runs'                                    # <workdir>/runs/run{r}/...
+EMBEDDINGS_CHECKPOINT = ''                           # the file of config.EMBEDDINGS' weights (docs/method.md,
+                                                     # Pretrained embeddings); its SHA-256 is recorded with the
+                                                     # features, not its path: a copy of the file is the same experiment
 SCENES = {                                           # scene -> NN of its development files
     'cafe_restaurant': ['00', '04', '06', '07', '08', '10', '11', '12', '13', '14'],
     'city_center': ['02', '04', '05', '06', '07', '09', '10', '11', '12', '14'],
@@ -91,6 +94,8 @@ FMAX: above(0) = 14000.0                             # Hz
 LOG_MEL: one_of(False, True) = False                 # the reference feeds linear mel magnitudes
 LOG_OFFSET: above(0) = 1e-8                          # log(mel + LOG_OFFSET) when LOG_MEL
 SEQUENCE_LENGTH: count(1) = 200                      # frames per training/validation sequence (40 s)
+EMBEDDINGS: one_of('none', 'beats', 'cnn14') = 'none'  # frozen pretrained embeddings beside the mel bands, fused before
+                                                     # the GRU: 'beats' (BEATs iter3+), 'cnn14' (PANNs), 'none' = off
 
 # -----------------------------------------------------------------------------
 # Model

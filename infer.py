@@ -46,6 +46,7 @@ import extract_features
 import front_end
 import model as model_module
 import post_processing
+import pretrained
 import runtime
 import score_io
 import task4b
@@ -78,6 +79,9 @@ def find_models(workdir, runs=None):
     run_dirs, record = select_runs(workdir, runs)
     if run_dirs:
         check_code_of_runs(run_dirs[0], record)
+        if config.EMBEDDINGS != 'none':   # the checkpoint given now must be the one the runs' features were made with
+            extract_features.check_embeddings(run_dirs[0] / 'settings.json', record['features'].get('embeddings', {}),
+                                              f'python infer.py --workdir {shlex.quote(str(workdir))}')
     paths = [p for d in run_dirs for p in sorted(d.glob('fold*/best_model.pt'))]
     if not paths:
         raise DataError(f'{Path(workdir) / config.RUNS_DIR}: no trained models (run*/fold*/best_model.pt); '
@@ -116,6 +120,10 @@ def score_file(audio_path, models, device='cpu'):
     """One recording -> frame scores (frames, 17), the mean over the models of each model's scores."""
     audio = extract_features.read_audio(audio_path)
     features = front_end.compute(audio)                                                      # (frames, 64)
+    if config.EMBEDDINGS != 'none':       # the pretrained embeddings beside the mel bands, as extraction stores them
+        embedder = pretrained.configured_embedder(config.EMBEDDINGS, config.EMBEDDINGS_CHECKPOINT, device)
+        embeddings = pretrained.embeddings_at_frames(embedder, config.EMBEDDINGS, audio, len(features))  # (frames, 768)
+        features = np.concatenate([features, embeddings], axis=1)                          # (frames, 64 + 768)
     total = None
     for net, mean, scale, loss in models:
         x = torch.from_numpy(((features - mean) / scale).astype(np.float32)).to(device)       # (frames, 64)

@@ -4,7 +4,9 @@
 
 Input (batch, frames, 64 mel bands: the front end's width, front_end.py), seen as one channel; output frame-level
 logits (batch, frames, 17) for any number of frames, so a whole test file goes through in one pass. Every size
-comes from config.py. The losses are one table, LOSSES: a new loss is one entry (docs/extending.md).
+comes from config.py. With config.EMBEDDINGS, each frame also holds a pretrained embedding after the mel bands
+(batch, frames, 64 + 768 or 2048), projected and fused before the GRU (docs/method.md, Pretrained embeddings).
+The losses are one table, LOSSES: a new loss is one entry (docs/extending.md).
 """
 from dataclasses import dataclass
 from typing import Callable
@@ -59,11 +61,17 @@ class CRNN(nn.Module):
         bands = n_bands
         for pool in config.POOL_SIZES:
             bands //= pool                        # 64 -> 12 -> 6 -> 3
-        self.gru = nn.GRU(config.CONV_CHANNELS * bands, config.GRU_UNITS, batch_first=True, bidirectional=True)
+        fused = 2 if embedding_width() else 1     # the embeddings' projection beside the conv features
+        self.gru = nn.GRU(config.CONV_CHANNELS * bands * fused, config.GRU_UNITS, batch_first=True, bidirectional=True)
         self.dense1 = nn.Linear(2 * config.GRU_UNITS, config.DENSE_UNITS)
         self.dense2 = nn.Linear(config.DENSE_UNITS, n_classes)
+        self.n_bands = n_bands
+        if embedding_width():                     # built last: without embeddings, the network and its draws as before
+            self.embedding_projection = nn.Linear(embedding_width(), config.CONV_CHANNELS * bands)
+            self.embedding_dropout = nn.Dropout(config.DROPOUT)
 
-    def forward(self, x):                         # (batch, frames, 64)
+    def forward(self, x):                         # (batch, frames, 64), or (batch, frames, 64 + 768) with embeddings
+        x, embeddings = x[..., :self.n_bands], x[..., self.n_bands:]
         x = x.unsqueeze(1)                        # (batch, 1, frames, 64)
         if self.precision == 'bfloat16':
             with torch.autocast(x.device.type, torch.bfloat16):
@@ -73,9 +81,26 @@ class CRNN(nn.Module):
         # channels and bands merged per frame, channel-major: feature c * 3 + b
         x = x.permute(0, 2, 1, 3)                 # (batch, frames, 128, 3)
         x = x.reshape(x.shape[0], x.shape[1], -1)  # (batch, frames, 384)
+        if hasattr(self, 'embedding_projection'):  # as DESED 2024's CRNN fuses BEATs per frame, concatenated here
+            embeddings = self.embedding_dropout(self.embedding_projection(embeddings))   # (batch, frames, 384)
+            x = torch.cat([x, embeddings], dim=-1)   # (batch, frames, 768)
         x, _ = self.gru(x)                        # (batch, frames, 64): forward and backward states
         x = self.dense1(x)                        # (batch, frames, 32)
         return self.dense2(x)                     # (batch, frames, 17) logits (raw outputs for 'mse')
+
+
+def embedding_width():
+    """Values per frame after the mel bands: config.EMBEDDINGS' width, 0 without (pretrained.py imported only then:
+    librosa's second of start-up)."""
+    if config.EMBEDDINGS == 'none':
+        return 0
+    import pretrained
+    return pretrained.embedding_width()
+
+
+def model_input_width():
+    """Values per frame the CRNN reads: the mel bands, then the embeddings' (none by default)."""
+    return input_width() + embedding_width()
 
 
 CLIP_SECONDS = 10.0                   # DCASE reports MACs per 10 s of audio
@@ -96,16 +121,34 @@ def clip_frames(seconds=None):
 def complexity():
     """The model's size as DCASE reports it -> {'parameters', 'macs_per_sequence' (a 40-s training sequence),
     'macs_per_10s_clip', their frames, 'counted_by'}: torchinfo's total_mult_adds of a batch of one, the count the
-    original baseline's README gives (what it counts: docs/method.md). Draws no random number of the training."""
+    original baseline's README gives (what it counts: docs/method.md). Draws no random number of the training.
+    With config.EMBEDDINGS the fusion is counted there, and the frozen network apart, 'embeddings' (embeddings_cost)."""
     from importlib.metadata import version
     frames = {'sequence': config.SEQUENCE_LENGTH, '10s_clip': clip_frames()}
     with torch.random.fork_rng(devices=[]):          # the weights' initialisation and torchinfo's random input
-        summaries = {name: torchinfo.summary(CRNN(), input_size=(1, n, input_width()), verbose=0, device='cpu')
+        summaries = {name: torchinfo.summary(CRNN(), input_size=(1, n, model_input_width()), verbose=0,
+                                             device='cpu')
                      for name, n in frames.items()}
     return {'parameters': summaries['sequence'].trainable_params,
             **{f'macs_per_{name}': summaries[name].total_mult_adds for name in frames},
             **{f'{name}_frames': n for name, n in frames.items()},
-            'counted_by': f"torchinfo {version('torchinfo')} (total_mult_adds, batch of one)"}
+            'counted_by': f"torchinfo {version('torchinfo')} (total_mult_adds, batch of one)",
+            **({'embeddings': embeddings_cost()} if embedding_width() else {})}
+
+
+def embeddings_cost():
+    """The frozen network of config.EMBEDDINGS in its published size -> {'model', 'parameters', 'macs_per_10s_clip'}:
+    torchinfo's count on one 10-s window (its layers' multiply-adds; BEATs' attention products, done by a function,
+    are not among them), computed once per window of 10 s of audio, beside the CRNN's."""
+    import pretrained
+    with torch.random.fork_rng(devices=[]):
+        net = pretrained.published_network(config.EMBEDDINGS)
+        rate = pretrained.EMBEDDERS[config.EMBEDDINGS].sample_rate
+        audio = torch.zeros(1, round(pretrained.WINDOW_SECONDS * rate))
+        x = pretrained.beats_input(audio) if config.EMBEDDINGS == 'beats' else audio
+        summary = torchinfo.summary(net, input_data=[x], verbose=0, device='cpu')
+    return {'model': config.EMBEDDINGS, 'parameters': summary.total_params,
+            'macs_per_10s_clip': summary.total_mult_adds}
 
 
 def output_bias_init(loss_kind=None):
@@ -165,4 +208,4 @@ def scores_from_outputs(outputs, kind=None):
 
 
 if __name__ == '__main__':
-    torchinfo.summary(CRNN(), input_size=(config.BATCH_SIZE, config.SEQUENCE_LENGTH, input_width()))
+    torchinfo.summary(CRNN(), input_size=(config.BATCH_SIZE, config.SEQUENCE_LENGTH, model_input_width()))

@@ -98,8 +98,10 @@ def torch_device_type(device):
 
 def features_record(manifest):
     """What a run's numbers depend on of its features (a part of its record): their parameters, the data set and
-    the fold lists, as extraction recorded them in its manifest."""
-    return {key: manifest.get(key) for key in ('params', 'code', 'dataset', 'folds_sha256')}
+    the fold lists, as extraction recorded them in its manifest, and their pretrained embeddings' checkpoint and code
+    when they have any."""
+    return {**{key: manifest.get(key) for key in ('params', 'code', 'dataset', 'folds_sha256')},
+            **({'embeddings': manifest['embeddings']} if 'embeddings' in manifest else {})}   # only when made
 
 
 def run_record(manifest, epochs, loss_kind, precision=None, device='cpu'):

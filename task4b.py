@@ -58,8 +58,8 @@ import tables
 import utils
 from augment import Augmenter
 from data_generator import load_fold_tensors, sequence_batches, training_batches
-from front_end import input_width
 from model import LOSSES, CRNN, build_model, init_output_bias, loss_of, output_bias_init, scores_from_outputs, soft_label_loss
+from model import model_input_width
 from runs import run_record, start_run, training_settings, validation_files, validation_scores_dir
 from utils import DataError
 
@@ -275,7 +275,7 @@ def run_experiment(workdir, folds=None, runs=None, seed=None, epochs=None, devic
     record = run_record(extract_features.read_manifest(workdir), epochs, loss_kind, precision, device)
     folds = list(folds or range(1, config.N_FOLDS + 1))
     run_ids = list(range(runs) if run_ids is None else run_ids)
-    print(torchinfo.summary(CRNN(), input_size=(config.BATCH_SIZE, config.SEQUENCE_LENGTH, input_width()),
+    print(torchinfo.summary(CRNN(), input_size=(config.BATCH_SIZE, config.SEQUENCE_LENGTH, model_input_width()),
                             verbose=0, device='cpu'))
     print(f'workdir {workdir}, folds {folds}, runs {run_ids} (seed {seed} + run), at most {epochs} epochs, '
           f'loss {loss_kind}, {precision}, device {device}')

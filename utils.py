@@ -301,7 +301,14 @@ def spectrum_problem():
 
 
 def augmentation_problem():
-    """Augmentations wider than what they cut (a sequence's frames, the input bands), or None."""
+    """Augmentations wider than what they cut (a sequence's frames, the input bands), or those of the mel bands with
+    pretrained embeddings beside them (they would act on the embeddings' values as if they were bands), or None."""
+    if config.EMBEDDINGS != 'none':
+        for name in ('FILTER_AUGMENT_BANDS', 'MIXSTYLE', 'FREQ_MASKS'):
+            if getattr(config, name):
+                return ([name, 'EMBEDDINGS'], f'config.{name} = {getattr(config, name)!r}: it acts on the mel bands, '
+                        f'and config.EMBEDDINGS = {config.EMBEDDINGS!r} sets embeddings beside them; expected 0 with '
+                        f'embeddings (frame shift, time masks and mixup act on both alike)')
     bands = input_width()
     for name, limit, of in (('FRAME_SHIFT', config.SEQUENCE_LENGTH - 1, 'SEQUENCE_LENGTH - 1'),
                             ('TIME_MASK_WIDTH', config.SEQUENCE_LENGTH, 'SEQUENCE_LENGTH'),
