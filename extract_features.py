@@ -30,7 +30,6 @@ import shlex
 import struct
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import librosa
@@ -44,7 +43,7 @@ import config
 import experiment
 import front_end
 import post_processing
-import pretrained
+import embeddings
 import utils
 from utils import DataError
 
@@ -52,8 +51,6 @@ READ_BLOCK = 1 << 18           # audio frames read at once (keeps peak memory at
 EPS_FRAMES = 1e-6              # 1.2 / 0.2 is 5.999999999999999 in floating point: nudge before floor/ceil
 ANNOTATION_COLUMNS = ['onset', 'offset', 'event_label', 'soft']
 MANIFEST = 'manifest.json'
-EMBEDDINGS_DIR = 'embeddings'  # <workdir>/features/embeddings/<stem>.npz
-EMBEDDINGS_CODE = ('pretrained.py',)   # recorded with the embeddings only: without them, no number depends on it
 # the code the feature arrays and targets depend on, recorded by its fingerprint (utils.code_fingerprint: comments
 # and docstrings aside); gt_dev.csv's events depend on post_processing.py's, recorded apart: evaluate.py rebuilds
 # them from the stored targets when it changes (refresh_ground_truth), no new extraction
@@ -235,7 +232,7 @@ def normalise(features, mean, scale):
 
 def feature_width():
     """Values per frame of the stored features: the front end's, then config.EMBEDDINGS' (none by default)."""
-    return front_end.input_width() + pretrained.embedding_width()
+    return front_end.input_width() + embeddings.embedding_width()
 
 
 def make_sequences(features_list, targets_list, mean, scale):
@@ -371,41 +368,21 @@ def compute_files(todo, audio_files, jobs):
                 raise
 
 
-def embeddings_record(sha256):
-    """What stored embeddings depend on beside the audio: the network, its checkpoint's SHA-256 (not its path: another
-    copy of the same file gives the same numbers) and the code of pretrained.py."""
-    return {'model': config.EMBEDDINGS, 'sha256': sha256, 'width': pretrained.embedding_width(),
-            'code': utils.code_record(EMBEDDINGS_CODE)}
-
-
-def embeddings_path(workdir, file_id):
-    return features_dir(workdir) / EMBEDDINGS_DIR / f'{utils.file_stem(file_id)}.npz'
-
-
-def stored_embeddings(path, source):
-    """The embeddings saved at `path` if they were computed from `source` (a JSON text), else None."""
-    try:
-        with np.load(path) as data:
-            return data['embeddings'] if str(data['source']) == source else None
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-        return None
-
-
 def compute_embeddings(workdir, audio_files, frames, inputs, net, sha256):
     """{file_id: (frames, width) float32}, config.EMBEDDINGS' embeddings of each file at its mel frames
-    (pretrained.embeddings_at_frames), on the network's device. Each file is saved as it finishes, with what it was
+    (embeddings.at_frames), on the network's device. Each file is saved as it finishes, with what it was
     computed from (the checkpoint's SHA-256, pretrained.py's code, the audio file's size and time, its frames): a
     rerun, or a run after a killed one, reads those back and computes only the others."""
-    record = embeddings_record(sha256)
+    record = embeddings.record(sha256)
     sources = {i: json.dumps({**record, 'audio': inputs[i]['audio'], 'frames': n}, sort_keys=True)
                for i, n in frames.items()}
-    done = {i: stored_embeddings(embeddings_path(workdir, i), sources[i]) for i in frames}
+    done = {i: embeddings.stored(embeddings.path(workdir, i), sources[i]) for i in frames}
     todo = [i for i, emb in done.items() if emb is None]
     device = next(net.parameters()).device
     for file_id in tqdm(todo, desc=f'{config.EMBEDDINGS} embeddings ({device.type})', unit='file', file=sys.stderr):
-        done[file_id] = pretrained.embeddings_at_frames(net, config.EMBEDDINGS, read_audio(audio_files[file_id]),
+        done[file_id] = embeddings.at_frames(net, config.EMBEDDINGS, read_audio(audio_files[file_id]),
                                                         frames[file_id])
-        _save_npz(embeddings_path(workdir, file_id), embeddings=done[file_id], source=np.array(sources[file_id]))
+        _save_npz(embeddings.path(workdir, file_id), embeddings=done[file_id], source=np.array(sources[file_id]))
     return done
 
 
@@ -463,7 +440,7 @@ def extract(data_root, workdir, folds_dir=None, jobs=None, split_file=None):
     folds_dir, split_file = Path(folds_dir or config.FOLDS_DIR), Path(split_file or config.DEVELOPMENT_SPLIT)
     jobs = config.FEATURE_JOBS if jobs is None else jobs
     # the checkpoint first: one that cannot be used stops the run before any work
-    net, sha256 = pretrained.load_embedder() if config.EMBEDDINGS != 'none' else (None, None)
+    net, sha256 = embeddings.load_embedder() if config.EMBEDDINGS != 'none' else (None, None)
 
     file_ids, folds = read_file_lists(split_file, folds_dir)
     get_data = (f'get the data: python download_data.py --data-root {shlex.quote(str(data_root))}, or python '
@@ -492,9 +469,9 @@ def extract(data_root, workdir, folds_dir=None, jobs=None, split_file=None):
         features[file_id], durations[file_id] = file_features, duration
         targets[file_id] = rasterize_soft_labels(labels[file_id], len(file_features))
     if net is not None:          # the embeddings beside the mel bands, (frames, 64 + width)
-        embeddings = compute_embeddings(workdir, audio_files, {i: len(f) for i, f in features.items()}, inputs, net,
-                                        sha256)
-        features = {i: np.concatenate([features[i], embeddings[i]], axis=1) for i in file_ids}
+        embedded = compute_embeddings(workdir, audio_files, {i: len(f) for i, f in features.items()}, inputs, net,
+                                      sha256)
+        features = {i: np.concatenate([features[i], embedded[i]], axis=1) for i in file_ids}
 
     # The manifest goes first and comes back last: a run killed in between leaves none, and load_fold then
     # trusts none of its files
@@ -513,7 +490,7 @@ def extract(data_root, workdir, folds_dir=None, jobs=None, split_file=None):
         'data_root': str(data_root.resolve()), 'folds_dir': str(folds_dir.resolve()),
         'split_file': str(split_file.resolve()), 'folds_sha256': utils.folds_sha256(folds_dir),
         'files': {i: {**inputs[i], 'duration': durations[i]} for i in file_ids},
-        **({'embeddings': embeddings_record(sha256)} if net is not None else {})})
+        **({'embeddings': embeddings.record(sha256)} if net is not None else {})})
     return {'files': file_ids, 'n_clipped': n_clipped, 'audio_seconds': sum(durations[i] for i in file_ids),
             'seconds': time.perf_counter() - started}
 
@@ -550,7 +527,7 @@ def read_manifest(workdir, check=True):
         raise DataError(f'{manifest_path}: the code of {name} changed since extraction (comments and '
                         f'docstrings aside); run: {run}')
     if config.EMBEDDINGS != 'none':
-        check_embeddings(manifest_path, manifest.get('embeddings') or {}, run)
+        embeddings.check(manifest_path, manifest.get('embeddings') or {}, run)
     folds_dir = Path(manifest['folds_dir'])
     try:
         folds_changed = utils.folds_sha256(folds_dir) != manifest['folds_sha256']
@@ -568,24 +545,6 @@ def read_manifest(workdir, check=True):
                 raise DataError(f'{path}: changed since extraction; run: {run}')
     manifest['run'] = run
     return manifest
-
-
-def check_embeddings(manifest_path, recorded, run):
-    """Refuse features whose embeddings pretrained.py's code of today would not compute, or that another checkpoint
-    than config.EMBEDDINGS_CHECKPOINT computed (when a command gives one; training needs none)."""
-    checkpoint = config.EMBEDDINGS_CHECKPOINT
-    run += f' --set EMBEDDINGS_CHECKPOINT={shlex.quote(checkpoint or "PATH")}'
-    for name, _, _ in utils.differences(recorded.get('code', {}), utils.code_record(EMBEDDINGS_CODE))[:1]:
-        raise DataError(f'{manifest_path}: the code of {name} changed since the embeddings were computed (comments '
-                        f'and docstrings aside); run: {run}')
-    if checkpoint:
-        if not Path(checkpoint).is_file():
-            raise DataError(f'{checkpoint}: no such file; expected the checkpoint of config.EMBEDDINGS = '
-                            f'{config.EMBEDDINGS!r} (SHA-256 {recorded.get("sha256")}, its features)')
-        sha256 = pretrained.checkpoint_sha256(checkpoint)
-        if sha256 != recorded.get('sha256'):
-            raise DataError(f'{manifest_path}: features made with the checkpoint of SHA-256 {recorded.get("sha256")}; '
-                            f'{checkpoint} is another file (SHA-256 {sha256}); run: {run}')
 
 
 def load_fold(workdir, fold):

@@ -41,12 +41,12 @@ from tqdm import tqdm
 
 import config
 import cost
+import embeddings
 import experiment
 import extract_features
 import front_end
 import model as model_module
 import post_processing
-import pretrained
 import runtime
 import score_io
 import task4b
@@ -80,7 +80,7 @@ def find_models(workdir, runs=None):
     if run_dirs:
         check_code_of_runs(run_dirs[0], record)
         if config.EMBEDDINGS != 'none':   # the checkpoint given now must be the one the runs' features were made with
-            extract_features.check_embeddings(run_dirs[0] / 'settings.json', record['features'].get('embeddings', {}),
+            embeddings.check(run_dirs[0] / 'settings.json', record['features'].get('embeddings', {}),
                                               f'python infer.py --workdir {shlex.quote(str(workdir))}')
     paths = [p for d in run_dirs for p in sorted(d.glob('fold*/best_model.pt'))]
     if not paths:
@@ -121,9 +121,9 @@ def score_file(audio_path, models, device='cpu'):
     audio = extract_features.read_audio(audio_path)
     features = front_end.compute(audio)                                                      # (frames, 64)
     if config.EMBEDDINGS != 'none':       # the pretrained embeddings beside the mel bands, as extraction stores them
-        embedder = pretrained.configured_embedder(config.EMBEDDINGS, config.EMBEDDINGS_CHECKPOINT, device)
-        embeddings = pretrained.embeddings_at_frames(embedder, config.EMBEDDINGS, audio, len(features))  # (frames, 768)
-        features = np.concatenate([features, embeddings], axis=1)                          # (frames, 64 + 768)
+        embedder = embeddings.configured_embedder(config.EMBEDDINGS, config.EMBEDDINGS_CHECKPOINT, device)
+        embedded = embeddings.at_frames(embedder, config.EMBEDDINGS, audio, len(features))   # (frames, 768)
+        features = np.concatenate([features, embedded], axis=1)                          # (frames, 64 + 768)
     total = None
     for net, mean, scale, loss in models:
         x = torch.from_numpy(((features - mean) / scale).astype(np.float32)).to(device)       # (frames, 64)

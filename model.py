@@ -90,12 +90,12 @@ class CRNN(nn.Module):
 
 
 def embedding_width():
-    """Values per frame after the mel bands: config.EMBEDDINGS' width, 0 without (pretrained.py imported only then:
+    """Values per frame after the mel bands: config.EMBEDDINGS' width, 0 without (embeddings.py imported only then:
     librosa's second of start-up)."""
     if config.EMBEDDINGS == 'none':
         return 0
-    import pretrained
-    return pretrained.embedding_width()
+    import embeddings
+    return embeddings.embedding_width()
 
 
 def model_input_width():
@@ -140,11 +140,12 @@ def embeddings_cost():
     """The frozen network of config.EMBEDDINGS in its published size -> {'model', 'parameters', 'macs_per_10s_clip'}:
     torchinfo's count on one 10-s window (its layers' multiply-adds; BEATs' attention products, done by a function,
     are not among them), computed once per window of 10 s of audio, beside the CRNN's."""
+    import embeddings
     import pretrained
     with torch.random.fork_rng(devices=[]):
-        net = pretrained.published_network(config.EMBEDDINGS)
-        rate = pretrained.EMBEDDERS[config.EMBEDDINGS].sample_rate
-        audio = torch.zeros(1, round(pretrained.WINDOW_SECONDS * rate))
+        net = embeddings.published_network(config.EMBEDDINGS)
+        rate = embeddings.EMBEDDERS[config.EMBEDDINGS].sample_rate
+        audio = torch.zeros(1, round(embeddings.WINDOW_SECONDS * rate))
         x = pretrained.beats_input(audio) if config.EMBEDDINGS == 'beats' else audio
         summary = torchinfo.summary(net, input_data=[x], verbose=0, device='cpu')
     return {'model': config.EMBEDDINGS, 'parameters': summary.total_params,

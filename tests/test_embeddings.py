@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import config
-import experiment
+import embeddings
 import extract_features as ef
 import infer
 import model
@@ -49,17 +49,17 @@ def beats_on(checkpoint, monkeypatch):
 def test_frames_take_the_linear_interpolation_of_the_step_centres():
     step, centre = 0.16, 0.0875
     steps = (centre + step * np.arange(40))[:, None] * np.ones((1, 3))    # each step's value: its centre time
-    frames = pretrained.frames_from_steps(steps.astype(np.float32), step, centre, 30)
+    frames = embeddings.frames_from_steps(steps.astype(np.float32), step, centre, 30)
     times = np.arange(30) * config.FRAME_SECONDS                          # centred frames
     expected = np.clip(times, centre, centre + 39 * step)                  # the first step before its centre
     np.testing.assert_allclose(frames, np.repeat(expected[:, None], 3, axis=1), atol=1e-5)
 
 
 def test_each_step_comes_from_the_10s_window_where_it_lies_most_centrally(checkpoint):
-    net, _ = pretrained.load_embedder('beats', checkpoint, 'cpu')
+    net, _ = embeddings.load_embedder('beats', checkpoint, 'cpu')
     rate = pretrained.BEATS_SAMPLE_RATE
     audio = (np.random.default_rng(0).standard_normal(12 * rate) * 0.1).astype(np.float32)   # windows 0 and 4.8 s
-    steps, step = pretrained.embedding_steps(net, 'beats', audio)
+    steps, step = embeddings.embedding_steps(net, 'beats', audio)
     padded = np.concatenate([audio, np.zeros(round(14.8 * rate) - len(audio), np.float32)])
     windows = [pretrained.beats_embeddings(net, padded[round(s * rate):round((s + 10) * rate)])[0] for s in (0, 4.8)]
     assert step == 0.16 and steps.shape == (30 + 62, 768)
@@ -72,7 +72,7 @@ def test_each_step_comes_from_the_10s_window_where_it_lies_most_centrally(checkp
 
 def test_extraction_stores_the_embeddings_of_the_resampled_audio_at_the_mel_frames(dataset, beats_on):  # noqa: F811
     dataset.run()
-    net, _ = pretrained.load_embedder('beats', beats_on, 'cpu')
+    net, _ = embeddings.load_embedder('beats', beats_on, 'cpu')
     with np.load(utils.file_features_path(dataset.workdir, IDS[0])) as stored:
         features = stored['features']
     audio = ef.read_audio(utils.audio_path(dataset.root, IDS[0]))
@@ -82,7 +82,7 @@ def test_extraction_stores_the_embeddings_of_the_resampled_audio_at_the_mel_fram
     steps, step = pretrained.beats_embeddings(net, window)
     assert features.shape == (frames, 64 + 768)
     np.testing.assert_array_equal(features[:, :64], ef.front_end.compute(audio))
-    np.testing.assert_allclose(features[:, 64:], pretrained.frames_from_steps(steps, step, 0.0875, frames), atol=1e-4)
+    np.testing.assert_allclose(features[:, 64:], embeddings.frames_from_steps(steps, step, 0.0875, frames), atol=1e-4)
     manifest = ef.read_manifest(dataset.workdir)
     assert manifest['params']['embeddings'] == 'beats'
     assert manifest['embeddings']['sha256'] == hashlib.sha256(beats_on.read_bytes()).hexdigest()
@@ -91,7 +91,7 @@ def test_extraction_stores_the_embeddings_of_the_resampled_audio_at_the_mel_fram
 
 
 def test_a_rerun_skips_the_files_done_and_a_killed_run_continues(dataset, beats_on, monkeypatch):  # noqa: F811
-    computed, embed = [], pretrained.embeddings_at_frames
+    computed, embed = [], embeddings.at_frames
 
     def counted(net, kind, audio, n_frames):
         if len(computed) == 2 and not hasattr(counted, 'killed'):
@@ -99,7 +99,7 @@ def test_a_rerun_skips_the_files_done_and_a_killed_run_continues(dataset, beats_
             raise KeyboardInterrupt                   # the run killed while embedding its third file
         computed.append(n_frames)
         return embed(net, kind, audio, n_frames)
-    monkeypatch.setattr(pretrained, 'embeddings_at_frames', counted)
+    monkeypatch.setattr(embeddings, 'at_frames', counted)
     with pytest.raises(KeyboardInterrupt):
         dataset.run()
     assert len(list((dataset.workdir / 'features' / 'embeddings').glob('*.npz'))) == 2
@@ -117,9 +117,9 @@ def test_another_checkpoint_refuses_the_features_and_computes_them_again(dataset
     with pytest.raises(DataError, match=f'features made with the checkpoint of SHA-256 [0-9a-f]{{64}}; {other} is '
                                         f'another file'):
         ef.load_fold(dataset.workdir, 1)
-    before = np.load(ef.embeddings_path(dataset.workdir, IDS[0]))['embeddings']
+    before = np.load(embeddings.path(dataset.workdir, IDS[0]))['embeddings']
     dataset.run()
-    after = np.load(ef.embeddings_path(dataset.workdir, IDS[0]))['embeddings']
+    after = np.load(embeddings.path(dataset.workdir, IDS[0]))['embeddings']
     assert not np.allclose(before, after)
     ef.load_fold(dataset.workdir, 1)
 
@@ -195,17 +195,17 @@ def test_one_epoch_records_the_embeddings_and_infer_scores_new_audio(dataset, ch
 def test_windows_give_every_step_at_its_time_on_one_grid(kind, monkeypatch):
     """A network stand-in that reports, for each step of a window, the audio at the step's centre; on a ramp (each
     sample its own time in s) the steps must come out at their times, centre + step x index, across the windows."""
-    embedder = pretrained.EMBEDDERS[kind]
+    embedder = embeddings.EMBEDDERS[kind]
     step = {'beats': 0.16, 'cnn14': 0.32}[kind]
     rate = embedder.sample_rate
 
     def times_at_step_centres(net, windows):           # (windows, 10 s) -> (windows, steps, 1)
         index = np.round((embedder.centre + step * np.arange(int(10 / step) - 1)) * rate).astype(int)
         return windows[:, index][..., None], step
-    monkeypatch.setitem(pretrained.EMBEDDERS, kind, embedder.__class__(
+    monkeypatch.setitem(embeddings.EMBEDDERS, kind, embedder.__class__(
         embedder.load, times_at_step_centres, rate, embedder.width, embedder.centre))
     ramp = (np.arange(23 * rate) / rate).astype(np.float32)          # 4 windows, the last one zero-padded
-    steps, _ = pretrained.embedding_steps(None, kind, ramp)
+    steps, _ = embeddings.embedding_steps(None, kind, ramp)
     times = embedder.centre + step * np.arange(len(steps))
     inside = times < 23 - step                                        # beyond the audio, the padding's zeros
     np.testing.assert_allclose(steps[inside, 0], times[inside], atol=1e-3)
