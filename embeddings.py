@@ -32,10 +32,11 @@ DIR = 'embeddings'                            # <workdir>/features/embeddings/<s
 CODE = ('pretrained.py', 'embeddings.py')     # recorded with the embeddings only: without them no number depends on it
 
 WINDOW_SECONDS = 10.0        # the clips both networks were trained on (AudioSet)
-# windows every 4.8 s: a whole number of steps of both networks (30 x 0.16 s, 15 x 0.32 s), so the steps of every
-# window fall on one grid; each step is taken from the window in which it lies most centrally, with at least 2.5 s
-# of context on either side wherever the recording has it
-WINDOW_HOP_SECONDS = 4.8
+# windows every 8 s: a whole number of steps of both networks (50 x 0.16 s, 25 x 0.32 s), so the steps of every
+# window fall on one grid; each step is taken from the window in which it lies most centrally, with at least 1 s of
+# context on either side wherever the recording has it. Every 4.8 s (2.5 s of context) ran each second through the
+# network 2.1 times instead of 1.25: BEATs' MAESTRO Real in 35 min instead of 21 on 2 cores (docs/speed.md)
+WINDOW_HOP_SECONDS = 8.0
 WINDOWS_PER_BATCH = 8        # 10-s windows through the network at once
 
 
@@ -114,7 +115,7 @@ def configured_embedder(kind, path, device):
 
 def embedding_steps(net, kind, audio):
     """audio (samples,) at the network's sample rate -> (steps (n, width) float32, the step in s): 10-s windows
-    every 4.8 s, the last zero-padded to 10 s, WINDOWS_PER_BATCH at a time; each step from the window in which its
+    every 8 s, the last zero-padded to 10 s, WINDOWS_PER_BATCH at a time; each step from the window in which its
     centre is farthest from the window's edges (the earlier window on a tie)."""
     embedder = EMBEDDERS[kind]
     window = round(WINDOW_SECONDS * embedder.sample_rate)

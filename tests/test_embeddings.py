@@ -58,16 +58,16 @@ def test_frames_take_the_linear_interpolation_of_the_step_centres():
 def test_each_step_comes_from_the_10s_window_where_it_lies_most_centrally(checkpoint):
     net, _ = embeddings.load_embedder('beats', checkpoint, 'cpu')
     rate = pretrained.BEATS_SAMPLE_RATE
-    audio = (np.random.default_rng(0).standard_normal(12 * rate) * 0.1).astype(np.float32)   # windows 0 and 4.8 s
+    audio = (np.random.default_rng(0).standard_normal(12 * rate) * 0.1).astype(np.float32)   # windows 0 and 8 s
     steps, step = embeddings.embedding_steps(net, 'beats', audio)
-    padded = np.concatenate([audio, np.zeros(round(14.8 * rate) - len(audio), np.float32)])
-    windows = [pretrained.beats_embeddings(net, padded[round(s * rate):round((s + 10) * rate)])[0] for s in (0, 4.8)]
-    assert step == 0.16 and steps.shape == (30 + 62, 768)
+    padded = np.concatenate([audio, np.zeros(round(18 * rate) - len(audio), np.float32)])
+    windows = [pretrained.beats_embeddings(net, padded[round(s * rate):round((s + 10) * rate)])[0] for s in (0, 8)]
+    assert step == 0.16 and steps.shape == (50 + 62, 768)
     for g in range(len(steps)):
         t = 0.0875 + 0.16 * g
-        margins = [min(t - s, s + 10 - t) if 0 <= g - 30 * k < 62 else -np.inf for k, s in enumerate((0, 4.8))]
+        margins = [min(t - s, s + 10 - t) if 0 <= g - 50 * k < 62 else -np.inf for k, s in enumerate((0, 8))]
         k = int(np.argmax(margins))                                      # the earlier window on a tie
-        np.testing.assert_allclose(steps[g], windows[k][g - 30 * k], atol=1e-4, err_msg=f'step {g}')
+        np.testing.assert_allclose(steps[g], windows[k][g - 50 * k], atol=1e-4, err_msg=f'step {g}')
 
 
 def test_extraction_stores_the_embeddings_of_the_resampled_audio_at_the_mel_frames(dataset, beats_on):  # noqa: F811
