@@ -15,7 +15,7 @@ import runtime
 import task4b
 from model import build_model
 import utils
-from helpers import copy_workdir, score_files
+from helpers import SMALL, SMALL_NETWORK, copy_workdir, score_files
 
 
 # -----------------------------------------------------------------------------
@@ -173,7 +173,7 @@ def test_training_writes_scores_results_history_curves_and_learns(demo_workdir, 
     assert fold_metrics['F1_m'] > untrained_f1 + 15, (fold_metrics['F1_m'], untrained_f1)
 
 
-ARGS = ['--folds', '1', '2', '--epochs', '2', '--seed', '7', '--device', 'cpu']
+ARGS = ['--folds', '1', '2', '--epochs', '2', '--seed', '7', '--device', 'cpu'] + SMALL
 
 
 @pytest.fixture(scope='module')
@@ -364,7 +364,7 @@ def test_torch_option_and_mse_keep_torch_initialisation_exactly(tmp_path, monkey
 
 @pytest.mark.slow
 def test_mse_scores_do_not_depend_on_output_bias_init_and_the_runs_combine(demo_workdir, tmp_path, monkeypatch):
-    args = ['--folds', '1', '--epochs', '3', '--loss', 'mse', '--device', 'cpu']
+    args = ['--folds', '1', '--epochs', '3', '--loss', 'mse', '--device', 'cpu'] + SMALL
     scores, records = [], []
     for bias_init in ('prior', 'torch'):
         monkeypatch.setattr(config, 'OUTPUT_BIAS_INIT', bias_init)
@@ -380,6 +380,8 @@ def test_mse_scores_do_not_depend_on_output_bias_init_and_the_runs_combine(demo_
 def test_prior_bias_reaches_a_lower_validation_loss_than_torch_initialisation_in_20_epochs(demo_workdir, tmp_path,
                                                                                           monkeypatch):
     data = data_generator.load_fold_tensors(demo_workdir, 1)           # one batch of 32 per epoch: 20 steps
+    for name, value in SMALL_NETWORK.items():      # the small CRNN: the two runs differ in the output bias alone
+        monkeypatch.setattr(config, name, value)
     best = {}
     for bias_init in ('prior', 'torch'):
         monkeypatch.setattr(config, 'OUTPUT_BIAS_INIT', bias_init)
