@@ -18,7 +18,7 @@ import runs
 import runtime
 import task4b
 import utils
-from helpers import copy_workdir, score_files
+from helpers import SMALL, copy_workdir, score_files
 from model import build_model
 from test_training import synthetic_fold
 
@@ -68,7 +68,7 @@ def both_precisions(demo_workdir, tmp_path_factory):
     for precision in ('float32', 'bfloat16'):
         workdirs[precision] = copy_workdir(demo_workdir, tmp_path_factory.mktemp(precision))
         argv = ['--workdir', str(workdirs[precision]), '--precision', precision, '--folds', '1', '--epochs', '2',
-                '--device', 'cpu']
+                '--device', 'cpu'] + SMALL
         assert task4b.main(argv) == 0
     return workdirs
 
@@ -185,7 +185,7 @@ def gpu_host(monkeypatch):
 @pytest.mark.slow
 def test_a_cpu_training_on_a_gpu_host_never_touches_cuda(gpu_host, demo_workdir, tmp_path, monkeypatch):
     workdir = copy_workdir(demo_workdir, tmp_path)
-    argv = ['--workdir', str(workdir), '--folds', '1', '--epochs', '2', '--device', 'cpu']
+    argv = ['--workdir', str(workdir), '--folds', '1', '--epochs', '2', '--device', 'cpu'] + SMALL
     with monkeypatch.context() as patch:        # killed after epoch 1's checkpoint, then resumed
         real = runtime.save_checkpoint
 
