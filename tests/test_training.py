@@ -178,7 +178,7 @@ ARGS = ['--folds', '1', '2', '--epochs', '2', '--seed', '7', '--device', 'cpu'] 
 
 @pytest.fixture(scope='module')
 def straight_run(demo_workdir, tmp_path_factory):
-    """Folds 1 and 2, 2 epochs each, never interrupted."""
+    """Folds 1 and 2, 2 epochs each of the small CRNN, never interrupted."""
     workdir = copy_workdir(demo_workdir, tmp_path_factory.mktemp('straight'))
     assert task4b.main(['--workdir', str(workdir)] + ARGS) == 0
     return workdir
