@@ -16,7 +16,7 @@ import evaluate
 import experiment
 import task4b
 import utils
-from helpers import copy_workdir, score_files
+from helpers import SMALL, copy_workdir, score_files
 
 REPO = Path(__file__).resolve().parent.parent
 EPOCH = ['--folds', '1', '--epochs', '1', '--device', 'cpu']
@@ -253,7 +253,7 @@ def test_runs_of_other_code_are_never_continued_resumed_or_combined(demo_workdir
     workdir = copy_workdir(demo_workdir, tmp_path / 'work')
     model_py = repo / 'model.py'
     original = model_py.read_text()
-    train = ['--workdir', workdir, '--epochs', '1', '--device', 'cpu']
+    train = ['--workdir', workdir, '--epochs', '1', '--device', 'cpu', *SMALL]
     assert run_script(repo, 'task4b.py', *train, '--folds', '1')[0] == 0
     assert (workdir / 'runs' / 'run0' / 'code' / 'model.py').read_text() == original
     settings = recorded(workdir)
