@@ -138,8 +138,12 @@ def history_without_seconds(path):
 @pytest.mark.slow
 def test_training_writes_scores_results_history_curves_and_learns(demo_workdir, tmp_path, monkeypatch):
     # Batches of 4: the demo fold has 16 training sequences, so 4 updates per epoch instead of 1 and the
-    # model learns in 25 epochs (the schedule, loss and optimiser are the real ones).
+    # model learns in 25 epochs (the schedule, loss and optimiser are the real ones). The CRNN is 32 filters and 16
+    # GRU units wide, a third of the time of config.py's 128 and 32 and as clear a result (measured on this fold:
+    # F1_m 69% against 12% untrained; 86% against 16% at full width).
     monkeypatch.setattr(config, 'BATCH_SIZE', 4)
+    monkeypatch.setattr(config, 'CONV_CHANNELS', 32)
+    monkeypatch.setattr(config, 'GRU_UNITS', 16)
     workdir = copy_workdir(demo_workdir, tmp_path / 'wd')
     assert task4b.main(['--workdir', str(workdir), '--folds', '1', '--epochs', '25', '--device', 'cpu']) == 0
 
