@@ -13,6 +13,13 @@ RECORD = {'training': {'epochs': 150, 'loss': 'bce', 'config': {}, 'code': utils
           'features': {'dataset': 'demo'}}
 
 
+# The CRNN with 16 conv filters and 8 GRU units per direction instead of config.py's 128 and 32: the same layers and
+# code paths at about 1/50 of the multiply-adds, for tests of what training writes, records and repeats (resume,
+# jobs, bit-identity, records), not of what the default network learns
+SMALL_NETWORK = {'CONV_CHANNELS': 16, 'GRU_UNITS': 8}
+SMALL = [arg for name, value in SMALL_NETWORK.items() for arg in ('--set', f'{name}={value}')]   # as task4b.py flags
+
+
 def write_run(run_dir, stems, record=RECORD, seed=42, folds=None):
     """A run folder as task4b.py leaves it, for tests that write its score files themselves: settings.json with
     the run's record (its features those of the workdir, when it has any), and fold1/metrics.json naming `stems`

@@ -17,7 +17,7 @@ import runtime
 import tables
 import task4b
 import utils
-from helpers import RECORD, copy_workdir, write_random_scores, write_run
+from helpers import RECORD, SMALL, copy_workdir, write_random_scores, write_run
 
 EPOCH = ['--epochs', '1', '--device', 'cpu']
 
@@ -32,7 +32,7 @@ def score_stems(run_dir):
 
 def test_settings_json_records_what_the_run_depends_on(demo_workdir, tmp_path):
     workdir = copy_workdir(demo_workdir, tmp_path)
-    assert task4b.main(['--workdir', str(workdir), '--folds', '1', '--loss', 'mse', '--seed', '7'] + EPOCH) == 0
+    assert task4b.main(['--workdir', str(workdir), '--folds', '1', '--loss', 'mse', '--seed', '7'] + EPOCH + SMALL) == 0
     run_dir = workdir / config.RUNS_DIR / 'run0'
     settings = json.loads((run_dir / 'settings.json').read_text())
     assert settings['seed'] == 7 and settings['record']['training']['loss'] == 'mse'
@@ -50,19 +50,19 @@ def test_settings_json_records_what_the_run_depends_on(demo_workdir, tmp_path):
 def test_a_run_of_other_settings_is_refused_and_restart_replaces_it(demo_workdir, tmp_path, capsys):
     workdir = copy_workdir(demo_workdir, tmp_path)
     run_dir = workdir / config.RUNS_DIR / 'run0'
-    assert task4b.main(['--workdir', str(workdir), '--folds', '1', '2'] + EPOCH) == 0           # bce
+    assert task4b.main(['--workdir', str(workdir), '--folds', '1', '2'] + EPOCH + SMALL) == 0           # bce
     fold1 = sorted(utils.file_stem(i) for i in utils.read_fold(1)['test'])
     assert len(score_stems(run_dir)) == len(fold1) + len(utils.read_fold(2)['test'])
 
     capsys.readouterr()
-    assert task4b.main(['--workdir', str(workdir), '--folds', '1', '--loss', 'mse', '--restart'] + EPOCH) == 2
+    assert task4b.main(['--workdir', str(workdir), '--folds', '1', '--loss', 'mse', '--restart'] + EPOCH + SMALL) == 2
     assert "--loss mse gives LOSS = 'mse', the experiment 'bce'" in capsys.readouterr().err   # the workdir's, first
     (workdir / 'experiment.json').unlink()                       # as an older version left it: the run's record
-    assert task4b.main(['--workdir', str(workdir), '--folds', '1', '--loss', 'mse'] + EPOCH) == 2
+    assert task4b.main(['--workdir', str(workdir), '--folds', '1', '--loss', 'mse'] + EPOCH + SMALL) == 2
     err = capsys.readouterr().err
     assert "training.loss: 'bce' there, 'mse' now" in err and '--restart' in err and err.count('\n') == 1
 
-    assert task4b.main(['--workdir', str(workdir), '--folds', '1', '--loss', 'mse', '--restart'] + EPOCH) == 0
+    assert task4b.main(['--workdir', str(workdir), '--folds', '1', '--loss', 'mse', '--restart'] + EPOCH + SMALL) == 0
     assert score_stems(run_dir) == fold1                                       # fold 2's old scores are gone
     results = json.loads((workdir / 'results.json').read_text())
     assert results['runs'][0]['files'] == fold1 and results['protocol']['LOSS'] == 'mse'
@@ -72,12 +72,12 @@ def test_a_run_of_other_settings_is_refused_and_restart_replaces_it(demo_workdir
 def test_a_fold_trained_again_replaces_exactly_its_own_score_files(demo_workdir, tmp_path):
     workdir = copy_workdir(demo_workdir, tmp_path)
     run_dir = workdir / config.RUNS_DIR / 'run0'
-    assert task4b.main(['--workdir', str(workdir), '--folds', '1', '2'] + EPOCH) == 0
+    assert task4b.main(['--workdir', str(workdir), '--folds', '1', '2'] + EPOCH + SMALL) == 0
     fold2 = {p: p.stat().st_mtime_ns for p in (run_dir / 'scores').glob('*.tsv')
              if p.stem in {utils.file_stem(i) for i in utils.read_fold(2)['test']}}
     extra = run_dir / 'scores' / 'cafe_restaurant_07.tsv'                      # a fold 1 file, left by a kill
     killed_at = extra.stat().st_mtime_ns
-    assert task4b.main(['--workdir', str(workdir), '--folds', '1'] + EPOCH) == 0
+    assert task4b.main(['--workdir', str(workdir), '--folds', '1'] + EPOCH + SMALL) == 0
     assert extra.stat().st_mtime_ns != killed_at                               # written again
     assert {p: p.stat().st_mtime_ns for p in fold2} == fold2                   # the other fold's untouched
 
@@ -287,7 +287,7 @@ def test_a_workdir_with_a_space_runs_end_to_end_and_its_hints_work_when_pasted(d
                                                                                capsys):
     workdir, folds = tmp_path / 'work dir', tmp_path / 'my folds'
     shutil.copytree(config.FOLDS_DIR, folds)
-    train = ['--workdir', str(workdir), '--folds', '1', '--loss', 'mse'] + EPOCH
+    train = ['--workdir', str(workdir), '--folds', '1', '--loss', 'mse'] + EPOCH + SMALL
     assert extract_features.main(['--data-root', str(demo_root), '--workdir', str(workdir), '--folds-dir',
                                   str(folds), '--jobs', '1']) == 0
     assert task4b.main(train) == 0 and evaluate.main(['--workdir', str(workdir)]) == 0
@@ -304,7 +304,7 @@ def test_a_workdir_with_a_space_runs_end_to_end_and_its_hints_work_when_pasted(d
     capsys.readouterr()                                        # the run was trained on the old features
     assert evaluate.main(['--workdir', str(workdir)]) == 2
     argv = pasted(capsys.readouterr().err, 'task4b.py')
-    assert task4b.main(argv + ['--folds', '1', '--loss', 'mse'] + EPOCH) == 0
+    assert task4b.main(argv + ['--folds', '1', '--loss', 'mse'] + EPOCH + SMALL) == 0
     assert evaluate.main(['--workdir', str(workdir)]) == 0
     assert json.loads((workdir / 'results.json').read_text())['n_runs'] == 1
 
@@ -365,7 +365,7 @@ def test_a_failing_jobs_child_is_named_with_its_log_and_the_others_finish(demo_w
     monkeypatch.setenv('OMP_NUM_THREADS', '1')
     workdir = copy_workdir(demo_workdir, tmp_path)
     (workdir / config.FEATURES_DIR / 'fold2.npz').unlink()                    # fold 2 cannot train
-    assert task4b.main(['--workdir', str(workdir), '--folds', '1', '2', '--jobs', '2'] + EPOCH) == 2
+    assert task4b.main(['--workdir', str(workdir), '--folds', '1', '2', '--jobs', '2'] + EPOCH + SMALL) == 2
     err = capsys.readouterr().err
     log = workdir / config.RUNS_DIR / 'run0' / 'fold2.log'
     assert f'run 0 fold 2 (log {log})' in err and err.count('\n') == 1

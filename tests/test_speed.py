@@ -13,7 +13,7 @@ import config
 import runtime
 import task4b
 from augment import Augmenter
-from helpers import copy_workdir, score_files
+from helpers import SMALL, copy_workdir, score_files
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -92,7 +92,7 @@ def test_new_tensors_left_unfilled_change_no_number():
 # -----------------------------------------------------------------------------
 # --jobs and --run: the same scores as a sequential run
 
-ARGS = ['--folds', '1', '2', '--epochs', '1', '--seed', '3', '--device', 'cpu']
+ARGS = ['--folds', '1', '2', '--epochs', '1', '--seed', '3', '--device', 'cpu'] + SMALL
 
 
 @pytest.fixture(scope='module')
@@ -131,7 +131,7 @@ def test_run_selects_one_run_with_its_seed_and_evaluate_gathers_the_jobs(sequent
     """Run 1 fold by fold, as two jobs of a cluster array, uses seed + 1; evaluate.py gathers the run."""
     import evaluate
     workdir = copy_workdir(demo_workdir, tmp_path)
-    rest = ['--epochs', '1', '--seed', '2', '--device', 'cpu', '--run', '1']
+    rest = ['--epochs', '1', '--seed', '2', '--device', 'cpu', '--run', '1'] + SMALL
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

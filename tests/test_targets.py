@@ -11,7 +11,7 @@ import config
 import data_generator
 import extract_features
 import task4b
-from helpers import copy_workdir, score_files
+from helpers import SMALL, copy_workdir, score_files
 from test_training import synthetic_fold
 
 EDGE_VALUES = [0.0, 0.2, 0.5, 0.5000000000000001, 0.6, 1.0]   # float32 rounds 0.5000000000000001 to 0.5
@@ -65,7 +65,7 @@ def hard_label_copy(demo_root, path):
 @pytest.mark.slow
 def test_hard_targets_train_as_soft_targets_on_a_copy_of_the_data_holding_only_hard_labels(demo_root, demo_workdir,
                                                                                           tmp_path):
-    train = ['--folds', '1', '--epochs', '1', '--device', 'cpu']
+    train = ['--folds', '1', '--epochs', '1', '--device', 'cpu'] + SMALL
     hard = copy_workdir(demo_workdir, tmp_path / 'hard')
     assert task4b.main(['--workdir', str(hard), '--set', 'TARGETS=hard'] + train) == 0
     hard_data = tmp_path / 'hard_labels'

@@ -18,7 +18,7 @@ import score_io
 import task4b
 from model import build_model
 import utils
-from helpers import copy_workdir, score_files
+from helpers import SMALL, SMALL_NETWORK, copy_workdir, score_files
 
 
 # -----------------------------------------------------------------------------
@@ -141,8 +141,12 @@ def history_without_seconds(path):
 @pytest.mark.slow
 def test_training_writes_scores_results_history_curves_and_learns(demo_workdir, tmp_path, monkeypatch):
     # Batches of 4: the demo fold has 16 training sequences, so 4 updates per epoch instead of 1 and the
-    # model learns in 25 epochs (the schedule, loss and optimiser are the real ones).
+    # model learns in 25 epochs (the schedule, loss and optimiser are the real ones). The CRNN is 32 filters and 16
+    # GRU units wide, a third of the time of config.py's 128 and 32 and as clear a result (measured on this fold:
+    # F1_m 69% against 12% untrained; 86% against 16% at full width).
     monkeypatch.setattr(config, 'BATCH_SIZE', 4)
+    monkeypatch.setattr(config, 'CONV_CHANNELS', 32)
+    monkeypatch.setattr(config, 'GRU_UNITS', 16)
     workdir = copy_workdir(demo_workdir, tmp_path / 'wd')
     assert task4b.main(['--workdir', str(workdir), '--folds', '1', '--epochs', '25', '--device', 'cpu']) == 0
 
@@ -176,12 +180,12 @@ def test_training_writes_scores_results_history_curves_and_learns(demo_workdir, 
     assert fold_metrics['F1_m'] > untrained_f1 + 15, (fold_metrics['F1_m'], untrained_f1)
 
 
-ARGS = ['--folds', '1', '2', '--epochs', '2', '--seed', '7', '--device', 'cpu']
+ARGS = ['--folds', '1', '2', '--epochs', '2', '--seed', '7', '--device', 'cpu'] + SMALL
 
 
 @pytest.fixture(scope='module')
 def straight_run(demo_workdir, tmp_path_factory):
-    """Folds 1 and 2, 2 epochs each, never interrupted."""
+    """Folds 1 and 2, 2 epochs each of the small CRNN, never interrupted."""
     workdir = copy_workdir(demo_workdir, tmp_path_factory.mktemp('straight'))
     assert task4b.main(['--workdir', str(workdir)] + ARGS) == 0
     return workdir
@@ -380,7 +384,7 @@ def test_torch_option_and_mse_keep_torch_initialisation_exactly(tmp_path, monkey
 
 @pytest.mark.slow
 def test_mse_scores_do_not_depend_on_output_bias_init_and_the_runs_combine(demo_workdir, tmp_path, monkeypatch):
-    args = ['--folds', '1', '--epochs', '3', '--loss', 'mse', '--device', 'cpu']
+    args = ['--folds', '1', '--epochs', '3', '--loss', 'mse', '--device', 'cpu'] + SMALL
     scores, records = [], []
     for bias_init in ('prior', 'torch'):
         monkeypatch.setattr(config, 'OUTPUT_BIAS_INIT', bias_init)
@@ -396,6 +400,8 @@ def test_mse_scores_do_not_depend_on_output_bias_init_and_the_runs_combine(demo_
 def test_prior_bias_reaches_a_lower_validation_loss_than_torch_initialisation_in_20_epochs(demo_workdir, tmp_path,
                                                                                           monkeypatch):
     data = data_generator.load_fold_tensors(demo_workdir, 1)           # one batch of 32 per epoch: 20 steps
+    for name, value in SMALL_NETWORK.items():      # the small CRNN: the two runs differ in the output bias alone
+        monkeypatch.setattr(config, name, value)
     best = {}
     for bias_init in ('prior', 'torch'):
         monkeypatch.setattr(config, 'OUTPUT_BIAS_INIT', bias_init)

@@ -5,6 +5,7 @@ Test data built here (no training): the demo workdir's features and metadata, an
 whose test and validation scores are the hard labels blurred with noise (one draw per run, fold and file, as a
 fold's model scores its validation files and another fold's model the same file as a test file).
 """
+import functools
 import json
 import shutil
 import zlib
@@ -65,6 +66,12 @@ def folds_of(workdir, run=0):
     return tuning.run_folds(workdir, run_dir(workdir, run), ground_truth)
 
 
+@pytest.fixture(scope='module')
+def tuned_metrics_of(tuned):
+    """run -> evaluate.tuned_metrics of that run of `tuned`, computed once for the tests that only read it."""
+    return functools.cache(lambda run: evaluate.tuned_metrics(tuned, folds_of(tuned, run)))
+
+
 def chosen_of(metrics):
     return metrics['scoring']['chosen on validation']['values']
 
@@ -76,10 +83,10 @@ def read_strict_json(path):
     return json.loads(path.read_text(), parse_constant=refuse)
 
 
-def test_chosen_thresholds_and_filters_depend_on_validation_data_only(tuned, tmp_path):
+def test_chosen_thresholds_and_filters_depend_on_validation_data_only(tuned, tuned_metrics_of, tmp_path):
     workdir = tmp_path / 'work'
     shutil.copytree(tuned, workdir)
-    before = evaluate.tuned_metrics(workdir, folds_of(workdir))
+    before = tuned_metrics_of(0)                                  # of the files copied here, before the change
     # other test labels for fold 1: its test files lose every event, in gt_dev.csv and in the stored targets
     test_stems = [utils.file_stem(i) for i in utils.read_fold(1)['test']]
     gt_path = workdir / config.METADATA_DIR / config.GT_FILE
@@ -119,9 +126,9 @@ def test_each_class_gets_the_filter_and_threshold_of_the_best_validation_fscore_
     assert {chosen[c]['median_filter'] for c in present} != {1}   # a filter helps the noisy scores somewhere
 
 
-def test_each_folds_choice_cuts_that_folds_test_files_and_no_others(tuned):
+def test_each_folds_choice_cuts_that_folds_test_files_and_no_others(tuned, tuned_metrics_of):
     folds = folds_of(tuned)
-    metrics = evaluate.tuned_metrics(tuned, folds)
+    metrics = tuned_metrics_of(0)
     chosen = chosen_of(metrics)
     assert chosen['fold1'] != chosen['fold2']               # else a swap of the folds' choices would pass
     test = {stem: df for parts in folds.values() for stem, df in parts['test'].items()}
@@ -261,10 +268,10 @@ def test_a_median_filter_setting_scores_the_filtered_scores_and_is_recorded(tune
     assert metrics['F1_m'] != pytest.approx(evaluate.evaluate_scores(scores_dir, tuned)['F1_m'])
 
 
-def test_the_per_class_picture_shows_the_f_chosen_on_validation(tuned, tmp_path):
+def test_the_per_class_picture_shows_the_f_chosen_on_validation(tuned, tuned_metrics_of, tmp_path):
     data = plot_results.per_class_data(tuned, tune=True)
     for r in (0, 1):
-        metrics = evaluate.tuned_metrics(tuned, folds_of(tuned, r))
+        metrics = tuned_metrics_of(r)
         assert [data['f1_tuned'][c][r] for c in config.HARD_CLASSES] == \
             pytest.approx([metrics['class_wise'][c]['F'] or 0.0 for c in config.HARD_CLASSES])
     assert len(data['chosen']['car']) == 2 * config.N_FOLDS                  # (threshold, filter) per run and fold
