@@ -12,11 +12,11 @@ import config
 import experiment
 import task4b
 from augment import Augmenter
-from helpers import copy_workdir, score_files
+from helpers import SMALL, copy_workdir, score_files
 from model import CRNN
 from test_training import kill_after_checkpoints
 
-EPOCHS = ['--folds', '1', '--epochs', '3', '--device', 'cpu']
+EPOCHS = ['--folds', '1', '--epochs', '3', '--device', 'cpu', *SMALL]     # what reaches the network, not what it learns
 ALL_ON = ['--set', 'FRAME_SHIFT=10', '--set', 'FILTER_AUGMENT_BANDS=4', '--set', 'MIXSTYLE=0.5', '--set', 'MIXUP=0.5',
           '--set', 'TIME_MASKS=2', '--set', 'FREQ_MASKS=2']
 BANDS, CLASSES = config.N_MELS, len(config.CLASSES)
@@ -329,5 +329,5 @@ def test_the_record_and_the_table_name_the_augmentations(augmented_run):
         'MIXUP': 0.5, 'TIME_MASKS': 2, 'FRAME_SHIFT': 10}
     assert 'augment.py' in recorded['code']
     label = (workdir / 'results.md').read_text().splitlines()[2]
-    assert ('float32, 3 epochs, official folds, timeline per fold, F1_thop time_decimals 30, FRAME_SHIFT 10, '
-            'FILTER_AUGMENT_BANDS 4, MIXSTYLE 0.5, MIXUP 0.5, TIME_MASKS 2, FREQ_MASKS 2;') in label
+    assert ('float32, 3 epochs, official folds, timeline per fold, F1_thop time_decimals 30, CONV_CHANNELS 16, '
+            'GRU_UNITS 8, FRAME_SHIFT 10, FILTER_AUGMENT_BANDS 4, MIXSTYLE 0.5, MIXUP 0.5, TIME_MASKS 2, FREQ_MASKS 2;') in label

@@ -253,7 +253,7 @@ def test_runs_of_other_code_are_never_continued_resumed_or_combined(demo_workdir
     workdir = copy_workdir(demo_workdir, tmp_path / 'work')
     model_py = repo / 'model.py'
     original = model_py.read_text()
-    train = ['--workdir', workdir, '--epochs', '1', '--device', 'cpu', *SMALL]
+    train = ['--workdir', workdir, '--epochs', '1', '--device', 'cpu', *SMALL, '--set', 'TRACK_ENERGY=False']
     assert run_script(repo, 'task4b.py', *train, '--folds', '1')[0] == 0
     assert (workdir / 'runs' / 'run0' / 'code' / 'model.py').read_text() == original
     settings = recorded(workdir)
@@ -359,7 +359,7 @@ def test_an_edit_of_the_event_code_re_scores_the_runs_without_retraining(demo_wo
         (workdir / 'features' / 'manifest.json').read_text())['data_root'], '--workdir', workdir)[0] == 0
     # torch's initialisation: after 1 epoch the scores cross the threshold, so there are events for the edit to change
     # (from the class priors 1 epoch detects nothing: F1_m is nan before and after, and nan != nan)
-    train = [*EPOCH, *SMALL, '--set', 'OUTPUT_BIAS_INIT=torch']
+    train = [*EPOCH, *SMALL, '--set', 'OUTPUT_BIAS_INIT=torch', '--set', 'TRACK_ENERGY=False']
     assert run_script(repo, 'task4b.py', '--workdir', workdir, *train)[0] == 0
     trained = {p: p.read_bytes() for p in workdir.glob('runs/run0/**/*') if p.is_file() and 'metrics' not in p.name}
     before = json.loads((workdir / 'runs' / 'run0' / 'metrics.json').read_text())

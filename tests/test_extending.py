@@ -1,12 +1,11 @@
-"""docs/extending.md's worked examples hold: each diff applies to a copy of the repository, trains for an epoch with
-its value set, and the run records it and compare.py names it against the default."""
+"""docs/extending.md's worked examples hold: each diff applies to a copy of the repository; the setting, the loss and
+the augmentation train for an epoch with their values set, the run records them and compare.py names them against
+the default; the front end's features have its width, the network reads them and the features' record names it."""
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
-
-import numpy as np
 
 import config
 from helpers import copy_workdir
@@ -50,7 +49,7 @@ def run(repo, script, *args):
     return done.stdout
 
 
-def test_each_example_of_the_guide_applies_trains_is_recorded_and_named_by_compare(demo_root, demo_workdir, tmp_path):
+def test_each_example_of_the_guide_applies_trains_is_recorded_and_named_by_compare(demo_workdir, tmp_path):
     examples = diffs()
     assert len(examples) == 4, list(examples)
     setting, loss, gain, front = examples.values()
@@ -71,13 +70,16 @@ def test_each_example_of_the_guide_applies_trains_is_recorded_and_named_by_compa
         assert f'- {line}' in named, named
     assert 'Code of' not in named                         # both trained with the same code
 
-    apply(front, repo)
-    deltas = tmp_path / 'deltas'
-    run(repo, 'extract_features.py', '--data-root', demo_root, '--workdir', deltas, '--set', 'FRONT_END=mel_deltas')
-    run(repo, 'task4b.py', '--workdir', deltas, *ONE_EPOCH)
-    with np.load(next((deltas / config.FEATURES_DIR / 'files').glob('*.npz'))) as stored:
-        features = stored['features']
-    assert features.shape[1] == 2 * config.N_MELS
-    recorded = json.loads((deltas / config.RUNS_DIR / 'run0' / 'settings.json').read_text())['record']
-    assert recorded['training']['config']['FRONT_END'] == 'mel_deltas'
-    assert recorded['features']['params']['front_end'] == 'mel_deltas'
+    apply(front, repo)                    # its features, the network that reads them and their record
+    width, outputs, recorded = json.loads(run(repo, '-c', FRONT_END_CHECK))
+    assert width == 2 * config.N_MELS and outputs == [1, 51, len(config.CLASSES)] and recorded == 'mel_deltas'
+
+
+FRONT_END_CHECK = '''
+import json, numpy as np, torch
+import config, experiment, extract_features, front_end, model
+with experiment.applied({'FRONT_END': 'mel_deltas'}):
+    features = front_end.compute(np.random.default_rng(0).standard_normal(10 * config.SAMPLE_RATE).astype(np.float32))
+    outputs = model.CRNN()(torch.from_numpy(features)[None])
+    print(json.dumps([features.shape[1], list(outputs.shape), extract_features.feature_params()['front_end']]))
+'''
