@@ -20,12 +20,13 @@ import config
 import cost
 import compare
 import evaluate
+import experiment
 import model
-from helpers import copy_workdir, energy_kind, score_files
+from helpers import SMALL, SMALL_NETWORK, copy_workdir, energy_kind, score_files
 from utils import DataError
 
 REPO = Path(__file__).resolve().parent.parent
-TRAIN = ['--folds', '1', '--epochs', '1', '--device', 'cpu']
+TRAIN = ['--folds', '1', '--epochs', '1', '--device', 'cpu', *SMALL]     # what is measured, not what it learns
 
 
 def busy(seconds):
@@ -127,7 +128,11 @@ def test_the_table_shows_the_energy_its_kind_the_time_and_the_model(trainings):
     table = (trainings['on'] / 'results.md').read_text()
     assert f"training {cost.format_kwh(spent['kWh'])} in {cost.format_seconds(spent['seconds'])}" in table
     assert f"- Energy {spent['kind']} (CodeCarbon " in table
-    assert '- Model: 380,113 parameters; 563.7 M MACs per 40-s sequence (200 frames), 143.8 M per 10-s clip' in table
+    size = json.loads((trainings['on'] / 'runs' / 'run0' / 'settings.json').read_text())['complexity']   # recorded
+    with experiment.applied(SMALL_NETWORK):
+        assert size == model.complexity()                                                # the network it trained
+    assert (f"- Model: {size['parameters']:,} parameters; {size['macs_per_sequence'] / 1e6:.1f} M MACs per 40-s sequence "
+            f"(200 frames), {size['macs_per_10s_clip'] / 1e6:.1f} M per 10-s clip") in table
     run = json.loads((trainings['on'] / config.RUNS_DIR / 'run0' / 'metrics.json').read_text())
     assert run['cost']['training']['kWh'] == spent['kWh'] and run['cost']['training']['folds'] == 1
 

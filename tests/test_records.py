@@ -124,10 +124,10 @@ def test_a_fold_trained_as_a_job_after_scoring_is_in_what_compare_and_plot_resul
     import plot_results
     workdir = copy_workdir(demo_workdir, tmp_path / 'work')
     run_dir = workdir / config.RUNS_DIR / 'run0'
-    assert task4b.main(['--workdir', str(workdir), '--folds', '1', '2'] + EPOCH) == 0      # trained and scored
+    assert task4b.main(['--workdir', str(workdir), '--folds', '1', '2'] + EPOCH + SMALL) == 0      # trained, scored
     scored = json.loads((run_dir / 'metrics.json').read_text())
     assert scored['files'] == sorted(fold_test_stems(1) + fold_test_stems(2))
-    assert task4b.main(['--workdir', str(workdir), '--run', '0', '--folds', '3'] + EPOCH) == 0    # a cluster job
+    assert task4b.main(['--workdir', str(workdir), '--run', '0', '--folds', '3'] + EPOCH + SMALL) == 0    # a cluster job
     assert json.loads((run_dir / 'metrics.json').read_text()) == scored      # a job writes its fold only
     assert evaluate.main(['--workdir', str(workdir), '--json', str(tmp_path / 'fresh.json')]) == 0
     fresh = json.loads((tmp_path / 'fresh.json').read_text())['runs'][0]
