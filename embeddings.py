@@ -156,7 +156,7 @@ def frames_from_steps(steps, step, centre, n_frames):
 
 
 def at_frames(net, kind, audio, n_frames):
-    """Mono audio at config.SAMPLE_RATE (extract_features.read_audio) -> the network's embeddings at the n_frames
+    """Mono audio at config.SAMPLE_RATE (audio_io.read_audio) -> the network's embeddings at the n_frames
     frames of its mel features, (n_frames, width) float32: resampled to the network's rate as read_audio resamples,
     windowed (embedding_steps), aligned (frames_from_steps)."""
     embedder = EMBEDDERS[kind]

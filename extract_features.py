@@ -27,34 +27,32 @@ import json
 import multiprocessing
 import os
 import shlex
-import struct
 import sys
 import time
 from pathlib import Path
 
-import librosa
 import numpy as np
 import pandas as pd
 import soundfile as sf
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
+import audio_io
 import config
 import experiment
 import front_end
-import post_processing
 import embeddings
+import post_processing
 import utils
 from utils import DataError
 
-READ_BLOCK = 1 << 18           # audio frames read at once (keeps peak memory at ~2x the mono signal)
 EPS_FRAMES = 1e-6              # 1.2 / 0.2 is 5.999999999999999 in floating point: nudge before floor/ceil
 ANNOTATION_COLUMNS = ['onset', 'offset', 'event_label', 'soft']
 MANIFEST = 'manifest.json'
 # the code the feature arrays and targets depend on, recorded by its fingerprint (utils.code_fingerprint: comments
 # and docstrings aside); gt_dev.csv's events depend on post_processing.py's, recorded apart: evaluate.py rebuilds
 # them from the stored targets when it changes (refresh_ground_truth), no new extraction
-CODE = ('extract_features.py', 'front_end.py')
+CODE = ('extract_features.py', 'audio_io.py', 'front_end.py')
 REFERENCE_CODE = ('post_processing.py',)
 
 
@@ -79,72 +77,6 @@ def changed_feature_param(saved):
 
 def features_dir(workdir):
     return Path(workdir) / config.FEATURES_DIR
-
-
-# -----------------------------------------------------------------------------
-# Audio (docs/method.md, Features; the features of audio: front_end.py)
-
-
-def check_wav_complete(path):
-    """Raise DataError when a RIFF WAV holds fewer audio bytes than its header declares.
-
-    libsndfile reads a truncated WAV without complaint (it just returns fewer frames), so look at the header.
-    """
-    with open(path, 'rb') as f:
-        head = f.read(12)
-        if len(head) < 12 or head[:4] != b'RIFF' or head[8:12] != b'WAVE':
-            return  # not plain RIFF WAV (RF64, W64, FLAC...): leave it to libsndfile
-        size = os.fstat(f.fileno()).st_size
-        pos = 12
-        while pos + 8 <= size:
-            f.seek(pos)
-            chunk, length = struct.unpack('<4sI', f.read(8))
-            if chunk == b'data':
-                if length not in (0, 0xFFFFFFFF) and pos + 8 + length > size:
-                    raise DataError(f'{path}: truncated WAV: the header declares {length} bytes of audio, '
-                                    f'the file holds {size - pos - 8} (re-download or re-generate it)')
-                return
-            pos += 8 + length + (length & 1)
-
-
-def refuse_short_audio(path, n_samples, sample_rate):
-    """DataError for audio of no samples or shorter than one frame: libsndfile reads an empty WAV without
-    complaint, and its duration of 0 s would only be refused by the evaluation, after training."""
-    if n_samples == 0:
-        raise DataError(f'{path}: no audio samples (an empty WAV); re-download or re-generate it, or leave it out')
-    if n_samples / sample_rate < config.FRAME_SECONDS:
-        raise DataError(f'{path}: {n_samples} samples ({n_samples / sample_rate:.3f} s), shorter than one frame '
-                        f'({config.FRAME_SECONDS} s); re-download or re-generate it, or leave it out')
-
-
-def read_audio(path):
-    """WAV (16/24/32-bit PCM, any channel count) -> (samples,) mono float32 in [-1, 1) at config.SAMPLE_RATE."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f'{path}: audio file not found')
-    check_wav_complete(path)
-    try:
-        with sf.SoundFile(str(path)) as f:
-            n, channels, sample_rate = f.frames, f.channels, f.samplerate
-            refuse_short_audio(path, n, sample_rate)
-            mono = np.empty(n, dtype=np.float32)
-            block = np.empty((min(READ_BLOCK, max(n, 1)), channels), dtype=np.float32)
-            pos = 0
-            while pos < n:  # read in blocks: the whole stereo file at once would double peak memory
-                got = f.read(out=block[:min(READ_BLOCK, n - pos)])
-                if len(got) == 0:
-                    raise DataError(f'{path}: truncated audio: read {pos} of {n} frames')
-                np.copyto(mono[pos:pos + len(got)], got[:, 0])
-                for c in range(1, channels):
-                    mono[pos:pos + len(got)] += got[:, c]
-                pos += len(got)
-    except sf.SoundFileError as error:
-        raise DataError(f'{path}: cannot read audio ({error})') from None
-    if channels > 1:
-        mono *= np.float32(1.0 / channels)
-    if sample_rate != config.SAMPLE_RATE:
-        mono = librosa.resample(mono, orig_sr=sample_rate, target_sr=config.SAMPLE_RATE).astype(np.float32)
-    return mono
 
 
 # -----------------------------------------------------------------------------
@@ -272,62 +204,9 @@ def build_fold(features, targets, parts):
 # The stage
 
 
-def read_file_lists(split_file, folds_dir):
-    """-> (file ids: the split's, then new ones of the fold files; {fold: {'train', 'val', 'test': ids}}), checked
-    as check_folds checks them."""
-    try:
-        split = utils.read_file_list(split_file)
-        folds = {fold: utils.read_fold(fold, folds_dir) for fold in range(1, config.N_FOLDS + 1)}
-    except (FileNotFoundError, ValueError) as error:  # the message names the file
-        raise DataError(f'{error}; run: python make_folds.py (it writes the split and fold files), or give the '
-                        f'files with --split-file and --folds-dir') from None
-    file_ids = list(dict.fromkeys(split + [i for parts in folds.values() for ids in parts.values() for i in ids]))
-    for file_id in file_ids:
-        scene = utils.scene_of(file_id)
-        if file_id.count('/') != 1 or scene not in config.SCENES or not file_id.startswith(f'{scene}/{scene}_'):
-            raise DataError(f'{split_file} or {folds_dir}: file id {file_id!r} is not of the form '
-                            f'<scene>/<scene>_NN with a scene of config.SCENES')
-    check_folds(file_ids, folds, split_file, folds_dir)
-    return file_ids, folds
-
-
-def check_folds(file_ids, folds, split_file, folds_dir):
-    """Refuse fold files, whoever wrote them, that break cross-validation (DataError naming the fold file and the
-    file id): a part listing a file twice, a file in two parts of one fold (a test file also trained on is
-    leakage), a fold without training files, a file in no test part or in two (it would enter two fold timelines,
-    and the second fold's training would delete the first one's score file)."""
-    fix = 'correct the fold files, or write new ones with python make_folds.py'
-    tested = {}
-    for fold, parts in folds.items():
-        if not parts['train']:
-            raise DataError(f'{utils.fold_file(fold, "train", folds_dir)}: no training files '
-                            f'(the fold\'s scaler is fitted on them)')
-        seen = {}
-        for part, ids in parts.items():
-            path = utils.fold_file(fold, part, folds_dir)
-            for file_id in ids:
-                if seen.get(file_id) == part:
-                    raise DataError(f'{path}: file id {file_id} is listed twice; {fix}')
-                if file_id in seen:
-                    other = utils.fold_file(fold, seen[file_id], folds_dir)
-                    raise DataError(f'{path}: file id {file_id} is also in {other}; the train, val and test parts of '
-                                    f'a fold must be disjoint; {fix}')
-                seen[file_id] = part
-        for file_id in parts['test']:
-            if file_id in tested:
-                raise DataError(f'{utils.fold_file(fold, "test", folds_dir)}: file id {file_id} is also in '
-                                f'{utils.fold_file(tested[file_id], "test", folds_dir)}; every file must be in exactly '
-                                f'one test part; {fix}')
-            tested[file_id] = fold
-    untested = [i for i in file_ids if i not in tested]
-    if untested:
-        raise DataError(f'{split_file} and {folds_dir}: file id {untested[0]} is in no fold{{k}}_test.csv '
-                        f'({len(untested)} such files); every file must be in exactly one test part; {fix}')
-
-
 def _file_features(audio_file):
     """Worker: audio file -> (features (frames, 64), duration: samples / the file's own sample rate)."""
-    features = front_end.compute(read_audio(audio_file))  # first: its errors name bad audio
+    features = front_end.compute(audio_io.read_audio(audio_file))  # first: its errors name bad audio
     info = sf.info(str(audio_file))
     return features, info.frames / info.samplerate
 
@@ -380,7 +259,7 @@ def compute_embeddings(workdir, audio_files, frames, inputs, net, sha256):
     todo = [i for i, emb in done.items() if emb is None]
     device = next(net.parameters()).device
     for file_id in tqdm(todo, desc=f'{config.EMBEDDINGS} embeddings ({device.type})', unit='file', file=sys.stderr):
-        done[file_id] = embeddings.at_frames(net, config.EMBEDDINGS, read_audio(audio_files[file_id]),
+        done[file_id] = embeddings.at_frames(net, config.EMBEDDINGS, audio_io.read_audio(audio_files[file_id]),
                                                         frames[file_id])
         _save_npz(embeddings.path(workdir, file_id), embeddings=done[file_id], source=np.array(sources[file_id]))
     return done
@@ -442,7 +321,7 @@ def extract(data_root, workdir, folds_dir=None, jobs=None, split_file=None):
     # the checkpoint first: one that cannot be used stops the run before any work
     net, sha256 = embeddings.load_embedder() if config.EMBEDDINGS != 'none' else (None, None)
 
-    file_ids, folds = read_file_lists(split_file, folds_dir)
+    file_ids, folds = utils.read_file_lists(split_file, folds_dir)
     get_data = (f'get the data: python download_data.py --data-root {shlex.quote(str(data_root))}, or python '
                 f'demo_data.py --out {shlex.quote(str(data_root))}')
     if not (data_root / config.AUDIO_DIR).is_dir():

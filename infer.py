@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+import audio_io
 import config
 import cost
 import embeddings
@@ -118,7 +119,7 @@ def load_model(path, device='cpu'):
 @torch.inference_mode()
 def score_file(audio_path, models, device='cpu'):
     """One recording -> frame scores (frames, 17), the mean over the models of each model's scores."""
-    audio = extract_features.read_audio(audio_path)
+    audio = audio_io.read_audio(audio_path)
     features = front_end.compute(audio)                                                      # (frames, 64)
     if config.EMBEDDINGS != 'none':       # the pretrained embeddings beside the mel bands, as extraction stores them
         embedder = embeddings.configured_embedder(config.EMBEDDINGS, config.EMBEDDINGS_CHECKPOINT, device)

@@ -72,6 +72,59 @@ def file_features_path(workdir, file_id):
     return Path(workdir) / config.FEATURES_DIR / 'files' / f'{file_stem(file_id)}.npz'
 
 
+def read_file_lists(split_file, folds_dir):
+    """-> (file ids: the split's, then new ones of the fold files; {fold: {'train', 'val', 'test': ids}}), checked
+    as check_folds checks them."""
+    try:
+        split = read_file_list(split_file)
+        folds = {fold: read_fold(fold, folds_dir) for fold in range(1, config.N_FOLDS + 1)}
+    except (FileNotFoundError, ValueError) as error:  # the message names the file
+        raise DataError(f'{error}; run: python make_folds.py (it writes the split and fold files), or give the '
+                        f'files with --split-file and --folds-dir') from None
+    file_ids = list(dict.fromkeys(split + [i for parts in folds.values() for ids in parts.values() for i in ids]))
+    for file_id in file_ids:
+        scene = scene_of(file_id)
+        if file_id.count('/') != 1 or scene not in config.SCENES or not file_id.startswith(f'{scene}/{scene}_'):
+            raise DataError(f'{split_file} or {folds_dir}: file id {file_id!r} is not of the form '
+                            f'<scene>/<scene>_NN with a scene of config.SCENES')
+    check_folds(file_ids, folds, split_file, folds_dir)
+    return file_ids, folds
+
+
+def check_folds(file_ids, folds, split_file, folds_dir):
+    """Refuse fold files, whoever wrote them, that break cross-validation (DataError naming the fold file and the
+    file id): a part listing a file twice, a file in two parts of one fold (a test file also trained on is
+    leakage), a fold without training files, a file in no test part or in two (it would enter two fold timelines,
+    and the second fold's training would delete the first one's score file)."""
+    fix = 'correct the fold files, or write new ones with python make_folds.py'
+    tested = {}
+    for fold, parts in folds.items():
+        if not parts['train']:
+            raise DataError(f'{fold_file(fold, "train", folds_dir)}: no training files '
+                            f'(the fold\'s scaler is fitted on them)')
+        seen = {}
+        for part, ids in parts.items():
+            path = fold_file(fold, part, folds_dir)
+            for file_id in ids:
+                if seen.get(file_id) == part:
+                    raise DataError(f'{path}: file id {file_id} is listed twice; {fix}')
+                if file_id in seen:
+                    other = fold_file(fold, seen[file_id], folds_dir)
+                    raise DataError(f'{path}: file id {file_id} is also in {other}; the train, val and test parts of '
+                                    f'a fold must be disjoint; {fix}')
+                seen[file_id] = part
+        for file_id in parts['test']:
+            if file_id in tested:
+                raise DataError(f'{fold_file(fold, "test", folds_dir)}: file id {file_id} is also in '
+                                f'{fold_file(tested[file_id], "test", folds_dir)}; every file must be in exactly '
+                                f'one test part; {fix}')
+            tested[file_id] = fold
+    untested = [i for i in file_ids if i not in tested]
+    if untested:
+        raise DataError(f'{split_file} and {folds_dir}: file id {untested[0]} is in no fold{{k}}_test.csv '
+                        f'({len(untested)} such files); every file must be in exactly one test part; {fix}')
+
+
 SNAPSHOT_RECORD = 'snapshot.json'           # in a snapshot of the code: where and from which commit it was taken
 _UMASK = os.umask(0)
 os.umask(_UMASK)

@@ -5,6 +5,7 @@ import pandas as pd
 import torch
 
 import benchmark_original
+import audio_io
 import config
 import extract_features
 import front_end
@@ -50,7 +51,7 @@ def test_rebuilt_extraction_gives_our_features_and_targets(demo_root, tmp_path):
     for file_id in file_ids[:5]:
         name = utils.file_stem(file_id)
         mbe = np.load(tmp_path / f'{name}.npz')['arr_0']
-        ours = front_end.compute_mel_features(extract_features.read_audio(utils.audio_path(demo_root, file_id)))
+        ours = front_end.compute_mel_features(audio_io.read_audio(utils.audio_path(demo_root, file_id)))
         assert mbe.shape == ours.shape
         np.testing.assert_allclose(mbe, ours, rtol=0, atol=1e-5 * np.abs(mbe).max())
         labels = np.load(tmp_path / f'{name}_soft.npz')['arr_0']

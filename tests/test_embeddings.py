@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import audio_io
 import config
 import embeddings
 import extract_features as ef
@@ -75,7 +76,7 @@ def test_extraction_stores_the_embeddings_of_the_resampled_audio_at_the_mel_fram
     net, _ = embeddings.load_embedder('beats', beats_on, 'cpu')
     with np.load(utils.file_features_path(dataset.workdir, IDS[0])) as stored:
         features = stored['features']
-    audio = ef.read_audio(utils.audio_path(dataset.root, IDS[0]))
+    audio = audio_io.read_audio(utils.audio_path(dataset.root, IDS[0]))
     frames = 1 + len(audio) // config.HOP_LENGTH
     resampled = librosa.resample(audio, orig_sr=config.SAMPLE_RATE, target_sr=16000)            # 3 s: one window
     window = np.concatenate([resampled, np.zeros(160000 - len(resampled), np.float32)])

@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 from sklearn.preprocessing import StandardScaler
 
+import audio_io
 import config
 import extract_features as ef
 import front_end
@@ -68,8 +69,8 @@ def dataset(tmp_path):
 def audio_reads(monkeypatch):
     """Count the audio files read by extract() (jobs=1 runs in this process)."""
     calls = []
-    read_audio = ef.read_audio
-    monkeypatch.setattr(ef, 'read_audio', lambda path: calls.append(path) or read_audio(path))
+    read_audio = audio_io.read_audio
+    monkeypatch.setattr(audio_io, 'read_audio', lambda path: calls.append(path) or read_audio(path))
     return calls
 
 
@@ -123,7 +124,7 @@ def test_frame_count_is_one_plus_samples_over_hop(n_samples):
 
 def test_float32_path_within_1e5_of_the_float64_reference(tmp_path):
     write_audio(tmp_path / 'a.wav', seconds=4.0, gain=0.8, seed=3)
-    audio = ef.read_audio(tmp_path / 'a.wav')
+    audio = audio_io.read_audio(tmp_path / 'a.wav')
     fast, reference = front_end.compute_mel_features(audio), compute_mel_features_reference(audio)
     assert reference.dtype == np.float64
     assert np.abs(fast - reference).max() <= 1e-5 * np.abs(reference).max()
@@ -141,7 +142,7 @@ def test_log_mel_option_compresses_the_linear_magnitudes(monkeypatch):
 @pytest.mark.parametrize('channels', [1, 2, 3])
 def test_pcm_16_24_32_bit_with_any_channel_count_is_read_as_mono_average(tmp_path, subtype, channels):
     written = write_audio(tmp_path / 'a.wav', seconds=1.0, gain=0.5, channels=channels, subtype=subtype)
-    audio = ef.read_audio(tmp_path / 'a.wav')
+    audio = audio_io.read_audio(tmp_path / 'a.wav')
     assert audio.dtype == np.float32 and audio.shape == (len(written),)
     np.testing.assert_allclose(audio, written.mean(axis=1), atol=2.0 ** -14)
 
@@ -150,7 +151,7 @@ def test_another_sample_rate_is_resampled_to_44100(tmp_path):
     n = 22050
     tone = 0.5 * np.sin(2 * np.pi * 1000 * np.arange(n) / 22050)
     sf.write(tmp_path / 'a.wav', tone, 22050, subtype='PCM_16')
-    audio = ef.read_audio(tmp_path / 'a.wav')
+    audio = audio_io.read_audio(tmp_path / 'a.wav')
     assert len(audio) == 44100
     spectrum = np.abs(np.fft.rfft(audio))
     assert np.argmax(spectrum) * config.SAMPLE_RATE / len(audio) == pytest.approx(1000, abs=2)
@@ -159,7 +160,7 @@ def test_another_sample_rate_is_resampled_to_44100(tmp_path):
 def test_unreadable_wav_is_an_error_naming_the_file(tmp_path):
     (tmp_path / 'a.wav').write_bytes(b'not a wav file' * 10)
     with pytest.raises(DataError, match='a.wav: cannot read audio'):
-        ef.read_audio(tmp_path / 'a.wav')
+        audio_io.read_audio(tmp_path / 'a.wav')
 
 
 @pytest.mark.parametrize('n_samples, message', [(0, 'no audio samples'), (4410, 'shorter than one frame')])
@@ -178,7 +179,7 @@ def test_truncated_wav_is_an_error_naming_the_file(tmp_path):
     data = (tmp_path / 'a.wav').read_bytes()
     (tmp_path / 'a.wav').write_bytes(data[:len(data) // 2])
     with pytest.raises(DataError, match='a.wav: truncated WAV'):
-        ef.read_audio(tmp_path / 'a.wav')
+        audio_io.read_audio(tmp_path / 'a.wav')
 
 
 # -----------------------------------------------------------------------------
