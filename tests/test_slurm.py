@@ -302,9 +302,9 @@ def test_edits_after_submission_change_no_queued_task(slurm, sequential, extract
     array, gather = submit(slurm, workdir, repo=repo, sbatch_options=['--hold'])
     assert {r['JobState'] for r in slurm.job(array)} == {'PENDING'}
     config_py, model_py = repo / 'config.py', repo / 'model.py'
-    config_py.write_text(config_py.read_text().replace('LEARNING_RATE = 1e-3', 'LEARNING_RATE = 1e-2'))
+    config_py.write_text(config_py.read_text().replace('LEARNING_RATE: above(0) = 1e-3', 'LEARNING_RATE: above(0) = 1e-2'))
     model_py.write_text(model_py.read_text().replace('return self.dense2(x)', 'return self.dense2(2 * x)'))
-    assert 'LEARNING_RATE = 1e-2' in config_py.read_text() and '2 * x' in model_py.read_text()
+    assert 'LEARNING_RATE: above(0) = 1e-2' in config_py.read_text() and '2 * x' in model_py.read_text()
     slurm.run('scontrol', 'release', array)
     assert slurm.wait(gather)[0]['JobState'] == 'COMPLETED', slurm.logs()
     assert_same_table(workdir, sequential)
