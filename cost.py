@@ -5,19 +5,9 @@ model's parameters and multiply-accumulates (MACs).
     python task4b.py --workdir WD --set TRACK_ENERGY=False    # times only: no tracker (scores the same)
     python benchmark.py --workdir WD --skip-extraction --energy --precision float32 bfloat16   # 10 epochs' kWh
 
-Energy: CodeCarbon's offline tracker (tracked) around each fold's training and test scoring (task4b.py) and around
-infer.py, in its 'process' mode (this process and its children, not whatever else the machine runs, where the
-figure is an estimate), with the GPU the step runs on and no other (none for a CPU step), its log at errors only,
-its file `emissions.csv` (one row per stretch between checkpoints) in the fold's folder or infer.py's --out. It
-never reaches the network: the offline tracker looks up no location, and its outputs to CodeCarbon's API, an HTTP
-endpoint, Prometheus and Logfire, and Electricity Maps' carbon data, are off whatever a .codecarbon.config or a
-CODECARBON_* variable says. Of CodeCarbon's settings that change the kWh, the project fixes some (PINNED) and lets
-the user's others through (SCALING), recorded with every figure they change. The kWh are read from CodeCarbon's
-public results (stop() and its final_emissions_data); how each part was obtained (sources, kind) is this module's
-own look at the machine's counters: measured by a counter (RAPL for the CPU, NVML for NVIDIA GPUs), estimated by
-CodeCarbon's model (the CPU's TDP times its load, the RAM's power from the memory in use), or unknown where it
-cannot tell; an estimate is never called a measurement. A resumed training adds the figures its checkpoint carried
-(so_far, carry). docs/method.md, What a result costs, says what each counts.
+The kWh are CodeCarbon's (its offline tracker in process mode, which never reaches the network); whether each part
+was measured by a counter or estimated is this module's own look at the machine. docs/method.md, What a result
+costs, says what each figure counts and why each CodeCarbon setting is fixed (PINNED) or recorded (SCALING).
 """
 import contextlib
 import functools
@@ -27,6 +17,7 @@ import os
 import platform
 import sys
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import config
@@ -35,14 +26,10 @@ from utils import DataError
 
 TRACKER_FILE = 'emissions.csv'          # CodeCarbon's CSV in the tracked folder
 PARTS = ('cpu', 'gpu', 'ram')
-# CodeCarbon's settings that would change the kWh, fixed whatever a CODECARBON_* variable or a .codecarbon.config
-# says: RAPL's DRAM domain would count the memory a second time beside the RAM's model, the psys domain is the
-# whole platform rather than the CPU, the load mode replaces a readable counter by an estimate, and 'machine' mode
-# would count the other processes of the machine.
+# CodeCarbon's settings that change the kWh: fixed whatever its configuration says (PINNED), or the user's (with
+# CodeCarbon's defaults), recorded with every figure they change (SCALING)
 PINNED = {'tracking_mode': 'process', 'rapl_include_dram': False, 'rapl_prefer_psys': False,
           'force_mode_cpu_load': False}
-# Those the user may set (a data centre's PUE, a CPU's or the memory's known power), with CodeCarbon's defaults:
-# recorded with every figure (`settings`), the PUE shown wherever the kWh are, since it multiplies every part.
 SCALING = {'pue': 1.0, 'force_cpu_power': None, 'force_ram_power': None}
 RAPL_FILES = ('/sys/class/powercap/intel-rapl*/energy_uj', '/sys/class/powercap/intel-rapl/intel-rapl:*/energy_uj')
 _open = []                              # the blocks being tracked in this process, innermost last
@@ -59,15 +46,12 @@ def warn_once(key, message):
 # What the tracker is told, and how each part is obtained here
 
 def user_settings():
-    """The SCALING settings CodeCarbon's own configuration gives (CODECARBON_* variables, .codecarbon.config in the
-    home and working folders) -> ({name: value}, the PUE always, 1 where none is set; {name: where it was set};
-    the PINNED settings and gpu_ids it sets, which are overridden here)."""
+    """The SCALING settings of CodeCarbon's own configuration (CODECARBON_* variables, .codecarbon.config files) ->
+    ({name: value}, the PUE always; {name: where it was set}; the PINNED settings and gpu_ids it sets, overridden)."""
     from codecarbon.core.config import get_hierarchical_config_with_sources
     found, where = get_hierarchical_config_with_sources()
     settings = {'pue': SCALING['pue']}
-    for name in SCALING:
-        if name not in found:
-            continue
+    for name in (name for name in SCALING if name in found):
         try:
             value = float(found[name])
         except ValueError:
@@ -93,8 +77,7 @@ def gpu_ids(device):
 
 
 def rapl_readable():
-    """Whether a RAPL energy counter of the CPU reads here (Linux powercap files, Intel and AMD CPUs): where one
-    does, CodeCarbon counts the CPU's energy from it."""
+    """Whether a RAPL energy counter of the CPU (Linux powercap files, Intel and AMD) reads here."""
     for pattern in RAPL_FILES:
         for path in sorted(glob.glob(pattern)):
             with contextlib.suppress(OSError, ValueError):
@@ -104,9 +87,8 @@ def rapl_readable():
 
 
 def nvml_energy(gpu):
-    """Whether NVML reads the energy counter of GPU `gpu` (an index or a UUID) -> True, False (NVML reads the GPU,
-    which has no energy counter: CodeCarbon sums its power samples), or None (no NVML to ask: no pynvml, no driver,
-    no such GPU)."""
+    """Whether NVML reads the energy counter of GPU `gpu` (an index or a UUID) -> True, False (no counter: CodeCarbon
+    sums its power samples), or None (no NVML to ask: no pynvml, no driver, no such GPU)."""
     try:
         import pynvml
         pynvml.nvmlInit()
@@ -129,9 +111,8 @@ def nvml_energy(gpu):
 
 @functools.cache
 def how_obtained(gpus, force_cpu_power=None, force_ram_power=None):
-    """How each part of a step on the GPUs `gpus` (a tuple) is obtained here -> {'cpu': 'measured (RAPL)', ...}:
-    read once per process from the machine (the counters readable, the OS) and the settings CodeCarbon is given,
-    so that a figure's words never depend on what CodeCarbon's objects say of themselves."""
+    """How each part of a step on the GPUs `gpus` (a tuple) is obtained -> {'cpu': 'measured (RAPL)', ...}: from the
+    machine's counters and CodeCarbon's settings, once per process, never from what CodeCarbon's objects say."""
     if force_cpu_power is not None:
         cpu = (f'estimated: the {force_cpu_power:g} W given to CodeCarbon (force_cpu_power) times the load of this '
                'process')
@@ -156,8 +137,7 @@ def how_obtained(gpus, force_cpu_power=None, force_ram_power=None):
 
 def kind_of(sources):
     """'measured' when a counter gave every part, 'estimated' when none did, 'partly measured' between, 'unknown'
-    when the way of a part, or of every part, is not known (a part's sources of several processes or folds are
-    joined by ' + ')."""
+    when the way of any part is not known (the sources of several processes or folds are joined by ' + ')."""
     ways = [way.split()[0].rstrip(':') for how in sources.values() for way in how.split(' + ')]
     if not ways or 'unknown' in ways or not set(ways) <= {'measured', 'estimated'}:
         return 'unknown'
@@ -174,8 +154,7 @@ def _known_country(country):
 
 
 def _start(meter):
-    """A started CodeCarbon OfflineEmissionsTracker for the block of `meter`, writing its folder/emissions.csv, or
-    None (a warning says why)."""
+    """A started CodeCarbon tracker for the block of `meter`, writing folder/emissions.csv, or None (warned)."""
     try:
         from codecarbon import OfflineEmissionsTracker
         from codecarbon.output_methods.base_output import OutputMethod
@@ -185,10 +164,8 @@ def _start(meter):
         return None
     # its module sets its logger to INFO on import, and the tracker logs before it applies log_level
     logging.getLogger('codecarbon').setLevel(logging.ERROR)
-    # every network path given explicitly, as a .codecarbon.config or a CODECARBON_* variable would set the others:
-    # the CSV only (no API, Prometheus, Logfire), no HTTP endpoint, no Electricity Maps token ('' is none, where None
-    # would let an old co2_signal_api_token of the config through), no live output between measurements; and every
-    # setting that changes the kWh (PINNED, SCALING), so that none comes from elsewhere unrecorded
+    # every network path (off) and every setting that changes the kWh given here, or a .codecarbon.config or a
+    # CODECARBON_* variable would set it: '' is no Electricity Maps token, where None lets a config's old one through
     tracker = OfflineEmissionsTracker(
         country_iso_code=config.ENERGY_COUNTRY, project_name=meter['task'], output_dir=str(meter['folder']),
         output_file=TRACKER_FILE, output_methods=[OutputMethod.CSV], emissions_endpoint=None,
@@ -200,8 +177,7 @@ def _start(meter):
 
 
 def _stop(tracker):
-    """A tracker stopped -> {'cpu', 'gpu', 'ram': kWh, 'pue', 'gpu_found'} of CodeCarbon's public result, or None
-    where it has none (its start or its stop failed)."""
+    """A tracker stopped -> {'cpu', 'gpu', 'ram': kWh, 'pue', 'gpu_found'} of its result, or None where it failed."""
     tracker.stop()
     try:
         data = tracker.final_emissions_data
@@ -212,8 +188,7 @@ def _stop(tracker):
 
 
 def _energy(meter):
-    """The energy of a block's finished stretches -> {'cpu_kWh', 'gpu_kWh', 'ram_kWh', 'sources', 'settings'}, or
-    None unless every stretch was read."""
+    """The energy of a block's stretches -> {'cpu_kWh', ..., 'sources', 'settings'}, or None unless all were read."""
     stretches = meter['stretches']
     if not stretches or None in stretches:
         return None
@@ -234,47 +209,28 @@ def _block(seconds, energy, processes=1):
     block = {'seconds': round(seconds, 3), 'kWh': None, 'processes': processes}
     if energy:
         block.update(kWh=sum(energy[f'{part}_kWh'] for part in PARTS), **energy, kind=kind_of(energy['sources']),
-                     tracker=_tracker_name())
+                     tracker=f"CodeCarbon {version('codecarbon')}, offline, process mode")
     return block
 
 
-@functools.cache
-def _tracker_name():
-    from importlib.metadata import version
-    return f"CodeCarbon {version('codecarbon')}, offline, process mode"
-
-
-def joined_sources(blocks):
-    """How each part of several blocks was obtained, the different ways joined by ' + ' in their order."""
-    return {part: ' + '.join(dict.fromkeys(b['sources'][part] for b in blocks if part in b['sources']))
-            for part in PARTS if any(part in b['sources'] for b in blocks)}
-
-
-def joined_settings(blocks):
-    """The CodeCarbon settings of several blocks: each one's value where they agree, the list of their values where
-    they differ (blocks of versions that recorded none are left out)."""
-    recorded = [b['settings'] for b in blocks if 'settings' in b]
-    names = dict.fromkeys(name for settings in recorded for name in settings)
-    joined = {}
-    for name in names:
-        values = list(dict.fromkeys(settings.get(name, SCALING.get(name)) for settings in recorded))
-        joined[name] = values[0] if len(values) == 1 else values
-    return joined
-
-
 def _joined(blocks):
-    """The energy of blocks that all have one, summed (the 'energy' of _block)."""
-    return {**{f'{part}_kWh': sum(b[f'{part}_kWh'] for b in blocks) for part in PARTS},
-            'sources': joined_sources(blocks), 'settings': joined_settings(blocks)}
+    """The energy of blocks that all have one, summed (the 'energy' of _block): each part's sources joined by ' + '
+    where they differ; each setting's value where the blocks agree, the list of their values where they differ
+    (blocks of versions that recorded none left out)."""
+    sources = {part: ' + '.join(dict.fromkeys(b['sources'][part] for b in blocks if part in b['sources']))
+               for part in PARTS if any(part in b['sources'] for b in blocks)}
+    recorded = [b['settings'] for b in blocks if 'settings' in b]
+    settings = {name: list(dict.fromkeys(s.get(name, SCALING.get(name)) for s in recorded))
+                for name in dict.fromkeys(name for s in recorded for name in s)}
+    return {**{f'{part}_kWh': sum(b[f'{part}_kWh'] for b in blocks) for part in PARTS}, 'sources': sources,
+            'settings': {name: values[0] if len(values) == 1 else values for name, values in settings.items()}}
 
 
 def add(a, b):
     """Two blocks of one step (a checkpoint's and this process's) -> one: times, processes and energy summed; the
     energy None unless both have it; sources of each part joined where they differ."""
-    if not a:
-        return b
-    if not b:
-        return a
+    if not a or not b:
+        return a or b
     both = a.get('kWh') is not None and b.get('kWh') is not None
     return _block(a['seconds'] + b['seconds'], _joined([a, b]) if both else None,
                   a.get('processes', 1) + b.get('processes', 1))
@@ -283,10 +239,8 @@ def add(a, b):
 @contextlib.contextmanager
 def tracked(folder, task, device):
     """Time and, with config.TRACK_ENERGY, energy of the block on `device` ('cpu', 'cuda', 'cuda:1': the GPU whose
-    energy counts) -> a dict filled when the block ends (_block: seconds, kWh and its cpu, gpu and ram parts, their
-    sources and kind, the CodeCarbon settings that scale them), CodeCarbon's rows in folder/emissions.csv. A figure a
-    checkpoint carried (carry) is added. Where no counter is readable, one warning line, and the figures are
-    marked estimated."""
+    energy counts) -> a dict filled when the block ends (_block), with what a checkpoint carried (carry) added;
+    CodeCarbon's rows in folder/emissions.csv."""
     meter = {'folder': Path(folder), 'task': task, 'tracker': None, 'stretches': [], 'carried': None}
     if config.TRACK_ENERGY:
         _begin(meter, device)
@@ -338,9 +292,8 @@ def _begin(meter, device):
 
 
 def so_far():
-    """The figures of the innermost tracked block until now (what a checkpoint carries), or None outside one. Its
-    tracker is stopped, its figures read from CodeCarbon's result, and a new one started for the rest of the block:
-    no measurement is taken beside CodeCarbon's own thread, and nothing is counted twice."""
+    """The figures of the innermost tracked block until now (what a checkpoint carries), or None outside one: its
+    tracker stopped and read, and a new one started for the rest of the block (nothing is counted twice)."""
     if not _open:
         return None
     meter = _open[-1]
@@ -364,21 +317,19 @@ def carry(figures):
 def total(blocks):
     """Blocks of the folds -> their sum, with how many folds it covers ('folds') and have energy ('tracked')."""
     blocks = [b for b in blocks if b]
-    summed = {'seconds': sum(b['seconds'] for b in blocks), 'kWh': None, 'folds': len(blocks),
-              'tracked': sum(b.get('kWh') is not None for b in blocks)}
     with_energy = [b for b in blocks if b.get('kWh') is not None]
+    summed = {'seconds': sum(b['seconds'] for b in blocks), 'kWh': None, 'folds': len(blocks),
+              'tracked': len(with_energy)}
     if with_energy:
         summed.update(_joined(with_energy))
-        summed['kWh'] = sum(summed[f'{part}_kWh'] for part in PARTS)
-        summed['kind'] = kind_of(summed['sources'])
-        summed['tracker'] = ' + '.join(dict.fromkeys(b['tracker'] for b in with_energy))
+        summed.update(kWh=sum(summed[f'{part}_kWh'] for part in PARTS), kind=kind_of(summed['sources']),
+                      tracker=' + '.join(dict.fromkeys(b['tracker'] for b in with_energy)))
     return summed
 
 
 def run_cost(run_dir):
-    """A run's cost: its model's size (settings.json) and device, and the times and energy of the training and test
-    of its finished folds (fold*/metrics.json of its current record), summed; None where a run of an older version
-    recorded none of them. Read from those files each time, so that re-scoring a run keeps them."""
+    """A run's cost: its model's size and device (settings.json) and the summed times and energy of its finished
+    folds' training and test (their metrics.json, read each time: a re-scoring keeps them); None if none recorded."""
     settings = runs.read_settings(run_dir)
     folds = [m['cost'] for m in runs.finished_fold_metrics(run_dir).values() if m.get('cost')]
     if not folds and not settings.get('complexity'):
@@ -388,10 +339,9 @@ def run_cost(run_dir):
 
 
 def over_runs(costs):
-    """Runs' costs -> {'runs', 'complexity', 'devices', each step's summed figures over every run (total), and per
-    run ('training_per_run': {'seconds', 'kWh'}, 'test_per_run')}, or None without any. The energy per run only
-    where every fold of every run has one: a mean over the runs of the energy of some of their folds would
-    understate it (energy_text says what the tracked folds spent instead)."""
+    """Runs' costs -> {'runs', 'complexity', 'devices', each step's total over every run, and per run
+    ('training_per_run': {'seconds', 'kWh'}, 'test_per_run')}, or None without any. The energy per run only where
+    every fold of every run has one: a mean of some folds' energy would understate it (energy_text says so)."""
     costs = [c for c in costs if c]
     if not costs:
         return None
@@ -399,8 +349,7 @@ def over_runs(costs):
                'devices': sorted({c['device'] for c in costs if c['device']})}
     for step in ('training', 'test'):
         summed = total([c[step] for c in costs if c[step]['folds']])
-        summed['folds'] = sum(c[step]['folds'] for c in costs)
-        summed['tracked'] = sum(c[step]['tracked'] for c in costs)
+        summed.update({key: sum(c[step][key] for c in costs) for key in ('folds', 'tracked')})
         summary[step] = summed
         every = summed['kWh'] is not None and summed['tracked'] == summed['folds']
         summary[f'{step}_per_run'] = {'seconds': summed['seconds'] / len(costs),
