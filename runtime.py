@@ -4,7 +4,7 @@ from, snapshots of the code for jobs that start later, parallel jobs.
     python runtime.py --workdir WD [--config FILE] [--set NAME=VALUE]     # a snapshot (slurm/submit.sh): its folder
 
 task4b.py calls each of these in a line; none of them changes a number the method computes. What a run is and
-its record (settings.json, training_settings) are runs.py's; here the checkpoints are compared with them.
+its record are runs.py's; here the checkpoints are checked against them.
 """
 import argparse
 import contextlib
@@ -35,13 +35,9 @@ SNAPSHOTS_DIR, SNAPSHOT_SETTINGS = 'snapshots', 'settings.py'   # WD/snapshots/<
 
 
 def keep_freed_memory():
-    """Tell glibc's malloc to keep freed memory for reuse instead of returning it to the system.
-
-    Every training step frees and allocates again the activations of the first convolution (210 MB for a batch
-    of 32). By default glibc serves blocks that large with mmap and unmaps them when freed, so each step faults
-    the pages in again; with both thresholds at 1 GiB they stay in the heap, at the cost of a higher peak.
-    config.KEEP_FREED_MEMORY = False, or another C library: no change.
-    """
+    """Tell glibc's malloc to keep freed memory for reuse (config.KEEP_FREED_MEMORY; no change with another C
+    library): every step frees and allocates again the 210 MB activations of conv 1, which glibc would otherwise
+    serve by mmap, unmap when freed and fault in again; with both thresholds at 1 GiB they stay in the heap."""
     if not config.KEEP_FREED_MEMORY:
         return False
     try:
@@ -56,12 +52,10 @@ def keep_freed_memory():
 # The device and its arithmetic
 
 def cpu_model():
-    try:
+    with contextlib.suppress(OSError):
         for line in Path('/proc/cpuinfo').read_text().splitlines():
             if line.startswith('model name'):
                 return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
     return platform.processor() or platform.machine()
 
 
@@ -75,9 +69,6 @@ def native_bfloat16_cpu(cpuinfo='/proc/cpuinfo'):
     return bool(flags & {'avx512_bf16', 'amx_bf16', 'bf16'})
 
 
-_WARNED = set()
-
-
 def check_precision(precision, device, training=True):
     """Refuse a precision the device cannot train in (DataError); warn once where bfloat16 would be emulated. A
     'tf32' model is float32 arithmetic elsewhere: only its training needs a GPU."""
@@ -89,17 +80,15 @@ def check_precision(precision, device, training=True):
     if precision == 'bfloat16' and kind == 'cuda' and not torch.cuda.is_bf16_supported(including_emulation=False):
         raise DataError(f"precision 'bfloat16': {torch.cuda.get_device_name(device)} has no bfloat16 arithmetic "
                         f"(NVIDIA's Ampere and later have); give 'float32'")
-    if precision == 'bfloat16' and kind == 'cpu' and not native_bfloat16_cpu() and 'cpu' not in _WARNED:
-        _WARNED.add('cpu')
-        print('warning: precision bfloat16 on a CPU without native bfloat16 (no avx512_bf16, amx_bf16 or bf16 in '
-              '/proc/cpuinfo): torch emulates it; on such a CPU an epoch of the full-scale fold 1 took 9.1x as long '
-              'as in float32 (63.7 s against 7.0 s, 2-core AMD EPYC Zen 3: docs/speed.md)', file=sys.stderr)
+    if precision == 'bfloat16' and kind == 'cpu' and not native_bfloat16_cpu():
+        cost.warn_once('bfloat16 cpu', 'precision bfloat16 on a CPU without native bfloat16 (no avx512_bf16, amx_bf16 '
+                       'or bf16 in /proc/cpuinfo): torch emulates it; on such a CPU an epoch of the full-scale fold 1 '
+                       'took 9.1x as long as in float32 (63.7 s against 7.0 s, 2-core AMD EPYC Zen 3: docs/speed.md)')
 
 
 def float32_arithmetic(device, precision):
-    """On CUDA, float32 as float32: torch lets cuDNN run float32 convolutions and the GRU in TF32 (10-bit
-    inputs) on Ampere and later unless told; 'tf32' asks for it, any other precision forbids it. The CPU has no
-    such mode."""
+    """On CUDA, float32 as float32 unless precision is 'tf32': torch lets cuDNN run float32 convolutions and the GRU
+    in TF32 (10-bit inputs) on Ampere and later unless told. The CPU has no such mode."""
     if torch.device(device).type == 'cuda':
         fp32 = 'tf32' if precision == 'tf32' else 'ieee'
         torch.backends.cuda.matmul.fp32_precision = fp32
@@ -132,9 +121,8 @@ def gpu_peak_bytes(device):
 # Checkpoints: only what torch's safe loader reads (tensors, numbers, strings, lists, dicts)
 
 def save_checkpoint(path, state, generator, device='cpu'):
-    """state (model, optimizer, schedule, ... as state dicts) and the random states -> path, atomically: the CPU's,
-    the shuffling generator's, and the training GPU's only (the others draw nothing for it; a CPU training never
-    touches CUDA). With them the time and energy of the training so far (cost.so_far): a resume adds them up."""
+    """state (model, optimizer, ... as state dicts), the random states (the CPU's, the shuffling generator's, the
+    training GPU's only) and the time and energy so far (cost.so_far) -> path, atomically."""
     rng = {'torch': torch.get_rng_state(), 'shuffle': generator.get_state()}
     if torch.device(device).type == 'cuda':
         rng['cuda'] = torch.cuda.get_rng_state(device)
@@ -154,8 +142,7 @@ def load_torch_file(path, what):
 
 def load_checkpoint(path, settings, generator, device='cpu'):
     """The checkpoint at path, checked against settings (runs.training_settings), with the random states restored
-    (the GPU's on the training device) and the time and energy it carried added to this training's (cost.carry: a
-    killed process's work after its last checkpoint, redone now, is counted once) -> dict, or None."""
+    and the time and energy it carried added to this training's (cost.carry) -> dict, or None."""
     if not Path(path).is_file():
         return None
     checkpoint = load_torch_file(path, 'checkpoint of task4b.py')
@@ -186,19 +173,15 @@ def load_checkpoint(path, settings, generator, device='cpu'):
 
 
 def seed_everything(seed, device, precision='float32'):
-    """One seed for torch (weights, dropout), numpy and python random, and the device's arithmetic. On the CPU
-    deterministic kernels: the same seed gives the same scores, bit for bit. On CUDA cuDNN's deterministic
-    kernels without autotuning, but torch's deterministic mode off (it stops a training at the first kernel that
-    has no deterministic form, and cuBLAS needs an environment variable for it): the same seed gives nearly, not
-    exactly, the same scores; float32 without TF32 unless precision is 'tf32' (runtime.float32_arithmetic)."""
+    """One seed for torch, numpy and python random, and the device's arithmetic: on the CPU deterministic kernels
+    (the same scores, bit for bit); on CUDA cuDNN's deterministic kernels without autotuning, but torch's
+    deterministic mode off (it stops at the first kernel with no deterministic form): nearly the same scores."""
     torch.manual_seed(seed)
     np.random.seed(seed)
     random.seed(seed)
     if torch.device(device).type == 'cpu':
         torch.use_deterministic_algorithms(True)
-        # deterministic mode also fills every new tensor with NaN before a kernel writes it, a debugging aid that
-        # costs a pass over each 210 MB activation of conv 1 per step (about 2.5% of a full-scale epoch here)
-        # and changes no number, since every kernel writes its whole output (tests/test_speed.py)
+        # no NaN fill of every new tensor (a debugging aid: 2.5% of an epoch; every kernel writes its whole output)
         torch.utils.deterministic.fill_uninitialized_memory = False
     else:                 # the mode is process-wide: a CPU training before this one in the process turned it on
         torch.use_deterministic_algorithms(False)
@@ -207,9 +190,8 @@ def seed_everything(seed, device, precision='float32'):
 
 
 def save_best_model(path, model, data, loss_kind):
-    """best_model.pt: the weights of the lowest validation loss and what inference needs with them (the fold's
-    normalisation, the feature parameters, the settings the network was built with, loss and precision), as tensors
-    and plain values only (it loads with torch's safe loader)."""
+    """best_model.pt: the weights of the lowest validation loss and what inference needs with them, as tensors and
+    plain values only (it loads with torch's safe loader)."""
     utils.atomic_write(path, lambda tmp: torch.save({
         'model': {k: v.detach().cpu() for k, v in model.state_dict().items()},
         'mean': torch.from_numpy(data['mean']), 'scale': torch.from_numpy(data['scale']),
@@ -269,16 +251,10 @@ def visible_gpus():
 
 
 def run_jobs(script, args, run_ids, folds):
-    """Train the (run, fold) pairs as args.jobs child processes at once: `script --run R --folds K` with the
-    other flags of args, each one's output in runs/run{r}/fold{k}.log. Every job runs to its end; then a
-    DataError names each failed (run, fold) and its log.
-
-    The runs are started here (settings.json, and --restart), once, before the children. The children run a
-    snapshot of the code and of the experiment (snapshot), so that an edit made while they wait changes
-    none of them. Each child gets cpu_count // jobs math threads (on the CPU the arithmetic of a sequential run
-    with as many) and spins less while waiting for its threads: side by side, the default spinning made two
-    processes on two cores wait on each other (many times slower per step). On CUDA the children take the visible
-    GPUs in turn, each child one GPU (its cuda:0); CPU children see none.
+    """Train the (run, fold) pairs as args.jobs child processes at once (`script --run R --folds K` with the other
+    flags of args, each one's output in runs/run{r}/fold{k}.log), the runs started here once; the children run a
+    snapshot of the code and the experiment, each with cpu_count // jobs math threads and, on CUDA, the visible GPUs
+    in turn (docs/cluster.md). Every job runs to its end; then a DataError names each failed (run, fold) and its log.
     """
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     record = run_record(extract_features.read_manifest(args.workdir), config.MAX_EPOCHS, config.LOSS,
@@ -292,7 +268,7 @@ def run_jobs(script, args, run_ids, folds):
     gpus = visible_gpus() if device == 'cuda' else ['']
     env = dict(os.environ)
     env.setdefault('OMP_NUM_THREADS', str(max(1, (os.cpu_count() or 1) // args.jobs)))
-    env.setdefault('GOMP_SPINCOUNT', '1000')
+    env.setdefault('GOMP_SPINCOUNT', '1000')      # side by side, OpenMP's default spinning made them wait on each other
 
     def job(numbered):
         i, (r, k) = numbered
