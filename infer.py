@@ -6,9 +6,9 @@
     python infer.py --audio DIR --workdir WD --out OUT --tune       # thresholds and median filters chosen on validation
     python infer.py --workdir WD --validation-scores                # runs trained before task4b.py saved them
 
-For every WAV file under --audio (recursive, sorted): the mel features of the training (extract_features.py),
-then for every trained model `WD/runs/run*/fold*/best_model.pt` its fold's normalisation and the whole file in one
-pass, frame scores averaged over the models. Written:
+For every WAV file under --audio (recursive, sorted), on its own (batch of one, eval mode: the same scores alone or
+in a folder): the mel features of the training, then the frame scores of every trained model
+`WD/runs/run*/fold*/best_model.pt` (its fold's normalisation, the whole file in one pass), averaged. Written:
 
     OUT/scores/<stem>.tsv    frame scores of the 11 hard classes (sed_scores_eval format, as task4b's test scores),
                              median-filtered when the evaluation filters (config.MEDIAN_FILTER; none by default)
@@ -19,17 +19,7 @@ pass, frame scores averaged over the models. Written:
     OUT/cost.json            the time and energy of the whole inference (cost.py), measured or estimated, as DCASE
                              asks them reported; OUT/emissions.csv, CodeCarbon's row of it
 
---tune: one threshold and median filter per class for every model's average, chosen as evaluate.py --tune chooses
-them per fold, but on the validation files of every fold at once (each scored by its fold's models, averaged over
-the runs, as the ensemble of evaluate.py --ensemble): the best segment F-score over all the validation data. They cut
-the average of every fold's models, whose scores are narrower than one fold's (tuning_note says so): no development
-file has scores of that average that unseen audio would get, as it trained on each of them.
-
---validation-scores: the validation files of every finished fold scored by the fold's best_model.pt and written to
-`WD/runs/run{r}/validation_scores/fold{k}/`, as task4b.py writes them after training (folds that have them are
-left as they are): what --tune here and in evaluate.py need, for runs trained before they were saved.
-
-Each file is processed on its own (batch of one, eval mode), so its scores are the same alone or in a folder.
+--tune and --validation-scores: docs/experiments.md, Thresholds and median filters chosen on validation.
 """
 import argparse
 import shlex
@@ -67,10 +57,9 @@ def find_audio_files(audio_dir):
         raise DataError(f'{audio_dir}: no .wav files in this folder or below it')
     seen = {}
     for path in paths:
-        if path.stem in seen:
+        if seen.setdefault(path.stem, path) != path:
             raise DataError(f'{path} and {seen[path.stem]}: two recordings named {path.stem!r}; outputs are named '
                             f'after the file name, rename one')
-        seen[path.stem] = path
     return paths
 
 
@@ -111,8 +100,7 @@ def load_model(path, device='cpu'):
         net = model_module.build_model(device, checkpoint['precision'])
     net.load_state_dict(checkpoint['model'])
     net.eval()
-    mean = checkpoint['mean'].numpy().astype(np.float32)
-    scale = checkpoint['scale'].numpy().astype(np.float32)
+    mean, scale = (checkpoint[key].numpy().astype(np.float32) for key in ('mean', 'scale'))
     return net, mean, scale, checkpoint['loss']
 
 
@@ -134,17 +122,10 @@ def score_file(audio_path, models, device='cpu'):
     return (total / len(models)).astype(np.float32)
 
 
-def write_event_list(path, events):
-    """onset<TAB>offset<TAB>label per event (DCASE event-list format, no header), atomically."""
-    lines = ''.join(f'{e.onset:.1f}\t{e.offset:.1f}\t{e.event_label}\n' for e in events)
-    utils.write_text_atomic(path, lines)
-
-
 def choose_for_all_folds(workdir, run_dirs):
-    """One threshold and median filter per class for the average of every fold model of the runs: chosen on the
-    validation files of every fold at once, each fold's scores averaged over the runs (tuning.ensemble_folds),
-    the same file in two folds' validation parts counted once per fold -> {class: {'threshold', 'median_filter',
-    'F'}} (tuning.choose_on_validation)."""
+    """One threshold and median filter per class, chosen on the validation files of every fold at once (each
+    fold's scores averaged over the runs; a file in two folds' validation parts counted once per fold) ->
+    {class: {'threshold', 'median_filter', 'F'}} (tuning.choose_on_validation)."""
     ground_truth, durations = score_io.read_references(workdir)
     folds = tuning.ensemble_folds([tuning.run_folds(workdir, d, ground_truth) for d in run_dirs])
     scores = {f'fold{k}/{stem}': df for k, parts in folds.items() for stem, df in parts['validation'].items()}
@@ -177,8 +158,7 @@ def write_missing_validation_scores(workdir, runs=None, device='cpu'):
 
 def infer(audio_dir, workdir, out_dir, device='cpu', runs=None, tune=False):
     """Scores and events for every WAV under audio_dir, from the fold models of the runs -> stems written; the time
-    and energy of it all (the models loaded, every file scored and written) in out_dir/cost.json. tune: the
-    thresholds and median filters chosen on the validation files of every fold (choose_for_all_folds)."""
+    and energy of it all in out_dir/cost.json. tune: choose_for_all_folds's thresholds and median filters."""
     audio_paths = find_audio_files(audio_dir)
     model_paths = find_models(workdir, runs)
     thresholds, lengths = None, post_processing.median_filter_lengths(config.HARD_CLASSES)
@@ -202,8 +182,9 @@ def infer(audio_dir, workdir, out_dir, device='cpu', runs=None, tune=False):
             score_io.write_score_file(out_dir / 'scores' / f'{path.stem}.tsv', scores)
             events = post_processing.post_process_events(scores, config.HARD_CLASSES, path.stem, thresholds,
                                                          filter_lengths=1)
-            write_event_list(out_dir / 'events' / f'{path.stem}.tsv', events)
-            combined += [f'{path.stem}.wav\t{e.onset:.1f}\t{e.offset:.1f}\t{e.event_label}\n' for e in events]
+            lines = [f'{e.onset:.1f}\t{e.offset:.1f}\t{e.event_label}\n' for e in events]     # DCASE's, no header
+            utils.write_text_atomic(out_dir / 'events' / f'{path.stem}.tsv', ''.join(lines))
+            combined += [f'{path.stem}.wav\t{line}' for line in lines]
         utils.write_text_atomic(out_dir / 'events.tsv', ''.join(combined))
     utils.write_json_atomic(out_dir / 'cost.json', {'inference': spent, 'recordings': len(audio_paths),
                                                     'models': len(model_paths)})
