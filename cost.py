@@ -172,25 +172,23 @@ def _start(meter):
         electricitymaps_api_token='', api_call_interval=-1, log_level='error', allow_multiple_runs=True,
         gpu_ids=list(meter['gpus']), **PINNED, **{name: meter['settings'].get(name, default)
                                                   for name, default in SCALING.items()})
-    tracker.start()          # CodeCarbon swallows its own failures: _stop finds no figures then
+    tracker.start()          # CodeCarbon swallows its own failures: _stop finds no result then
     return tracker
 
 
-def _stop(tracker):
-    """A tracker stopped -> {'cpu', 'gpu', 'ram': kWh, 'pue', 'gpu_found'} of its result, or None where it failed."""
-    tracker.stop()
+def _stop(meter):
+    """The block's tracker stopped, its result read -> the energy of the block's stretches so far {'cpu_kWh', ...,
+    'sources', 'settings'}, or None unless CodeCarbon gave a result for every one."""
+    meter['tracker'].stop()
     try:
-        data = tracker.final_emissions_data
-        return {'cpu': float(data.cpu_energy), 'gpu': float(data.gpu_energy), 'ram': float(data.ram_energy),
-                'pue': float(data.pue), 'gpu_found': bool(data.gpu_model)}
+        data = meter['tracker'].final_emissions_data
+        stretch = {'cpu': float(data.cpu_energy), 'gpu': float(data.gpu_energy), 'ram': float(data.ram_energy),
+                   'pue': float(data.pue), 'gpu_found': bool(data.gpu_model)}
     except Exception:        # a third-party tracker's failure of any kind must never stop a training
-        return None
-
-
-def _energy(meter):
-    """The energy of a block's stretches -> {'cpu_kWh', ..., 'sources', 'settings'}, or None unless all were read."""
+        stretch = None
     stretches = meter['stretches']
-    if not stretches or None in stretches:
+    stretches.append(stretch)
+    if None in stretches:
         return None
     energy = {f'{part}_kWh': sum(s[part] for s in stretches) for part in PARTS}
     try:
@@ -253,8 +251,7 @@ def tracked(folder, task, device):
         _open.remove(meter)
         energy = None
         if meter['tracker'] is not None:
-            meter['stretches'].append(_stop(meter['tracker']))
-            energy = _energy(meter)
+            energy = _stop(meter)
             if energy is None:
                 warn_once('failed', f'energy not tracked: CodeCarbon measured nothing here ({task}); times only')
         figures.update(add(meter['carried'], _block(time.perf_counter() - meter['start'], energy)))
@@ -280,7 +277,7 @@ def _begin(meter, device):
     try:
         kind = kind_of(how_obtained(tuple(meter['gpus']), meter['settings'].get('force_cpu_power'),
                                     meter['settings'].get('force_ram_power')))
-    except Exception:        # the words only, as in _energy
+    except Exception:        # the words only, as in _stop
         kind = 'unknown'
     if kind == 'estimated':
         warn_once('estimated', 'energy estimated, not measured: no power counter readable here (RAPL in '
@@ -299,8 +296,7 @@ def so_far():
     meter = _open[-1]
     energy = None
     if meter['tracker'] is not None:
-        meter['stretches'].append(_stop(meter['tracker']))
-        energy = _energy(meter)
+        energy = _stop(meter)
         meter['tracker'] = _start(meter)
     return add(meter['carried'], _block(time.perf_counter() - meter['start'], energy))
 
