@@ -90,10 +90,8 @@ def float32_arithmetic(device, precision):
     """On CUDA, float32 as float32 unless precision is 'tf32': torch lets cuDNN run float32 convolutions and the GRU
     in TF32 (10-bit inputs) on Ampere and later unless told. The CPU has no such mode."""
     if torch.device(device).type == 'cuda':
-        fp32 = 'tf32' if precision == 'tf32' else 'ieee'
-        torch.backends.cuda.matmul.fp32_precision = fp32
-        torch.backends.cudnn.conv.fp32_precision = fp32
-        torch.backends.cudnn.rnn.fp32_precision = fp32
+        for backend in (torch.backends.cuda.matmul, torch.backends.cudnn.conv, torch.backends.cudnn.rnn):
+            backend.fp32_precision = 'tf32' if precision == 'tf32' else 'ieee'
 
 
 def device_details(device):
@@ -266,9 +264,8 @@ def run_jobs(script, args, run_ids, folds):
     child_args = ['--config', str(folder / SNAPSHOT_SETTINGS), '--workdir', str(args.workdir), '--device', device,
                   *(['--resume'] if args.resume else [])]
     gpus = visible_gpus() if device == 'cuda' else ['']
-    env = dict(os.environ)
-    env.setdefault('OMP_NUM_THREADS', str(max(1, (os.cpu_count() or 1) // args.jobs)))
-    env.setdefault('GOMP_SPINCOUNT', '1000')      # side by side, OpenMP's default spinning made them wait on each other
+    # unless given: less spinning, as OpenMP's default made children side by side wait on each other
+    env = {'OMP_NUM_THREADS': str(max(1, (os.cpu_count() or 1) // args.jobs)), 'GOMP_SPINCOUNT': '1000', **os.environ}
 
     def job(numbered):
         i, (r, k) = numbered
