@@ -16,8 +16,7 @@ in a folder): the mel features of the training, then the frame scores of every t
     OUT/events.tsv           filename<TAB>onset<TAB>offset<TAB>event_label for every file (a submission)
     OUT/chosen_on_validation.json   with --tune: each class's threshold and median filter ('values'), what they
                              were chosen on ('chosen on') and what they cut ('cuts')
-    OUT/cost.json            the time and energy of the whole inference (cost.py), measured or estimated, as DCASE
-                             asks them reported; OUT/emissions.csv, CodeCarbon's row of it
+    OUT/cost.json            the time and energy of the whole inference (cost.py); OUT/emissions.csv, CodeCarbon's row
 
 --tune and --validation-scores: docs/experiments.md, Thresholds and median filters chosen on validation.
 """
