@@ -147,12 +147,6 @@ def kind_of(sources):
 # -----------------------------------------------------------------------------
 # The tracker
 
-@functools.cache
-def _known_country(country):
-    from codecarbon.input import DataSource
-    return country in DataSource().get_global_energy_mix_data()
-
-
 def _start(meter):
     """A started CodeCarbon tracker for the block of `meter`, writing folder/emissions.csv, or None (warned)."""
     try:
@@ -248,18 +242,16 @@ def tracked(folder, task, device):
     try:
         yield figures
     finally:
+        figures.update(so_far(restart=False))           # this block is the innermost
         _open.remove(meter)
-        energy = None
-        if meter['tracker'] is not None:
-            energy = _stop(meter)
-            if energy is None:
-                warn_once('failed', f'energy not tracked: CodeCarbon measured nothing here ({task}); times only')
-        figures.update(add(meter['carried'], _block(time.perf_counter() - meter['start'], energy)))
+        if None in meter['stretches']:
+            warn_once('failed', f'energy not tracked: CodeCarbon measured nothing here ({task}); times only')
 
 
 def _begin(meter, device):
     """The block's tracker started, after the checks of what it will be told."""
-    if not _known_country(config.ENERGY_COUNTRY):
+    from codecarbon.input import DataSource            # it reads its energy mix data once per process
+    if config.ENERGY_COUNTRY not in DataSource().get_global_energy_mix_data():
         raise DataError(f'config.ENERGY_COUNTRY = {config.ENERGY_COUNTRY!r}: not a country of CodeCarbon\'s energy '
                         f"data; give another 3-letter ISO code (e.g. 'FIN', 'DEU', 'USA'), or --set TRACK_ENERGY=False")
     meter['folder'].mkdir(parents=True, exist_ok=True)
@@ -288,16 +280,16 @@ def _begin(meter, device):
                              'here (see its sources in metrics.json); the records say so')
 
 
-def so_far():
+def so_far(restart=True):
     """The figures of the innermost tracked block until now (what a checkpoint carries), or None outside one: its
-    tracker stopped and read, and a new one started for the rest of the block (nothing is counted twice)."""
+    tracker stopped and read, and with restart a new one started for the rest of the block (nothing counted twice)."""
     if not _open:
         return None
     meter = _open[-1]
     energy = None
     if meter['tracker'] is not None:
         energy = _stop(meter)
-        meter['tracker'] = _start(meter)
+        meter['tracker'] = _start(meter) if restart else None
     return add(meter['carried'], _block(time.perf_counter() - meter['start'], energy))
 
 
@@ -344,9 +336,8 @@ def over_runs(costs):
     summary = {'runs': len(costs), 'complexity': costs[0]['complexity'],
                'devices': sorted({c['device'] for c in costs if c['device']})}
     for step in ('training', 'test'):
-        summed = total([c[step] for c in costs if c[step]['folds']])
+        summary[step] = summed = total([c[step] for c in costs if c[step]['folds']])
         summed.update({key: sum(c[step][key] for c in costs) for key in ('folds', 'tracked')})
-        summary[step] = summed
         every = summed['kWh'] is not None and summed['tracked'] == summed['folds']
         summary[f'{step}_per_run'] = {'seconds': summed['seconds'] / len(costs),
                                       'kWh': summed['kWh'] / len(costs) if every else None}
