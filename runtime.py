@@ -249,11 +249,10 @@ def visible_gpus():
 
 
 def run_jobs(script, args, run_ids, folds):
-    """Train the (run, fold) pairs as args.jobs child processes at once (`script --run R --folds K` with the other
-    flags of args, each one's output in runs/run{r}/fold{k}.log), the runs started here once; the children run a
-    snapshot of the code and the experiment, each with cpu_count // jobs math threads and, on CUDA, the visible GPUs
-    in turn (docs/cluster.md). Every job runs to its end; then a DataError names each failed (run, fold) and its log.
-    """
+    """Train the (run, fold) pairs as args.jobs child processes at once (`script --run R --folds K` and the other
+    flags of args, logs in runs/run{r}/fold{k}.log), the runs started here once, the children running a snapshot of
+    the code and the experiment (docs/cluster.md). Every job runs to its end; then a DataError names each failed
+    (run, fold) and its log."""
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     record = run_record(extract_features.read_manifest(args.workdir), config.MAX_EPOCHS, config.LOSS,
                         config.PRECISION, device)
