@@ -73,8 +73,7 @@ def plot_learning_curves(path, history, best_epoch, loss_kind, title):
     axes[1].legend(handles=handles, loc='best')
     fig.suptitle(title)
     fig.tight_layout()
-    utils.atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=90))
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
 
 def scene_of_stem(stem):
@@ -214,10 +213,10 @@ def draw_detection_picture(data, path):
     save_figure(fig, path)
 
 
-def save_figure(fig, path):
+def save_figure(fig, path, dpi=DPI):
     """PNG at path, written atomically, figure closed."""
     try:
-        utils.atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=DPI))
+        utils.atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=dpi))
     finally:
         plt.close(fig)
 
