@@ -9,10 +9,9 @@
     python plot_results.py --workdir WD --only per-class --tune   # and F with post-processing chosen on validation
     python plot_results.py --infer-out OUT                   # infer.py's OUT/scores, no reference -> OUT/pictures/
 
-Detection picture (one per file): per class, the soft labels (grey band), the hard reference (black outline), the
-frame scores (blue curve) and the detected events (vermillion bars); its title the file's own F1 and ER. Per-class
-picture (a workdir): per hard class, F at config.THRESHOLD and F1_thop over the runs, beside its seconds of
-reference. What each mark means: docs/method.md, section 6 (Pictures).
+Detection picture (one per file): per class, the soft labels, the hard reference, the frame scores and the detected
+events; its title the file's own F1 and ER. Per-class picture (a workdir): per hard class, F at config.THRESHOLD and
+F1_thop over the runs, beside its seconds of reference. What each mark means: docs/method.md (Pictures).
 """
 import argparse
 import sys
@@ -118,13 +117,10 @@ def detection_picture_data(stem, scores_df, soft_targets=None, reference=None, d
         segments = evaluate.segment_metrics(evaluate.timelines([stem], {stem: filtered}, {stem: list(reference)},
                                                                {stem: duration}, timeline='file', workdir=None))
         metrics = {'F1': evaluate.f1_micro(segments), 'ER': float(segments.overall_error_rate()['error_rate'])}
-    return {
-        'stem': stem, 'scene': scene_of_stem(stem), 'classes': classes,
-        'scored': [label in config.HARD_CLASSES for label in classes], 'edges': edges,
-        'scores': {label: hard_scores[:, c] for c, label in enumerate(config.HARD_CLASSES)},
-        'soft': soft, 'reference': ref, 'events': events, 'metrics': metrics, 'duration': duration,
-        'note': title_note,
-    }
+    return {'stem': stem, 'scene': scene_of_stem(stem), 'note': title_note, 'duration': duration, 'edges': edges,
+            'classes': classes, 'scored': [label in config.HARD_CLASSES for label in classes],
+            'scores': {label: hard_scores[:, c] for c, label in enumerate(config.HARD_CLASSES)},
+            'soft': soft, 'reference': ref, 'events': events, 'metrics': metrics}
 
 
 def load_soft_targets(stem, n_frames, workdir=None, data_root=None):
@@ -255,17 +251,13 @@ def per_class_data(workdir, run_numbers=None, tune=False):
                               for c in config.HARD_CLASSES},
                  'chosen': {c: [(v[c]['threshold'], v[c]['median_filter']) for v in chosen]
                             for c in config.HARD_CLASSES}}
-    return {
-        **tuned,
-        'classes': list(config.HARD_CLASSES),
-        'runs': [name for name, _ in runs],
-        'f1': {c: [value(m['class_wise'][c]['F']) for _, m in runs] for c in config.HARD_CLASSES},
-        'f1_thop': {c: [value(m['class_wise'][c]['F1_thop']) for _, m in runs] for c in config.HARD_CLASSES},
-        'thresholds': {c: [m.get('thresholds', {}).get(c) for _, m in runs] for c in config.HARD_CLASSES},
-        'reference_seconds': reference_seconds(workdir / config.METADATA_DIR / config.GT_FILE, scored),
-        'n_files': [m.get('n_files') for _, m in runs],
-        'n_files_total': max((m.get('n_files_total') or 0) for _, m in runs),
-    }
+    return {**tuned, 'classes': list(config.HARD_CLASSES), 'runs': [name for name, _ in runs],
+            'f1': {c: [value(m['class_wise'][c]['F']) for _, m in runs] for c in config.HARD_CLASSES},
+            'f1_thop': {c: [value(m['class_wise'][c]['F1_thop']) for _, m in runs] for c in config.HARD_CLASSES},
+            'thresholds': {c: [m.get('thresholds', {}).get(c) for _, m in runs] for c in config.HARD_CLASSES},
+            'reference_seconds': reference_seconds(workdir / config.METADATA_DIR / config.GT_FILE, scored),
+            'n_files': [m.get('n_files') for _, m in runs],
+            'n_files_total': max((m.get('n_files_total') or 0) for _, m in runs)}
 
 
 def draw_per_class_picture(data, path):
