@@ -4,11 +4,9 @@
     python compare.py work/demo work/demo --runs-a 0 1 2 --runs-b 3 4 5   # two run selections of one workdir
     python compare.py work/bce work/mse --out results/bce_vs_mse --seed 0 --bootstrap 1000
 
-A and B are workdirs whose runs evaluate.py (or task4b.py) has scored; a side must hold runs of one record
-(settings.json: everything but the seed). Per headline metric, and per class for F at the threshold and F1_thop: the
-means of A and B, the difference B - A, its 95% interval and a two-sided p, by Welch's t-test over runs (3 or more
-runs a side) or a paired bootstrap over files; beside them what each side cost per run (cost.py). The method in
-full: docs/experiments.md (Comparing two experiments).
+A and B: workdirs of scored runs, each side's runs of one record (settings.json but the seed). Per metric and class:
+means of A and B, B - A, its 95% interval and p, by Welch's t-test over runs (3 or more a side) or else a paired
+bootstrap over files; and each side's cost per run. The method: docs/experiments.md (Comparing two experiments).
 
 Outputs: the tables on screen, OUT/comparison.md, OUT/comparison.json and OUT/per_class.png (default OUT:
 ./comparison).
@@ -250,8 +248,7 @@ def compare(side_a, side_b, n_resamples=BOOTSTRAP, seed=0):
         note += ('; ' if note else '') + (f'no reference events of {", ".join(undefined)} in the compared files: '
                                           f'undefined, counted 0 in the macro averages as evaluate.py does')
     shown = {k: v for k, v in side_a['scoring'].items() if k not in ('code', 'versions', 'HARD_CLASSES')}
-    return {**result, 'scoring': shown,
-            'method': method, 'note': note, 'metrics': {k: tests[k] for k in HEADLINE},
+    return {**result, 'scoring': shown, 'method': method, 'note': note, 'metrics': {k: tests[k] for k in HEADLINE},
             'cost': {side: cost.over_runs([m.get('cost') for m in s['metrics']])
                      for side, s in (('a', side_a), ('b', side_b))},
             'per_class': {c: {kind: tests.get((kind, c)) for kind in CLASS_KINDS} for c in classes}}

@@ -38,10 +38,9 @@ VARIANTS = {'tuned': 'Thresholds and median filters chosen on validation (per fo
 
 
 def results_table_markdown(summary):
-    """The results table in the published layout (the protocol in the row label), the rows of --tune and --ensemble,
-    the published row (MAESTRO Real only, saying whether the protocol is the same), the cost per run (cost.table_lines),
-    then the per-class part (mean over runs) and the values chosen on validation. Each mean with its standard deviation
-    over runs, as published; none for one run (n = 1: no spread was measured)."""
+    """The results table in the published layout (the protocol in the row label; the rows of --tune, --ensemble and
+    the published one, the cost per run), then the per-class part and the values chosen on validation. Each mean with
+    its standard deviation over runs, as published; none for one run (n = 1: no spread was measured)."""
     def cell(key, mean, std, n):           # `0.487 (+/-0.009)`, `70.34% (+/-0.766)` as published
         return format_metric(key, mean) + (f' (+/-{std:.3f})' if n > 1 else '')
 
