@@ -8,8 +8,7 @@ A and B: workdirs of scored runs, each side's runs of one record (settings.json 
 means of A and B, B - A, its 95% interval and p, by Welch's t-test over runs (3 or more a side) or else a paired
 bootstrap over files; and each side's cost per run. The method: docs/experiments.md (Comparing two experiments).
 
-Outputs: the tables on screen, OUT/comparison.md, OUT/comparison.json and OUT/per_class.png (default OUT:
-./comparison).
+Outputs: the tables on screen, OUT/comparison.md, OUT/comparison.json and OUT/per_class.png (default OUT: ./comparison).
 """
 import argparse
 import difflib

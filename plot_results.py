@@ -150,9 +150,8 @@ def _format(value, pattern):
 
 def draw_detection_picture(data, path):
     """detection_picture_data's dict -> PNG at path (atomically)."""
-    classes = data['classes']
+    classes, edges = data['classes'], data['edges']
     n_rows = len(classes)
-    edges = data['edges']
     fig, ax = plt.subplots(figsize=(WIDTH, 1.7 + ROW_HEIGHT * n_rows), layout='constrained')
     band = BAND_TOP - BAND_BOTTOM
     for k, label in enumerate(classes):
