@@ -91,8 +91,7 @@ def detection_picture_data(stem, scores_df, soft_targets=None, reference=None, d
     Returns a dict: 'stem', 'scene', 'classes' (row labels, top to bottom), 'scored' (row has scores),
     'edges' (frames + 1,) s, 'scores' {label: (frames,)}, 'soft' {label: (frames,)} or None,
     'reference' {label: [(onset, offset)]} or None, 'events' {label: [(onset, offset)]} (exactly
-    post_processing.post_process_events of the scores), 'metrics' {'F1', 'ER'} or None, 'duration', 'note'.
-    """
+    post_processing.post_process_events of the scores), 'metrics' {'F1', 'ER'} or None, 'duration', 'note'."""
     filtered = score_io.filtered_scores({stem: scores_df})[stem]     # the evaluation's median filter (none by default)
     hard_scores = filtered[config.HARD_CLASSES].to_numpy(dtype=np.float64)                     # (frames, 11)
     n_frames = len(hard_scores)
