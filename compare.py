@@ -4,25 +4,11 @@
     python compare.py work/demo work/demo --runs-a 0 1 2 --runs-b 3 4 5   # two run selections of one workdir
     python compare.py work/bce work/mse --out results/bce_vs_mse --seed 0 --bootstrap 1000
 
-A and B are workdirs whose runs evaluate.py (or task4b.py) has scored: runs/run{r}/settings.json, metrics.json
-and scores/. A side must hold runs of one record (settings.json: everything but the seed); mixed runs are refused.
+A and B: workdirs of scored runs, each side's runs of one record (settings.json but the seed). Per metric and class:
+means of A and B, B - A, its 95% interval and p, by Welch's t-test over runs (3 or more a side) or else a paired
+bootstrap over files; and each side's cost per run. The method: docs/experiments.md (Comparing two experiments).
 
-Beside them, what each side cost per run, as its folds recorded it when they trained (cost.py): the time and energy
-of training and of test inference, measured or estimated, and the difference B - A.
-
-For each headline metric (ER_m, F1_m, F1_M, F1_thop, pAUC), and per class for F at the 0.5 threshold and F1_thop:
-the means of A and B, the difference B - A, its 95% interval and a two-sided p-value, by one of two methods:
-- 3 or more runs on each side: Welch's t-test over runs (a run is one sample of the whole procedure: training,
-  seed and all) on the runs' metrics.json, and the Welch t interval of the difference of means;
-- otherwise a paired bootstrap over files (A and B must have scored the same files): files drawn with
-  replacement, every metric recomputed on the drawn files with evaluate.py's sed_eval and sed_scores_eval
-  calls, each file on its own timeline; a side's value is the mean over its runs, each run scored on the same
-  draw. Interval: 2.5 and 97.5 percentiles of the drawn differences; p = 2 (k + 1) / (n + 1), k the smaller
-  count of the n drawn differences <= 0 or >= 0 (at most 1).
-A class whose interval excludes 0 is marked. Undefined per-class values count 0, as in the macro averages.
-
-Outputs: the tables on screen, OUT/comparison.md, OUT/comparison.json and OUT/per_class.png (default OUT:
-./comparison).
+Outputs: the tables on screen, OUT/comparison.md, OUT/comparison.json and OUT/per_class.png (default OUT: ./comparison).
 """
 import argparse
 import difflib
@@ -80,9 +66,6 @@ def run_value(metrics, key):
     return metrics['class_wise'][label][kind] or 0.0
 
 
-# -----------------------------------------------------------------------------
-# The two tests: each returns the difference B - A, its interval and p
-
 def welch_test(a, b):
     """Per-run values of A and B -> Welch's t-test: difference of means, its t interval, two-sided p."""
     # equal values reached by other sums (2/3 from 2 of 3 or 4 of 6 segments) differ in the last bits: a spread of
@@ -108,9 +91,6 @@ def bootstrap_test(observed, differences):
     p = min(1.0, 2 * (k + 1) / (len(differences) + 1))
     return {'difference': float(observed), 'low': low, 'high': high, 'p': float(p)}
 
-
-# -----------------------------------------------------------------------------
-# Paired bootstrap over files: per-file statistics once, then each draw sums them with the draw's multiplicities
 
 def file_statistics(workdir, run_dir, stems, time_decimals):
     """One run's per-file building blocks, in the experiment config holds (its scores median-filtered as evaluate.py
@@ -216,14 +196,9 @@ def code_differences(side_a, side_b, differences):
     """{file name: unified diff} of the files whose code fingerprint differs between the records of A and B, from
     the copies of the code in the first run of each side."""
     diffs = {}
-    for key, _, _ in differences:
-        if '.code.' not in key:
-            continue
-        name = key.split('.code.', 1)[1]
-        texts = []
-        for side in (side_a, side_b):
-            path = side['run_dirs'][0] / CODE_COPY / name
-            texts.append(path.read_text().splitlines(keepends=True) if path.is_file() else None)
+    for name in [key.split('.code.', 1)[1] for key, _, _ in differences if '.code.' in key]:
+        paths = [side['run_dirs'][0] / CODE_COPY / name for side in (side_a, side_b)]
+        texts = [path.read_text().splitlines(keepends=True) if path.is_file() else None for path in paths]
         diffs[name] = '' if None in texts else ''.join(difflib.unified_diff(
             texts[0], texts[1], f"A/{side_a['run_dirs'][0].name}/{name}", f"B/{side_b['run_dirs'][0].name}/{name}"))
     return diffs
@@ -272,15 +247,11 @@ def compare(side_a, side_b, n_resamples=BOOTSTRAP, seed=0):
         note += ('; ' if note else '') + (f'no reference events of {", ".join(undefined)} in the compared files: '
                                           f'undefined, counted 0 in the macro averages as evaluate.py does')
     shown = {k: v for k, v in side_a['scoring'].items() if k not in ('code', 'versions', 'HARD_CLASSES')}
-    return {**result, 'scoring': shown,
-            'method': method, 'note': note, 'metrics': {k: tests[k] for k in HEADLINE},
+    return {**result, 'scoring': shown, 'method': method, 'note': note, 'metrics': {k: tests[k] for k in HEADLINE},
             'cost': {side: cost.over_runs([m.get('cost') for m in s['metrics']])
                      for side, s in (('a', side_a), ('b', side_b))},
             'per_class': {c: {kind: tests.get((kind, c)) for kind in CLASS_KINDS} for c in classes}}
 
-
-# -----------------------------------------------------------------------------
-# Outputs
 
 def _signed(key, value):
     return f'{value:+.3f}' if key in ('ER_m', 'pAUC') else f'{value:+.2f}'
@@ -376,8 +347,7 @@ def plot_per_class(result, path):
             if t['marked']:
                 ax.text(max(t['mean_a'], t['mean_b']) + 1, yk, f"{t['difference']:+.1f}", va='center',
                         color=MARK_COLOUR, fontweight='bold', fontsize=8)
-        ax.set_title(f"{title.format(**result['scoring'])}, percent")
-        ax.set_xlim(0, 110)
+        ax.set(title=f"{title.format(**result['scoring'])}, percent", xlim=(0, 110))
         ax.grid(axis='x', color='#eeeeee', zorder=0)
     axes[0].set_yticks(y, classes)
     for tick, c in zip(axes[0].get_yticklabels(), classes):

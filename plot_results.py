@@ -9,26 +9,9 @@
     python plot_results.py --workdir WD --only per-class --tune   # and F with post-processing chosen on validation
     python plot_results.py --infer-out OUT                   # infer.py's OUT/scores, no reference -> OUT/pictures/
 
-Detection picture (one per file): time in seconds on x, one row per class. In each row
-- grey band: the soft labels, darker = higher value. Source: `<workdir>/features/files/<stem>.npz` ('targets',
-  the rasterised soft labels extract_features.py trains on); with --data-root, the annotation file itself
-  (extract_features.read_soft_labels + rasterize_soft_labels on the score frames);
-- black outline: the hard reference (soft > 0.5), the events of `<workdir>/metadata/gt_dev.csv`;
-- blue curve: the frame scores (0 at the bottom of the band, 1 at its top; dotted line: config.THRESHOLD), after
-  the median filter of the evaluation when one is set (config.MEDIAN_FILTER, none by default);
-- vermillion bars under the band: the detected events, post_processing.post_process_events of those scores.
-Title: file, scene, and the file's segment-based F1 and ER (sed_eval on the file's own timeline, as F1_m and
-ER_m of evaluate.py restricted to that file). infer.py's outputs have no reference: no outline, no metrics.
-
-Per-class picture (a workdir): per hard class, sed_eval's class-wise F at config.THRESHOLD and the F-score at the
-class's own optimal threshold (the F1_thop of evaluate.py), as mean over runs (bar), standard deviation
-(whisker) and each run (dot); beside it the seconds of reference (gt_dev.csv, all its files) of each class,
-classes sorted by them, so rare classes stand out. Each run's metrics as scoring it now gives them
-(evaluate.run_metrics: its metrics.json, or the run scored again): the bars are what their labels say. --tune: a
-third bar, the F-score with each fold's threshold and median filter chosen on its validation files (evaluate.py
---tune, computed here), labelled with the mean threshold and the filter chosen most often.
-
-Colours: Okabe-Ito (blue, vermillion, orange), readable for colour-blind readers; matplotlib's Agg backend.
+Detection picture (one per file): per class, the soft labels, the hard reference, the frame scores and the detected
+events; its title the file's own F1 and ER. Per-class picture (a workdir): per hard class, F at config.THRESHOLD and
+F1_thop over the runs, beside its seconds of reference. What each mark means: docs/method.md (Pictures).
 """
 import argparse
 import sys
@@ -68,9 +51,6 @@ SOFT_CMAP = LinearSegmentedColormap.from_list('soft', ['#ffffff', '#5a5a5a'])   
 BAR_BOTTOM, BAR_TOP, BAND_BOTTOM, BAND_TOP = 0.06, 0.24, 0.30, 0.94
 
 
-# -----------------------------------------------------------------------------
-# Learning curves (task4b.py draws them after each fold)
-
 def plot_learning_curves(path, history, best_epoch, loss_kind, title):
     """PNG: train and validation loss, validation F1 and ER, learning rate over the epochs; the best epoch marked."""
     epochs = [h['epoch'] for h in history]
@@ -84,9 +64,7 @@ def plot_learning_curves(path, history, best_epoch, loss_kind, title):
     er_axis.plot(epochs, [h['val_ER'] for h in history], label='validation ER', color='tab:red', alpha=0.6)
     er_axis.set_ylabel('segment ER')
     axes[2].plot(epochs, [h['lr'] for h in history], color='tab:purple')
-    axes[2].set_yscale('log')
-    axes[2].set_ylabel('learning rate')
-    axes[2].set_xlabel('epoch')
+    axes[2].set(yscale='log', ylabel='learning rate', xlabel='epoch')
     for ax in axes:
         ax.axvline(best_epoch, color='grey', linestyle=':', label=f'best epoch {best_epoch}')
     axes[0].legend()
@@ -94,27 +72,13 @@ def plot_learning_curves(path, history, best_epoch, loss_kind, title):
     axes[1].legend(handles=handles, loc='best')
     fig.suptitle(title)
     fig.tight_layout()
-    utils.atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=90))
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
-
-# -----------------------------------------------------------------------------
-# Detection picture: data
 
 def scene_of_stem(stem):
     """`cafe_restaurant_07` -> `cafe_restaurant`; None for a name of no known scene (e.g. evaluation files)."""
     scene = stem.rsplit('_', 1)[0]
     return scene if scene in config.SCENES else None
-
-
-def file_metrics(stem, filtered, reference, duration):
-    """Segment-based F1 (%) and ER of one file on its own timeline, of its scores median-filtered as evaluate.py
-    filters them (score_io.filtered_scores): evaluate.py's timeline (its post-processing, reference and length)
-    through sed_eval, i.e. F1_m and ER_m of evaluate.evaluate_scores for this file alone."""
-    metrics = evaluate.segment_metrics(evaluate.timelines([stem], {stem: filtered}, {stem: reference},
-                                                          {stem: duration}, timeline='file', workdir=None))
-    return {'F1': evaluate.f1_micro(metrics),
-            'ER': float(metrics.overall_error_rate()['error_rate'])}
 
 
 def detection_picture_data(stem, scores_df, soft_targets=None, reference=None, duration=None, all_classes=False,
@@ -127,17 +91,16 @@ def detection_picture_data(stem, scores_df, soft_targets=None, reference=None, d
     Returns a dict: 'stem', 'scene', 'classes' (row labels, top to bottom), 'scored' (row has scores),
     'edges' (frames + 1,) s, 'scores' {label: (frames,)}, 'soft' {label: (frames,)} or None,
     'reference' {label: [(onset, offset)]} or None, 'events' {label: [(onset, offset)]} (exactly
-    post_processing.post_process_events of the scores), 'metrics' {'F1', 'ER'} or None, 'duration', 'note'.
-    """
+    post_processing.post_process_events of the scores), 'metrics' {'F1', 'ER'} or None, 'duration', 'note'."""
     filtered = score_io.filtered_scores({stem: scores_df})[stem]     # the evaluation's median filter (none by default)
     hard_scores = filtered[config.HARD_CLASSES].to_numpy(dtype=np.float64)                     # (frames, 11)
     n_frames = len(hard_scores)
     edges = score_io.frame_timestamps(n_frames)                                            # (frames + 1,)
     duration = float(edges[-1]) if duration is None else float(duration)
     classes = list(config.CLASSES if all_classes else config.HARD_CLASSES)
-    events = {label: [] for label in config.HARD_CLASSES}
-    for event in post_processing.post_process_events(hard_scores, config.HARD_CLASSES, stem, filter_lengths=1):
-        events[event.event_label].append((float(event.onset), float(event.offset)))
+    detected = post_processing.post_process_events(hard_scores, config.HARD_CLASSES, stem, filter_lengths=1)
+    events = {c: [(float(e.onset), float(e.offset)) for e in detected if e.event_label == c]
+              for c in config.HARD_CLASSES}
     soft = None
     if soft_targets is not None:
         soft_targets = np.asarray(soft_targets, dtype=np.float64)
@@ -148,21 +111,19 @@ def detection_picture_data(stem, scores_df, soft_targets=None, reference=None, d
         soft = {label: soft_targets[:, config.CLASSES.index(label)] for label in classes}
     ref, metrics = None, None
     if reference is not None:
-        ref = {label: [] for label in config.HARD_CLASSES}
-        for onset, offset, label in reference:
-            ref[label].append((float(onset), float(offset)))
-        metrics = file_metrics(stem, filtered, list(reference), duration)
-    return {
-        'stem': stem, 'scene': scene_of_stem(stem), 'classes': classes,
-        'scored': [label in config.HARD_CLASSES for label in classes], 'edges': edges,
-        'scores': {label: hard_scores[:, c] for c, label in enumerate(config.HARD_CLASSES)},
-        'soft': soft, 'reference': ref, 'events': events, 'metrics': metrics, 'duration': duration,
-        'note': title_note,
-    }
+        ref = {c: [(float(on), float(off)) for on, off, label in reference if label == c] for c in config.HARD_CLASSES}
+        # F1_m and ER_m of evaluate.evaluate_scores for this file alone, on its own timeline
+        segments = evaluate.segment_metrics(evaluate.timelines([stem], {stem: filtered}, {stem: list(reference)},
+                                                               {stem: duration}, timeline='file', workdir=None))
+        metrics = {'F1': evaluate.f1_micro(segments), 'ER': float(segments.overall_error_rate()['error_rate'])}
+    return {'stem': stem, 'scene': scene_of_stem(stem), 'note': title_note, 'duration': duration, 'edges': edges,
+            'classes': classes, 'scored': [label in config.HARD_CLASSES for label in classes],
+            'scores': {label: hard_scores[:, c] for c, label in enumerate(config.HARD_CLASSES)},
+            'soft': soft, 'reference': ref, 'events': events, 'metrics': metrics}
 
 
 def load_soft_targets(stem, n_frames, workdir=None, data_root=None):
-    """(n_frames, 17) soft labels of a file, or None when there is no source for them (see the module docstring)."""
+    """(n_frames, 17) soft labels of a file, or None when there is no source for them (docs/method.md, Pictures)."""
     if data_root is not None:
         scene = scene_of_stem(stem)
         if scene is None:
@@ -182,18 +143,14 @@ def load_soft_targets(stem, n_frames, workdir=None, data_root=None):
     return targets
 
 
-# -----------------------------------------------------------------------------
-# Detection picture: drawing
-
 def _format(value, pattern):
     return 'n/a' if value is None or not np.isfinite(value) else pattern.format(value)
 
 
 def draw_detection_picture(data, path):
     """detection_picture_data's dict -> PNG at path (atomically)."""
-    classes = data['classes']
+    classes, edges = data['classes'], data['edges']
     n_rows = len(classes)
-    edges = data['edges']
     fig, ax = plt.subplots(figsize=(WIDTH, 1.7 + ROW_HEIGHT * n_rows), layout='constrained')
     band = BAND_TOP - BAND_BOTTOM
     for k, label in enumerate(classes):
@@ -216,17 +173,14 @@ def draw_detection_picture(data, path):
                                        facecolor=EVENT_COLOUR, edgecolor='none', zorder=3))
         if k:
             ax.axhline(base + 1, color='#dddddd', linewidth=0.6)
-    ax.set_xlim(edges[0], max(edges[-1], data['duration']))
-    ax.set_ylim(0, n_rows)
-    ax.set_yticks([n_rows - 1 - k + (BAR_BOTTOM + BAND_TOP) / 2 for k in range(n_rows)])
-    ax.set_yticklabels(classes, fontsize=10)
+    ax.set(xlim=(edges[0], max(edges[-1], data['duration'])), ylim=(0, n_rows), xlabel='time (s)')
+    ax.set_yticks([n_rows - 1 - k + (BAR_BOTTOM + BAND_TOP) / 2 for k in range(n_rows)], classes, fontsize=10)
     for tick, scored in zip(ax.get_yticklabels(), data['scored']):
         if not scored:
             tick.set_color('#777777')
             tick.set_fontstyle('italic')
     ax.tick_params(axis='y', length=0)
     ax.xaxis.set_major_locator(MaxNLocator(nbins=20, steps=[1, 2, 5, 10], integer=True))   # whole seconds
-    ax.set_xlabel('time (s)')
     ax.grid(axis='x', color='#eeeeee', linewidth=0.6, zorder=0)
     ax.set_axisbelow(True)
 
@@ -253,16 +207,13 @@ def draw_detection_picture(data, path):
     save_figure(fig, path)
 
 
-def save_figure(fig, path):
+def save_figure(fig, path, dpi=DPI):
     """PNG at path, written atomically, figure closed."""
     try:
-        utils.atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=DPI))
+        utils.atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=dpi))
     finally:
         plt.close(fig)
 
-
-# -----------------------------------------------------------------------------
-# Per-class picture: data
 
 def reference_seconds(gt_path, stems=None):
     """{hard class: seconds of reference in gt_dev.csv}, over all its files or only `stems` (touching rows are
@@ -298,21 +249,14 @@ def per_class_data(workdir, run_numbers=None, tune=False):
                               for c in config.HARD_CLASSES},
                  'chosen': {c: [(v[c]['threshold'], v[c]['median_filter']) for v in chosen]
                             for c in config.HARD_CLASSES}}
-    return {
-        **tuned,
-        'classes': list(config.HARD_CLASSES),
-        'runs': [name for name, _ in runs],
-        'f1': {c: [value(m['class_wise'][c]['F']) for _, m in runs] for c in config.HARD_CLASSES},
-        'f1_thop': {c: [value(m['class_wise'][c]['F1_thop']) for _, m in runs] for c in config.HARD_CLASSES},
-        'thresholds': {c: [m.get('thresholds', {}).get(c) for _, m in runs] for c in config.HARD_CLASSES},
-        'reference_seconds': reference_seconds(workdir / config.METADATA_DIR / config.GT_FILE, scored),
-        'n_files': [m.get('n_files') for _, m in runs],
-        'n_files_total': max((m.get('n_files_total') or 0) for _, m in runs),
-    }
+    return {**tuned, 'classes': list(config.HARD_CLASSES), 'runs': [name for name, _ in runs],
+            'f1': {c: [value(m['class_wise'][c]['F']) for _, m in runs] for c in config.HARD_CLASSES},
+            'f1_thop': {c: [value(m['class_wise'][c]['F1_thop']) for _, m in runs] for c in config.HARD_CLASSES},
+            'thresholds': {c: [m.get('thresholds', {}).get(c) for _, m in runs] for c in config.HARD_CLASSES},
+            'reference_seconds': reference_seconds(workdir / config.METADATA_DIR / config.GT_FILE, scored),
+            'n_files': [m.get('n_files') for _, m in runs],
+            'n_files_total': max((m.get('n_files_total') or 0) for _, m in runs)}
 
-
-# -----------------------------------------------------------------------------
-# Per-class picture: drawing
 
 def draw_per_class_picture(data, path):
     """per_class_data's dict -> PNG at path (atomically): F-score panel and reference-seconds panel side by side."""
@@ -351,11 +295,8 @@ def draw_per_class_picture(data, path):
                 text += (f"  (thr {f'{np.mean(chosen):.2f}' if chosen else 'none'}, filter "
                          f"{tables.most_chosen([f for _, f in data['chosen'][c]])})")
             ax.text(top + 1, yk, text, va='center', fontsize=8, color='#333333')
-    ax.set_xlim(0, 105)
-    ax.set_xlabel('F-score (%)')
-    ax.set_yticks(y)
-    ax.set_yticklabels(classes, fontsize=10)
-    ax.set_ylim(-0.6, n - 0.4)
+    ax.set_yticks(y, classes, fontsize=10)
+    ax.set(xlim=(0, 105), ylim=(-0.6, n - 0.4), xlabel='F-score (%)')
     ax.grid(axis='x', color='#eeeeee', zorder=0)
 
     ref = np.array([seconds[c] for c in classes])
@@ -363,8 +304,7 @@ def draw_per_class_picture(data, path):
     top = max(ref.max(), 1.0)
     for yk, s in zip(y, ref):
         ax_ref.text(s + top * 0.02, yk, f'{s:.0f} s' if s > 0 else 'none', va='center', fontsize=8)
-    ax_ref.set_xlim(0, top * 1.35)
-    ax_ref.set_xlabel(f'reference seconds ({config.GT_FILE})')
+    ax_ref.set(xlim=(0, top * 1.35), xlabel=f'reference seconds ({config.GT_FILE})')
     ax_ref.grid(axis='x', color='#eeeeee', zorder=0)
     ax_ref.tick_params(axis='y', length=0)
 
@@ -375,9 +315,6 @@ def draw_per_class_picture(data, path):
     fig.legend(loc='outside lower center', ncol=len(series), frameon=False, fontsize=9)
     save_figure(fig, path)
 
-
-# -----------------------------------------------------------------------------
-# The pictures of a folder of score files
 
 def select_stems(available, wanted, where):
     """The stems asked for (file ids, stems or .wav names) among those with score files, or all of them."""
@@ -390,18 +327,19 @@ def select_stems(available, wanted, where):
     return stems
 
 
-def plot_workdir_files(workdir, scores_dir, out_dir, files=None, all_classes=False, data_root=None):
-    """Detection pictures of the score files of scores_dir (a run of workdir), with reference -> list of paths."""
-    ground_truth, durations = score_io.read_references(workdir)
+def plot_files(workdir, scores_dir, out_dir, files=None, all_classes=False, data_root=None):
+    """Detection pictures of the score files of scores_dir -> list of paths: a run of workdir, with its reference,
+    or (workdir None) infer.py's `<out>/scores`, without reference."""
+    ground_truth, durations = score_io.read_references(workdir) if workdir else (None, None)
     scores = score_io.read_score_files(scores_dir, ground_truth)
-    run = Path(scores_dir).resolve().parent.name
+    note = f'[{Path(scores_dir).resolve().parent.name}]' if workdir else '[infer.py]'
     written, without_soft = [], []
     for stem in tqdm(select_stems(scores, files, scores_dir), desc='pictures', unit='file'):
         soft = load_soft_targets(stem, len(scores[stem]), workdir, data_root)
-        if soft is None:
+        if soft is None and workdir:
             without_soft.append(stem)
-        data = detection_picture_data(stem, scores[stem], soft, ground_truth[stem], durations[stem], all_classes,
-                                      title_note=f'[{run}]')
+        reference, duration = (ground_truth[stem], durations[stem]) if workdir else (None, None)
+        data = detection_picture_data(stem, scores[stem], soft, reference, duration, all_classes, title_note=note)
         path = Path(out_dir) / f'{stem}.png'
         draw_detection_picture(data, path)
         written.append(path)
@@ -410,25 +348,6 @@ def plot_workdir_files(workdir, scores_dir, out_dir, files=None, all_classes=Fal
               f'{Path(workdir) / config.FEATURES_DIR / "files"}/<stem>.npz not found; pass --data-root DIR to read '
               f'them from the annotation files', file=sys.stderr)
     return written
-
-
-def plot_infer_files(infer_out, out_dir, files=None, all_classes=False, data_root=None):
-    """Detection pictures of infer.py's `<infer_out>/scores/*.tsv`, without reference -> list of paths."""
-    scores_dir = Path(infer_out) / 'scores'
-    scores = score_io.read_score_files(scores_dir)
-    written = []
-    for stem in tqdm(select_stems(scores, files, scores_dir), desc='pictures', unit='file'):
-        soft = load_soft_targets(stem, len(scores[stem]), data_root=data_root) if data_root else None
-        data = detection_picture_data(stem, scores[stem], soft, None, None, all_classes, title_note='[infer.py]')
-        path = Path(out_dir) / f'{stem}.png'
-        draw_detection_picture(data, path)
-        written.append(path)
-    return written
-
-
-def plot_per_class(workdir, path, runs=None, tune=False):
-    draw_per_class_picture(per_class_data(workdir, runs, tune), path)
-    return Path(path)
 
 
 @experiment.command(workdir=True)
@@ -464,18 +383,16 @@ def main(argv=None):
         if args.only == 'per-class':
             parser.error('--infer-out has no reference: no per-class picture')
         out = args.out or args.infer_out / PICTURES_DIR
-        written += plot_infer_files(args.infer_out, out, args.files, args.all_classes, args.data_root)
+        written += plot_files(None, args.infer_out / 'scores', out, args.files, args.all_classes, args.data_root)
     else:
         out = args.out or args.workdir / PICTURES_DIR
         if args.only != 'per-class':
-            scores_dir = args.scores
-            if scores_dir is None:
-                scores_dir = select_runs(args.workdir, args.runs)[0][0] / 'scores'
+            scores_dir = args.scores or select_runs(args.workdir, args.runs)[0][0] / 'scores'
             check_scores_folder(args.workdir, scores_dir)
-            written += plot_workdir_files(args.workdir, scores_dir, out, args.files, args.all_classes,
-                                          args.data_root)
+            written += plot_files(args.workdir, scores_dir, out, args.files, args.all_classes, args.data_root)
         if args.only != 'files':
-            written.append(plot_per_class(args.workdir, out / 'per_class.png', args.runs, args.tune))
+            draw_per_class_picture(per_class_data(args.workdir, args.runs, args.tune), out / 'per_class.png')
+            written.append(out / 'per_class.png')
     print(f'wrote {len(written)} picture{"s" if len(written) != 1 else ""} to {out}')
     return 0
 

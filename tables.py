@@ -1,6 +1,4 @@
-"""The results table and the lines printed of metrics (evaluate.py, task4b.py), of evaluate.summarize_runs's summary:
-nothing here computes a metric.
-"""
+"""The results table and the printed lines of metrics (evaluate.py, task4b.py): nothing here computes a metric."""
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +26,10 @@ def format_thresholds(metrics):
         f'{c} {"-" if t is None else f"{t:.3f}"}' for c, t in metrics['thresholds'].items())
 
 
-def _mean_or_none(values):
+def _mean_text(values, fmt):
+    """The mean of the values that are not None, formatted; '-' when all are None."""
     values = [v for v in values if v is not None]
-    return float(np.mean(values)) if values else None
+    return format(float(np.mean(values)), fmt) if values else '-'
 
 
 VARIANTS = {'tuned': 'Thresholds and median filters chosen on validation (per fold and class)',
@@ -39,11 +38,9 @@ VARIANTS = {'tuned': 'Thresholds and median filters chosen on validation (per fo
 
 
 def results_table_markdown(summary):
-    """The results table in the layout of the published one, its protocol in the row label; the rows of --tune and
-    --ensemble (evaluate_variants) below it when the summary has them; the published row for MAESTRO Real only,
-    saying whether the protocol is the same; under it the time and energy per run and the model's size
-    (cost.table_lines); then the per-class part (mean over runs), and the values chosen on validation. The standard
-    deviation over runs beside each mean, as published; none for one run (n = 1: no spread was measured)."""
+    """The results table in the published layout (the protocol in the row label; the rows of --tune, --ensemble and
+    the published one, the cost per run), then the per-class part and the values chosen on validation. Each mean with
+    its standard deviation over runs, as published; none for one run (n = 1: no spread was measured)."""
     def cell(key, mean, std, n):           # `0.487 (+/-0.009)`, `70.34% (+/-0.766)` as published
         return format_metric(key, mean) + (f' (+/-{std:.3f})' if n > 1 else '')
 
@@ -67,16 +64,13 @@ def results_table_markdown(summary):
     costs = cost.table_lines(summary.get('cost'))            # none without a record: no blank line either
     lines += [''] * bool(costs) + [f'- {line}' for line in costs]
 
-    def number(value, fmt):
-        return '-' if value is None else format(value, fmt)
-
     lines += ['', '| Class | F (threshold 0.5) | F1_thop | precision at F1_thop | recall at F1_thop | threshold |',
               '| --- | --- | --- | --- | --- | --- |']
     for c in config.HARD_CLASSES:
-        values = [_mean_or_none([m['class_wise'][c].get(key) for m in summary['runs']])
+        values = [_mean_text([m['class_wise'][c].get(key) for m in summary['runs']], '.2f')
                   for key in ('F', 'F1_thop', 'P_thop', 'R_thop')]
-        threshold = _mean_or_none([m['thresholds'][c] for m in summary['runs']])
-        lines.append(f'| {c} | ' + ' | '.join(number(v, '.2f') for v in values) + f' | {number(threshold, ".3f")} |')
+        threshold = _mean_text([m['thresholds'][c] for m in summary['runs']], '.3f')
+        lines.append(f'| {c} | ' + ' | '.join(values) + f' | {threshold} |')
     for key in ('tuned', 'ensemble_tuned'):
         if key in summary:
             n = len(summary[key].get('ensemble of', []))
@@ -90,9 +84,8 @@ def most_chosen(filters):
 
 
 def chosen_table(name, runs):
-    """The thresholds and median filters chosen on validation, per class and fold, as Markdown lines: the mean
-    threshold over the runs and the filter most of them chose (the shorter one on a tie), and the F-score of the
-    class with them (sed_eval, mean over the runs)."""
+    """The thresholds and median filters chosen on validation per class and fold, as Markdown lines: the mean threshold
+    over the runs, the filter most of them chose, and the class's F-score with them (sed_eval, mean over the runs)."""
     chosen = [run['scoring']['chosen on validation']['values'] for run in runs]
     folds = list(chosen[0])
     lines = [f'{name}: threshold / median filter (frames) per fold, mean threshold over {len(runs)} '
@@ -111,8 +104,8 @@ def chosen_table(name, runs):
             none = len(values) - len(thresholds)
             mean = 'none' if not thresholds else f'{np.mean(thresholds):.3f}' + (f' (none in {none})' if none else '')
             cells.append(f'{mean} / {common}{kept}')
-        f = _mean_or_none([run['class_wise'][c]['F'] for run in runs])
-        lines.append(f'| {c} | {"-" if f is None else f"{f:.2f}"} | ' + ' | '.join(cells) + ' |')
+        f = _mean_text([run['class_wise'][c]['F'] for run in runs], '.2f')
+        lines.append(f'| {c} | {f} | ' + ' | '.join(cells) + ' |')
     return lines
 
 

@@ -126,7 +126,7 @@ def test_scores_all_zero_or_all_one_draw(workdir, tmp_path, stem, value):
 def test_the_events_passed_to_the_drawing_are_exactly_post_process_events(workdir, tmp_path, monkeypatch):
     wd, drawn = workdir['workdir'], {}
     monkeypatch.setattr(plot_results, 'draw_detection_picture', lambda data, path: drawn.setdefault(data['stem'], data))
-    plot_results.plot_workdir_files(wd, wd / config.RUNS_DIR / 'run1' / 'scores', tmp_path)
+    plot_results.plot_files(wd, wd / config.RUNS_DIR / 'run1' / 'scores', tmp_path)
     assert sorted(drawn) == sorted(STEMS)
     for stem, scores in score_io.read_score_files(wd / config.RUNS_DIR / 'run1' / 'scores').items():
         expected = post_processing.post_process_events(scores[config.HARD_CLASSES].to_numpy(), config.HARD_CLASSES, stem)
