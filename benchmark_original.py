@@ -1,9 +1,7 @@
 """The original DCASE2023 Task 4B baseline's feature extraction and training epoch, rebuilt for timing only.
 
-benchmark.py times these as its 'original' parts beside ours, on the same machine in one run. They do what the
-original code (github.com/marmoi/dcase2023_task4b_baseline) does, step for step (docs/speed.md, The original's way),
-with np.frombuffer for np.fromstring and librosa.stft for librosa's private _spectrogram, which are gone. Nothing
-here trains or scores: the numbers of the method are task4b.py's.
+benchmark.py times these as its 'original' parts beside ours, in one run. They do what the original code does, step
+for step (docs/speed.md, The original's way); nothing here trains or scores: the method's numbers are task4b.py's.
 """
 import time
 import warnings
