@@ -29,9 +29,8 @@ def read_wav(path):
     with wave.open(str(path)) as f:
         width, channels = f.getsampwidth(), f.getnchannels()
         data = f.readframes(f.getnframes())
-    n = len(data) // (width * channels)
     if width == 3:
-        a = np.empty((n, channels, 4), dtype=np.uint8)
+        a = np.empty((len(data) // (width * channels), channels, 4), dtype=np.uint8)
         a[:, :, :3] = np.frombuffer(data, dtype=np.uint8).reshape(-1, channels, 3)
         a[:, :, 3:] = (a[:, :, 2:3] >> 7) * 255
         audio = a.view('<i4').reshape(a.shape[:-1]).T
