@@ -7,26 +7,9 @@
     python benchmark.py --workdir WD --skip-extraction --device cuda --precision float32 tf32 bfloat16
     python benchmark.py --workdir WD --skip-extraction --skip-original --energy --precision float32 bfloat16
 
-Each part runs in its own child process (this script with a hidden --phase flag), so that one part's memory
-does not count for another:
-- extraction: extract_features.extract into a fresh temporary workdir, its wall time, the multiple of real time
-  (audio seconds / wall) and its peak memory, two ways: the resident set of the whole process tree (the child and
-  its worker processes) summed from /proc every 20 ms, and the largest single process (getrusage ru_maxrss of
-  the child and of its workers);
-- training, per malloc setting and precision: fold --fold of --workdir's features (extract_features.py must have
-  run there), with task4b's own functions: seconds per training epoch (train_one_epoch), per validation pass
-  (validate) and of both, the median over --epochs epochs; test inference seconds per hour of audio
-  (write_test_scores: the fold's test files, whole, with their score files); peak memory of the training process
-  (ru_maxrss) and the /proc tree peak, and on CUDA the GPU's (torch.cuda.max_memory_allocated); each other
-  precision against float32 of the same malloc setting; with --energy the energy of those epochs too (CodeCarbon,
-  cost.tracked: measured or estimated), per epoch and for 10 epochs, the normalisation DCASE asks participants for
-  (--epochs defaults to 10 then);
-- original (unless --skip-original): the same extraction and the same fold's epochs done the way the original
-  baseline did them (benchmark_original.py), timed the same way, and how many times faster ours is;
-- convolutions (with training): the CRNN's three convolutions alone on the fold's batches, in both memory layouts
-  (channels-last and torch's default), forward and backward as training runs them, forward for validation. The original calls the same torch kernels, so the
-  original's epoch over this time bounds how much faster than the original any epoch built on them can be.
-Prints a table and writes --json (atomically); records torch version, threads, CPU, LD_PRELOAD.
+Each part (extraction, training per malloc setting and precision, the original's way, the convolutions alone)
+runs in its own child process, this script with a hidden --phase flag, so that one part's memory does not count
+for another (docs/speed.md, What benchmark.py times). Prints a table and writes --json (atomically).
 """
 import argparse
 import contextlib
@@ -38,14 +21,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import torch
 
-# each part's child imports every part's modules, the original's included: about 30 MiB more for the extraction
-# part (measured; its import time is not timed), beside its peak of 1.17 GiB (README, Speed)
+# each part's child imports every part's modules, the original's too: about 30 MiB more beside the extraction's
+# peak of 1.17 GiB (measured; the imports are not timed)
 import benchmark_original
 import config
 import cost
@@ -60,60 +42,40 @@ from augment import Augmenter
 from data_generator import load_fold_tensors, sequence_batches
 from model import build_model
 
-# -----------------------------------------------------------------------------
-# Memory of a process tree
 
 def tree_rss_bytes(pid):
-    """Resident set of process `pid` and all its descendants (bytes), from /proc."""
+    """Resident set (bytes) of process `pid` and all its descendants, from /proc (one gone meanwhile counts 0)."""
     children = {}
-    for entry in os.listdir('/proc'):
-        if entry.isdigit():
-            try:
-                with open(f'/proc/{entry}/stat') as f:
-                    ppid = int(f.read().rsplit(')', 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(entry))
-            except (OSError, IndexError, ValueError):
-                pass
+    for entry in filter(str.isdigit, os.listdir('/proc')):
+        with contextlib.suppress(OSError, IndexError, ValueError), open(f'/proc/{entry}/stat') as f:
+            children.setdefault(int(f.read().rsplit(')', 1)[1].split()[1]), []).append(int(entry))   # parent's pid
     total, todo = 0, [pid]
     while todo:
         p = todo.pop()
         todo.extend(children.get(p, []))
-        try:
-            with open(f'/proc/{p}/statm') as f:
-                total += int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
-        except (OSError, IndexError, ValueError):
-            pass
+        with contextlib.suppress(OSError, IndexError, ValueError), open(f'/proc/{p}/statm') as f:
+            total += int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
     return total
 
 
-def run_child(args, env=None, interval=0.02):
-    """Run this script with `args` as a child, sampling its tree's resident memory -> (result dict, peak bytes)."""
+def run_child(args, interval=0.02):
+    """Run this script with `args` as a child, sampling its tree's resident memory every `interval` s -> its result
+    dict with the peak ('tree_peak_bytes')."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / 'result.json'
-        process = subprocess.Popen([sys.executable, __file__, *args, *experiment.command_args(), '--result', str(out)],
-                                   env=env)
-        peak, done = [0], threading.Event()
-
-        def sample():
-            while not done.is_set():
-                peak[0] = max(peak[0], tree_rss_bytes(process.pid))
-                done.wait(interval)
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        rc = process.wait()
-        done.set()
-        sampler.join()
+        process = subprocess.Popen([sys.executable, __file__, *args, *experiment.command_args(), '--result', str(out)])
+        peak = 0
+        while (rc := process.poll()) is None:
+            peak = max(peak, tree_rss_bytes(process.pid))
+            time.sleep(interval)
         if rc != 0:
             sys.exit(f'error: benchmark part {args[:2]} failed (exit status {rc}); see its messages above')
-        return json.loads(out.read_text()), peak[0]
+        return dict(json.loads(out.read_text()), tree_peak_bytes=peak)
 
 
 def max_rss_bytes(who):
     return resource.getrusage(who).ru_maxrss * 1024           # Linux: kibibytes
 
-
-# -----------------------------------------------------------------------------
-# The parts (child processes)
 
 def timed(work, device):
     """Wall seconds of work(), the GPU's queue included."""
@@ -126,9 +88,7 @@ def timed(work, device):
 
 def phase_extract(data_root, result):
     with tempfile.TemporaryDirectory() as workdir:
-        start = time.perf_counter()
-        extract_features.extract(data_root, workdir)
-        seconds = time.perf_counter() - start
+        seconds = timed(lambda: extract_features.extract(data_root, workdir), 'cpu')
         durations = score_io.read_durations(Path(workdir) / config.METADATA_DIR / config.DURATIONS_FILE)
     utils.write_json_atomic(result, {
         'seconds': seconds, 'audio_seconds': sum(durations.values()), 'files': len(durations),
@@ -145,7 +105,6 @@ def epoch_times(train_s, val_s):
 
 def phase_train(workdir, device, epochs, fold, malloc, precision, energy, result):
     tuned = runtime.keep_freed_memory() if malloc == 'kept' else False
-    loss_kind = config.LOSS
     runtime.check_precision(precision, device)
     data = load_fold_tensors(workdir, fold, device)
     runtime.seed_everything(config.SEED, device, precision)
@@ -159,26 +118,22 @@ def phase_train(workdir, device, epochs, fold, malloc, precision, energy, result
     with tempfile.TemporaryDirectory() as folder, tracking(folder, f'benchmark {precision}', device) as spent:
         for _ in range(epochs):                        # task4b's own epoch and validation, without the records
             train_s.append(timed(lambda: float(task4b.train_one_epoch(
-                model, optimizer, data['X_train'], data['Y_train'], generator, loss_kind, augmenter).mean()), device))
+                model, optimizer, data['X_train'], data['Y_train'], generator, config.LOSS, augmenter).mean()), device))
             val_s.append(timed(lambda: task4b.validate(
-                model, data['X_val'], data['Y_val'], data['val_reference'], loss_kind), device))
+                model, data['X_val'], data['Y_val'], data['val_reference'], config.LOSS), device))
 
-    test_frames = sum(len(x) for x in data['X_test'])
     test_s = []
     for _ in range(3):
         with tempfile.TemporaryDirectory() as run_dir:
-            test_s.append(timed(lambda: task4b.write_test_scores(model, data, run_dir, loss_kind), device))
-    test_hours = test_frames * config.FRAME_SECONDS / 3600
-    out = {
-        'fold': fold, 'malloc': malloc, 'malloc_tuned': tuned, 'precision': precision,
-        'train_sequences': len(data['X_train']),
-        'val_sequences': len(data['X_val']), 'batches': -(-len(data['X_train']) // config.BATCH_SIZE),
-        'test_files': len(data['X_test']), 'test_audio_hours': test_hours,
-        **epoch_times(train_s, val_s),
-        'test_s_per_hour': statistics.median(test_s) / test_hours,
-        'maxrss_bytes': max_rss_bytes(resource.RUSAGE_SELF),
-        'torch_threads': torch.get_num_threads(), 'ld_preload': os.environ.get('LD_PRELOAD', ''),
-    }
+            test_s.append(timed(lambda: task4b.write_test_scores(model, data, run_dir, config.LOSS), device))
+    test_hours = sum(len(x) for x in data['X_test']) * config.FRAME_SECONDS / 3600
+    out = {'fold': fold, 'malloc': malloc, 'malloc_tuned': tuned, 'precision': precision,
+           'train_sequences': len(data['X_train']), 'val_sequences': len(data['X_val']),
+           'batches': -(-len(data['X_train']) // config.BATCH_SIZE), 'test_files': len(data['X_test']),
+           'test_audio_hours': test_hours, **epoch_times(train_s, val_s),
+           'test_s_per_hour': statistics.median(test_s) / test_hours,
+           'maxrss_bytes': max_rss_bytes(resource.RUSAGE_SELF), 'torch_threads': torch.get_num_threads(),
+           'ld_preload': os.environ.get('LD_PRELOAD', '')}
     if energy:
         out['energy'] = spent
     if device == 'cuda':
@@ -201,16 +156,11 @@ def phase_convs(workdir, device, epochs, fold, result):
     layouts = {'channels_last': torch.channels_last, 'contiguous': torch.contiguous_format}
 
     def tensors(size, layout, training):
-        """(conv, input, output gradient) of each conv for `size` sequences; conv 1's input (the features) needs
-        no gradient."""
-        out = []
-        for i, (conv, n) in enumerate(zip(convs, bands)):
-            x = torch.randn(size, conv.in_channels, frames, n, device=device).contiguous(memory_format=layout)
-            grad = None
-            if training:
-                grad = torch.randn(size, conv.out_channels, frames, n, device=device).contiguous(memory_format=layout)
-            out.append((conv, x.requires_grad_(training and i > 0), grad))
-        return out
+        """(conv, input, output gradient) of each conv for `size` sequences; conv 1's input (features) needs none."""
+        def randn(channels, n):
+            return torch.randn(size, channels, frames, n, device=device).contiguous(memory_format=layout)
+        return [(conv, randn(conv.in_channels, n).requires_grad_(training and i > 0),
+                 randn(conv.out_channels, n) if training else None) for i, (conv, n) in enumerate(zip(convs, bands))]
 
     # one set per batch size and layout, made before the timing (sizes repeat: 32, ..., the remainder)
     made = {(size, name, training): tensors(size, layout, training) for name, layout in layouts.items()
@@ -253,9 +203,6 @@ def phase_original_train(workdir, epochs, fold, result):
         'fold': fold, **epoch_times(train_s, val_s),
         'maxrss_bytes': max_rss_bytes(resource.RUSAGE_SELF), 'torch_threads': torch.get_num_threads()})
 
-
-# -----------------------------------------------------------------------------
-# The whole benchmark
 
 def machine_info(device):
     info = {'torch': torch.__version__, 'python': platform.python_version(), 'cpu': runtime.cpu_model(),
@@ -314,7 +261,7 @@ def energy_rows(t):
 
 
 def table(report):
-    rows = []
+    rows, training = [], report.get('training', {})
     if 'extraction' in report:
         e = report['extraction']
         rows += [('feature extraction (cold)', f'{e["seconds"]:.2f} s for {e["audio_seconds"] / 60:.0f} min of audio, '
@@ -322,7 +269,7 @@ def table(report):
                  ('  multiple of real time', f'{e["audio_seconds"] / e["seconds"]:.0f}x'),
                  ('  peak memory', f'{gib(e["tree_peak_bytes"])} process tree (/proc), largest process '
                   f'{gib(max(e["maxrss_self_bytes"], e["maxrss_workers_bytes"]))} (ru_maxrss)')]
-    for name, t in report.get('training', {}).items():
+    for name, t in training.items():
         rows += [(f'training [{name}] fold {t["fold"]}', f'{t["train_sequences"]} sequences, {t["batches"]} '
                   f'batches; median of {len(t["train_epoch_s"])} epochs')]
         rows += epoch_rows(t, f'  ({t["val_sequences"]} sequences, loss + F1/ER)')
@@ -333,7 +280,7 @@ def table(report):
             rows.append(('  peak GPU memory', f'{gib(t["cuda_max_allocated_bytes"])} (torch.cuda.max_memory_allocated, '
                          f'{t["cuda_device"]})'))
         rows += energy_rows(t)
-    rows += precision_rows(report.get('training', {}))
+    rows += precision_rows(training)
     original = report.get('original', {})
     if 'extraction' in original:
         o = original['extraction']
@@ -346,7 +293,7 @@ def table(report):
         rows += [(f'original: training fold {o["fold"]}', f'median of {len(o["train_epoch_s"])} epochs')]
         rows += epoch_rows(o)
         rows += [('  peak memory', f'{gib(o["maxrss_bytes"])} (ru_maxrss), {gib(o["tree_peak_bytes"])} (/proc)')]
-        for name, t in report.get('training', {}).items():
+        for name, t in training.items():
             rows.append((f'  ours [{name}] is faster by', f'{o["epoch_median_s"] / t["epoch_median_s"]:.2f}x per '
                          f'epoch (training {o["train_epoch_median_s"] / t["train_epoch_median_s"]:.2f}x, '
                          f'validation {o["val_pass_median_s"] / t["val_pass_median_s"]:.2f}x)'))
@@ -358,11 +305,9 @@ def table(report):
             rows.append((f'  {layout}', f'{t["epoch_median_s"]:.2f} s per epoch (training '
                          f'{t["train_epoch_median_s"]:.2f} s, validation {t["val_pass_median_s"]:.2f} s)'))
         fastest = min(c['channels_last']['epoch_median_s'], c['contiguous']['epoch_median_s'])
-        for name, t in report.get('training', {}).items():
-            if t.get('precision', 'float32') != 'float32':
-                continue                               # the part times the convolutions in float32
-            rows.append((f'  share of ours [{name}]', f'{100 * fastest / t["epoch_median_s"]:.0f}% of the epoch '
-                         f'(the faster layout)'))
+        # the part times the convolutions in float32
+        rows += [(f'  share of ours [{name}]', f'{100 * fastest / t["epoch_median_s"]:.0f}% of the epoch (the faster '
+                  'layout)') for name, t in training.items() if t.get('precision', 'float32') == 'float32']
         if 'training' in original:
             rows.append(('  ceiling on these kernels', f'{original["training"]["epoch_median_s"] / fastest:.2f}x the '
                          f'original per epoch (it runs the same convolutions, and all the rest)'))
@@ -382,9 +327,8 @@ def main(argv=None):
     parser.add_argument('--device', choices=['cpu', 'cuda'], default='cpu')
     parser.add_argument('--epochs', type=int, help='epochs timed (the median is reported); at least 3 (default: '
                                                    '3, with --energy 10)')
-    parser.add_argument('--energy', action='store_true',
-                        help="the energy of the training part's epochs too (CodeCarbon): per epoch and for 10 epochs, "
-                             'as DCASE asks it for normalising a system\'s energy')
+    parser.add_argument('--energy', action='store_true', help="the energy of the training part's epochs too "
+                        "(CodeCarbon): per epoch and for 10 epochs, as DCASE asks it for normalising a system's energy")
     parser.add_argument('--fold', type=int, default=1, choices=range(1, config.N_FOLDS + 1))
     parser.add_argument('--malloc', nargs='+', choices=['kept', 'plain'], default=['kept'],
                         help="glibc malloc of the training part, one part each: 'kept' as task4b.py sets it "
@@ -401,17 +345,14 @@ def main(argv=None):
     args = experiment.parse_args(parser, argv)
     if args.epochs is None:
         args.epochs = 10 if args.energy else 3
-    if args.phase == 'extract':
-        return phase_extract(args.data_root, args.result)
-    if args.phase == 'train':
-        return phase_train(args.workdir, args.device, args.epochs, args.fold, args.malloc[0], args.precision[0],
-                           args.energy, args.result)
-    if args.phase == 'convs':
-        return phase_convs(args.workdir, args.device, args.epochs, args.fold, args.result)
-    if args.phase == 'original-extract':
-        return phase_original_extract(args.data_root, args.result)
-    if args.phase == 'original-train':
-        return phase_original_train(args.workdir, args.epochs, args.fold, args.result)
+    phases = {'extract': lambda: phase_extract(args.data_root, args.result),
+              'train': lambda: phase_train(args.workdir, args.device, args.epochs, args.fold, args.malloc[0],
+                                           args.precision[0], args.energy, args.result),
+              'convs': lambda: phase_convs(args.workdir, args.device, args.epochs, args.fold, args.result),
+              'original-extract': lambda: phase_original_extract(args.data_root, args.result),
+              'original-train': lambda: phase_original_train(args.workdir, args.epochs, args.fold, args.result)}
+    if args.phase:
+        return phases[args.phase]()
     if args.epochs < 3:
         parser.error('--epochs: at least 3 (a median)')
     if args.energy and (args.skip_training or not config.TRACK_ENERGY):
@@ -421,31 +362,27 @@ def main(argv=None):
         raise utils.DataError('--device cuda: no CUDA device visible to torch (a CPU-only build of torch, or no GPU)')
 
     report = {'command': ' '.join(['python', *sys.argv]), 'machine': machine_info(args.device)}
+    fold_args = ['--workdir', str(args.workdir), '--epochs', str(args.epochs), '--fold', str(args.fold)]
     if not args.skip_extraction:
-        result, peak = run_child(['--phase', 'extract', '--data-root', str(args.data_root)])
-        report['extraction'] = dict(result, tree_peak_bytes=peak)
+        report['extraction'] = run_child(['--phase', 'extract', '--data-root', str(args.data_root)])
     if not args.skip_training:
         report['training'] = {}
         for malloc in args.malloc:
             for precision in args.precision:
-                result, peak = run_child(['--phase', 'train', '--workdir', str(args.workdir), '--device', args.device,
-                                          '--epochs', str(args.epochs), '--fold', str(args.fold), '--malloc', malloc,
-                                          '--precision', precision, *(['--energy'] if args.energy else [])])
-                report['training'][f'{malloc}, {precision}'] = dict(result, tree_peak_bytes=peak)
-        report['convs'], _ = run_child(['--phase', 'convs', '--workdir', str(args.workdir), '--device', args.device,
-                                        '--epochs', str(args.epochs), '--fold', str(args.fold)])
+                report['training'][f'{malloc}, {precision}'] = run_child(
+                    ['--phase', 'train', *fold_args, '--device', args.device, '--malloc', malloc,
+                     '--precision', precision, *(['--energy'] if args.energy else [])])
+        report['convs'] = run_child(['--phase', 'convs', *fold_args, '--device', args.device])
+        del report['convs']['tree_peak_bytes']              # the table reports no memory of this part
     if not args.skip_original and args.device == 'cpu':
         report['original'] = {}
         if not args.skip_extraction:
-            result, peak = run_child(['--phase', 'original-extract', '--data-root', str(args.data_root)])
-            report['original']['extraction'] = dict(result, tree_peak_bytes=peak)
+            report['original']['extraction'] = run_child(['--phase', 'original-extract', '--data-root',
+                                                          str(args.data_root)])
         if not args.skip_training:
-            result, peak = run_child(['--phase', 'original-train', '--workdir', str(args.workdir),
-                                      '--epochs', str(args.epochs), '--fold', str(args.fold)])
-            report['original']['training'] = dict(result, tree_peak_bytes=peak)
-    text = table(report)
-    report['table'] = text
-    print(text)
+            report['original']['training'] = run_child(['--phase', 'original-train', *fold_args])
+    report['table'] = table(report)
+    print(report['table'])
     if args.json:
         utils.write_json_atomic(args.json, report)
     return 0

@@ -1,23 +1,7 @@
 """The original DCASE2023 Task 4B baseline's feature extraction and training epoch, rebuilt for timing only.
 
-benchmark.py runs these as its 'original' parts, beside ours, so that both are timed on the same machine in
-one benchmark run. They do what the original code (github.com/marmoi/dcase2023_task4b_baseline: utils.py,
-extract_features.py, data_generator.py, model.py, task4b.py) does, step for step, with today's library calls
-where the original's are gone (np.frombuffer for np.fromstring, librosa.stft for librosa's private
-_spectrogram):
-
-- extraction: each WAV read with the `wave` module and converted to float64 by numpy (24-bit samples
-  widened by hand), the channels averaged, a magnitude STFT and a 64-band mel matrix product in float64,
-  one .npz per file for features and per file for the soft-label matrix; then per fold the training and
-  validation features concatenated, a StandardScaler fitted and applied, the test files scaled one by one,
-  each written to its own .npz, and the label matrices merged per fold the same way;
-- training: float64 sequences in a torch Dataset that casts each item to float32, a DataLoader with one
-  worker process and pinned memory, shuffled; the CRNN with ReLU before the max-pool in torch's default
-  memory layout; MSE loss, `loss.item()` after every batch; validation through a shuffled DataLoader of the
-  same kind, with sed_eval segment metrics accumulated batch by batch (dcase_util event lists, the gap and
-  length post-processing).
-
-Nothing here is used for training or scoring: the numbers of the method are task4b.py's.
+benchmark.py times these as its 'original' parts beside ours, in one run. They do what the original code does, step
+for step (docs/speed.md, The original's way); nothing here trains or scores: the method's numbers are task4b.py's.
 """
 import time
 import warnings
@@ -40,17 +24,13 @@ import config  # noqa: E402
 import utils  # noqa: E402
 
 
-# -----------------------------------------------------------------------------
-# Extraction
-
 def read_wav(path):
     """The original's WAV reader: bytes -> float64 mono, divided by 2^(bits - 1) + 1."""
     with wave.open(str(path)) as f:
         width, channels = f.getsampwidth(), f.getnchannels()
         data = f.readframes(f.getnframes())
-    n = len(data) // (width * channels)
     if width == 3:
-        a = np.empty((n, channels, 4), dtype=np.uint8)
+        a = np.empty((len(data) // (width * channels), channels, 4), dtype=np.uint8)
         a[:, :, :3] = np.frombuffer(data, dtype=np.uint8).reshape(-1, channels, 3)
         a[:, :, 3:] = (a[:, :, 2:3] >> 7) * 255
         audio = a.view('<i4').reshape(a.shape[:-1]).T
@@ -83,8 +63,7 @@ def extract(data_root, folds_dir, out_dir):
         spectrum = np.abs(librosa.stft(y, n_fft=config.N_FFT, hop_length=config.HOP_LENGTH, pad_mode='constant'))
         mbe = np.dot(mel_basis, spectrum).T
         np.savez(out_dir / f'{name}.npz', mbe)
-        labels = label_matrix(utils.annotation_path(data_root, file_id), len(mbe))
-        np.savez(out_dir / f'{name}_soft.npz', labels)
+        np.savez(out_dir / f'{name}_soft.npz', label_matrix(utils.annotation_path(data_root, file_id), len(mbe)))
 
     def stacked(ids, suffix):
         return np.concatenate([np.load(out_dir / f'{utils.file_stem(i)}{suffix}.npz')['arr_0'] for i in ids], 0)
@@ -96,20 +75,15 @@ def extract(data_root, folds_dir, out_dir):
         X_train = scaler.fit_transform(stacked(part['train'], ''))
         X_val = scaler.transform(stacked(part['val'], ''))
         np.savez(out_dir / f'merged_mbe_fold{fold}.npz', X_train, X_val)
-        for file_id in part['test']:
-            name = utils.file_stem(file_id)
+        for name in map(utils.file_stem, part['test']):
             x = scaler.transform(np.load(out_dir / f'{name}.npz')['arr_0'])
             np.savez(out_dir / f'test_{name}_fold{fold}.npz', x)
         np.savez(out_dir / f'merged_lab_soft_fold{fold}.npz', stacked(part['train'], '_soft'),
                  stacked(part['val'], '_soft'))
-        for file_id in part['test']:
-            name = utils.file_stem(file_id)
+        for name in map(utils.file_stem, part['test']):
             np.savez(out_dir / f'lab_soft_{name}_fold{fold}.npz', np.load(out_dir / f'{name}_soft.npz')['arr_0'])
     return len(files)
 
-
-# -----------------------------------------------------------------------------
-# Training
 
 class SequenceDataset(Dataset):
     def __init__(self, X, Y):
@@ -128,8 +102,7 @@ class OriginalCRNN(nn.Module):
     def __init__(self):
         super().__init__()
         c, k = config.CONV_CHANNELS, config.CONV_KERNEL
-        self.convs = nn.ModuleList([nn.Conv2d(1, c, k, padding='same'), nn.Conv2d(c, c, k, padding='same'),
-                                    nn.Conv2d(c, c, k, padding='same')])
+        self.convs = nn.ModuleList([nn.Conv2d(1 if i == 0 else c, c, k, padding='same') for i in range(3)])
         self.norms = nn.ModuleList([nn.BatchNorm2d(c) for _ in range(3)])
         self.pools = nn.ModuleList([nn.MaxPool2d((1, p)) for p in config.POOL_SIZES])
         self.dropout = nn.Dropout(config.DROPOUT)
@@ -141,8 +114,7 @@ class OriginalCRNN(nn.Module):
         x = x[:, None, :, :]
         for conv, norm, pool in zip(self.convs, self.norms, self.pools):
             x = self.dropout(pool(torch.relu(norm(conv(x)))))
-        x = x.permute(0, 2, 1, 3)
-        x = x.reshape((x.shape[0], x.shape[1], -1))
+        x = x.permute(0, 2, 1, 3).flatten(2)              # (batch, frames, channels x bands)
         x, _ = self.gru(x)
         return self.linear2(self.linear1(x))
 
@@ -196,15 +168,14 @@ def validate(model, loader):
 def time_epochs(fold_data, epochs):
     """fold_data: extract_features.load_fold's arrays -> (training seconds, validation seconds) per epoch."""
     torch.manual_seed(config.SEED)
-    X, Y = fold_data['X_train'].astype(np.float64), fold_data['Y_train'].astype(np.float64)
-    X_val, Y_val = fold_data['X_val'].astype(np.float64), fold_data['Y_val'].astype(np.float64)
 
-    def loader(x, y):
-        # pin_memory without a GPU only warns; the original asked for it
-        return DataLoader(SequenceDataset(x, y), batch_size=config.BATCH_SIZE, shuffle=True, num_workers=1,
+    def loader(part):
+        # the original's float64 arrays; pin_memory without a GPU only warns, the original asked for it
+        dataset = SequenceDataset(fold_data[f'X_{part}'].astype(np.float64), fold_data[f'Y_{part}'].astype(np.float64))
+        return DataLoader(dataset, batch_size=config.BATCH_SIZE, shuffle=True, num_workers=1,
                           pin_memory=torch.cuda.is_available())
 
-    train_loader, val_loader = loader(X, Y), loader(X_val, Y_val)
+    train_loader, val_loader = loader('train'), loader('val')
     model = OriginalCRNN()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.)
     train_s, val_s = [], []

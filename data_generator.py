@@ -5,10 +5,8 @@
     for x, y in training_batches(data['X_train'], data['Y_train'], config.BATCH_SIZE, generator):
         ...
 
-The sequences of 200 frames are cut by extract_features.py (extract_features.load_fold); here they become
-torch tensors once per fold, on the training device, and a batch is one index_select of a shuffled
-permutation: no DataLoader worker processes (forking one every epoch makes the parent pay a copy-on-write
-page fault on every reused page) and no per-item numpy conversion or copying inside the training loop.
+A batch is one index_select of a shuffled permutation of tensors already on the device: no DataLoader worker
+processes (forking one every epoch makes the parent pay a copy-on-write fault on every reused page).
 """
 import numpy as np
 import torch
@@ -20,22 +18,18 @@ import utils
 
 
 def training_targets(soft_targets):
-    """A fold's soft targets (float64) -> the targets of training and validation (config.TARGETS): the soft values
-    themselves, or 'hard': 1.0 where soft > config.HARD_LABEL_THRESHOLD, else 0.0, taken on the float64 values (in
-    float32, 0.5000000000000001 would be 0.5), every class: the labels the evaluation scores against."""
+    """A fold's soft targets (float64) as config.TARGETS says: themselves, or 'hard' (the labels the evaluation
+    scores against), thresholded on the float64 values (in float32, 0.5000000000000001 would be 0.5)."""
     if config.TARGETS == 'hard':
         return (np.asarray(soft_targets) > config.HARD_LABEL_THRESHOLD).astype(np.float64)
     return soft_targets
 
 
 def fold_tensors(fold_data, device='cpu'):
-    """The arrays of a fold dict (extract_features.load_fold's keys) as float32 tensors on `device`.
-
-    'X_train' (n, 200, 64), 'Y_train' (n, 200, 17) (training_targets), 'X_val', 'Y_val' likewise; 'X_test' a list
-    of (frames, 64), one per file of 'test_files'; 'val_reference' the events of the validation sequences as one
-    timeline, from their hard labels taken on the float64 soft targets, before the cast; 'mean' and 'scale' (64,)
-    stay numpy (they go into best_model.pt for inference on new audio).
-    """
+    """The arrays of a fold dict (extract_features.load_fold's keys) as float32 tensors on `device`: 'X_train'
+    (n, 200, 64), 'Y_train' (n, 200, 17) (training_targets), 'X_val', 'Y_val' likewise; 'X_test' a list of
+    (frames, 64), one per file of 'test_files'; 'val_reference' the validation sequences' events as one timeline,
+    from the float64 soft targets; 'mean' and 'scale' (64,) stay numpy (best_model.pt keeps them for inference)."""
     def tensor(a):
         return torch.as_tensor(np.ascontiguousarray(a, dtype=np.float32)).to(device)
 
@@ -59,20 +53,14 @@ def fold_tensors(fold_data, device='cpu'):
 
 
 def load_fold_tensors(workdir, fold, device='cpu'):
-    """Features and targets of fold `fold` from `<workdir>/features/` as tensors (see fold_tensors).
-
-    Raises utils.DataError when the features are missing or were extracted with other parameters.
-    """
+    """Fold `fold` of `<workdir>/features/` as tensors (fold_tensors); DataError if missing or extracted otherwise."""
     return fold_tensors(extract_features.load_fold(workdir, fold), device)
 
 
 def training_batches(X, Y, batch_size, generator):
-    """Mini-batches (x (b, 200, 64), y (b, 200, 17)) of one epoch in a random order drawn from `generator`.
-
-    Every sequence once per epoch; the last batch holds the remainder (fewer than batch_size). The
-    permutation is drawn on the CPU from the torch.Generator (its state goes into the checkpoint, so a
-    resumed run draws the same orders) and then moved to the tensors' device.
-    """
+    """Mini-batches (x (b, 200, 64), y (b, 200, 17)) of one epoch, every sequence once, the last the remainder, in
+    an order drawn on the CPU from the torch.Generator `generator` (its state goes into the checkpoint, so a resumed
+    run draws the same orders)."""
     order = torch.randperm(len(X), generator=generator).to(X.device)  # (n,)
     for start in range(0, len(X), batch_size):
         index = order[start:start + batch_size]                        # (b,)

@@ -1,7 +1,5 @@
 """Generate the synthetic demo data set: MAESTRO Real's layout and format, learnable classes.
 
-See docs/method.md, The demo data set.
-
     python demo_data.py                                   # 49 files at scale 0.1 (~20 min, 320 MB, ~5 s) in data/demo
     python demo_data.py --out /tmp/demo --scale 1.0       # real lengths (~200 min, 3.2 GB of WAV, ~1 min)
     python demo_data.py --scale 0.02 --seed 3 --files cafe_restaurant/cafe_restaurant_07
@@ -11,20 +9,7 @@ Writes, for the 49 development file ids of the real set (docs/method.md, Data):
     <out>/development_audio/<scene>/<scene>_NN.wav                          44.1 kHz, stereo, 24-bit PCM
     <out>/development_annotation/soft_labels_<scene>/<scene>_NN.txt         onset  offset  label  soft
 
-How a file is made:
-1. its length is `scale` x a length drawn uniformly from config.DEMO_LENGTH_RANGE (not whole seconds:
-   real recordings end mid-second);
-2. each of the 17 classes gets a sequence of events (alternating durations and gaps) whose density
-   depends on the scene (SCENE_ACTIVITY: metro classes in metro_station, cutlery in cafes, ...);
-3. each class sounds in its own frequency band with its own texture and rhythm (CLASS_SOUNDS), over
-   a scene-coloured background noise; a magnitude spectrogram of all sources is turned into audio by
-   overlap-adding inverse FFTs of frames with random (Gaussian) spectra, which is fast and vectorised;
-4. five simulated annotators each mark every event they hear with their own jittered boundaries; the
-   soft label of a (second, class) is the fraction of annotators who marked at least half of that
-   second, so the values are 0.2 .. 1.0, uncertain at the edges and lower for faint events.
-
-Every file has its own random generator seeded from (seed, file id), so the same seed gives the same
-bytes, and a subset (`file_ids`, `--files`) gives the same bytes for the files it has.
+How a file is made, and why the same seed gives the same bytes: docs/method.md, The demo data set.
 """
 import argparse
 import hashlib
@@ -40,8 +25,6 @@ import config
 import experiment
 import utils
 
-# -----------------------------------------------------------------------------
-# How the demo sounds (only this generator uses these)
 SYNTH_FFT = 1024          # samples per synthesis frame (23 ms); 43 Hz bins resolve the lowest mel bands
 SYNTH_HOP = SYNTH_FFT // 2  # sine window at 50% overlap: squared windows sum to 1, so noise variance is flat
 N_ANNOTATORS = 5          # soft labels are multiples of 1/5
@@ -54,12 +37,10 @@ MIN_GAP = 1.0             # s, shortest gap between two events of a class
 RAMP = 0.1                # s, attack and release of an event
 OUTPUT_GAIN = 0.025       # mixture level: the loudest scene (city_center) peaks below 0.9 of full scale
 
-# class -> (low Hz, high Hz, texture, rhythm, (shortest, longest) event in s, level in dB above background).
-# Each class owns a band of the 64 mel bands (50 Hz .. 14 kHz), so a small CRNN can tell them apart;
-# texture and rhythm differ too. Textures: 'noise' (band noise), ('harmonic', f0) (comb of harmonics
-# of f0 within the band), ('tone', Hz) (one narrow line). Rhythms: ('am', Hz, depth) (sinusoidal
-# amplitude modulation), ('pulses', Hz, decay s) (a train of decaying hits, jittered), ('clicks', rate,
-# decay s) (random hits), and shapes over each event: 'swell' (rise and fall), 'ramp_up', 'ramp_down'.
+# class -> (low Hz, high Hz, texture, rhythm, (shortest, longest) event in s, level in dB above background): each
+# class owns a band of the 64 mel bands (50 Hz .. 14 kHz), so a small CRNN can tell them apart. Textures: 'noise',
+# ('harmonic', f0) (harmonics of f0 in the band), ('tone', Hz). Rhythms: ('am', Hz, depth) (sinusoidal modulation),
+# ('pulses', Hz, decay s) (jittered decaying hits), ('clicks', rate, decay s) (random hits), or EVENT_SHAPES.
 CLASS_SOUNDS = {
     'birds_singing': (7000, 8500, ('harmonic', 730), ('pulses', 7.0, 0.05), (1, 6), 27),
     'car': (480, 700, 'noise', 'swell', (3, 10), 15),
@@ -80,8 +61,11 @@ CLASS_SOUNDS = {
     'cash register beeping': (6000, 7000, ('tone', 6500), ('pulses', 2.0, 0.12), (1, 3), 26),
 }
 
-# scene -> {class: share of the time the class is active}; classes not listed never occur in the scene.
-# All 11 evaluated classes occur, and each scene has several of them (as in the real recordings).
+# a shape over each event, of the position 0 .. 1 through it: 'swell' rises and falls
+EVENT_SHAPES = {'swell': lambda p: 0.3 + 0.7 * np.sin(np.pi * p), 'ramp_up': lambda p: 0.15 + 0.85 * p,
+                'ramp_down': lambda p: 1.0 - 0.85 * p}
+
+# scene -> {class: share of the time it is active}, others never; all 11 evaluated classes occur, several in a scene
 SCENE_ACTIVITY = {
     'cafe_restaurant': {'people talking': 0.6, 'cutlery and dishes': 0.35, 'coffee machine': 0.15,
                         'furniture dragging': 0.1, 'footsteps': 0.2, 'children voices': 0.12,
@@ -101,13 +85,8 @@ SCENE_ACTIVITY = {
 }
 
 # scene -> (background spectral slope in dB per octave, level in dB): the room tone under the events
-SCENE_BACKGROUND = {
-    'cafe_restaurant': (-3.0, 0.0),
-    'city_center': (-4.5, 3.0),
-    'grocery_store': (-3.0, -2.0),
-    'metro_station': (-5.0, 2.0),
-    'residential_area': (-4.0, -4.0),
-}
+SCENE_BACKGROUND = {'cafe_restaurant': (-3.0, 0.0), 'city_center': (-4.5, 3.0), 'grocery_store': (-3.0, -2.0),
+                    'metro_station': (-5.0, 2.0), 'residential_area': (-4.0, -4.0)}
 
 
 def file_rng(seed, file_id):
@@ -116,18 +95,9 @@ def file_rng(seed, file_id):
     return np.random.default_rng([int(seed), int.from_bytes(digest[:8], 'little')])
 
 
-def draw_length(rng, scale):
-    """Number of samples: scale x a length drawn from the real range, cut to a whole sample."""
-    low, high = config.DEMO_LENGTH_RANGE
-    return max(1, int(round(scale * rng.uniform(low, high) * config.SAMPLE_RATE)))
-
-
 def draw_events(rng, label, activity, duration):
-    """(onsets, offsets, faint) of one class in one file: alternating event durations and gaps.
-
-    The mean gap is set so the class is active `activity` of the time; the first event may have begun
-    before the file starts (a recording cuts into an ongoing scene).
-    """
+    """(onsets, offsets, faint) of one class in one file: alternating event durations and gaps, the mean gap set so
+    the class is active `activity` of the time; the first event may have begun before the file starts."""
     shortest, longest = CLASS_SOUNDS[label][4]
     mean_length = (shortest + longest) / 2
     mean_gap = max(mean_length * (1 - activity) / activity - MIN_GAP, 0.1)
@@ -138,29 +108,25 @@ def draw_events(rng, label, activity, duration):
     starts -= rng.uniform(0, mean_length + MIN_GAP + mean_gap)
     faint = rng.random(n) < FAINT_PROBABILITY
     keep = (starts + lengths > 0) & (starts < duration)
-    onsets = np.clip(starts[keep], 0, duration)
-    offsets = np.clip(starts[keep] + lengths[keep], 0, duration)
-    return onsets, offsets, faint[keep]
+    return np.clip(starts[keep], 0, duration), np.clip(starts[keep] + lengths[keep], 0, duration), faint[keep]
 
 
 def band_profile(label, freqs):
     """(bins,) magnitude shape of a class over the FFT bins, with mean power 1 over its band."""
     low, high, texture = CLASS_SOUNDS[label][:3]
-    bin_width = freqs[1] - freqs[0]
     if texture == 'noise':
-        # flat band with soft edges, so the band is not a brick wall in the mel bands either side
-        edge = 0.1 * (high - low)
-        profile = np.clip(np.minimum(freqs - low, high - freqs) / edge + 0.5, 0, 1)
+        # flat band with soft edges (a tenth of its width), so it is no brick wall in the mel bands either side
+        profile = np.clip(np.minimum(freqs - low, high - freqs) / (0.1 * (high - low)) + 0.5, 0, 1)
     else:
         kind, f = texture
         lines = np.arange(np.ceil(low / f), np.floor(high / f) + 1) * f if kind == 'harmonic' else np.array([f])
-        profile = np.exp(-0.5 * ((freqs[:, None] - lines[None, :]) / bin_width) ** 2).max(axis=1)
+        profile = np.exp(-0.5 * ((freqs[:, None] - lines[None, :]) / (freqs[1] - freqs[0])) ** 2).max(axis=1)
     in_band = (freqs >= low) & (freqs <= high)
     return (profile / np.sqrt(np.mean(profile[in_band] ** 2))).astype(np.float32)
 
 
-def event_gate(times, onsets, offsets, gains, shape):
-    """(frames,) amplitude of one class: each event's gain inside it, short ramps, 0 outside."""
+def event_gate(times, onsets, offsets, gains, spec):
+    """(frames,) amplitude of one class: each event's gain inside it, short ramps, EVENT_SHAPES[spec], 0 outside."""
     if len(onsets) == 0:
         return np.zeros_like(times)
     index = np.searchsorted(onsets, times, side='right') - 1          # the event that began last
@@ -170,12 +136,8 @@ def event_gate(times, onsets, offsets, gains, shape):
     inside = valid & (times < off) & (off > on)
     position = np.clip((times - on) / np.maximum(off - on, 1e-9), 0, 1)  # 0 .. 1 through the event
     ramp = np.clip(np.minimum(times - on, off - times) / RAMP, 0, 1)
-    if shape == 'swell':
-        ramp = ramp * (0.3 + 0.7 * np.sin(np.pi * position))
-    elif shape == 'ramp_up':
-        ramp = ramp * (0.15 + 0.85 * position)
-    elif shape == 'ramp_down':
-        ramp = ramp * (1.0 - 0.85 * position)
+    if spec in EVENT_SHAPES:
+        ramp = ramp * EVENT_SHAPES[spec](position)
     return np.where(inside, gains[index] * ramp, 0.0)
 
 
@@ -197,16 +159,7 @@ def rhythm(rng, times, spec):
         impulses = (rng.random(len(times)) < rate / frame_rate) * rng.uniform(0.4, 1.0, len(times))
     # each hit decays exponentially: a one-pole filter over the impulse train
     decay = np.exp(-1 / (value * frame_rate))
-    envelope = scipy.signal.lfilter([1.0], [1.0, -decay], impulses)
-    return np.minimum(envelope, 1.5)
-
-
-def background_profile(scene, freqs):
-    """(bins,) magnitude of the scene's background noise: a spectral slope from 100 Hz up, band-limited."""
-    slope, level = SCENE_BACKGROUND[scene]
-    octaves = np.log2(np.maximum(freqs, 100.0) / 1000.0)
-    profile = 10 ** ((level + slope * octaves) / 20)
-    return (profile * (freqs >= 20)).astype(np.float32)
+    return np.minimum(scipy.signal.lfilter([1.0], [1.0, -decay], impulses), 1.5)
 
 
 def soft_labels(rng, onsets, offsets, faint, n_seconds, duration):
@@ -214,25 +167,23 @@ def soft_labels(rng, onsets, offsets, faint, n_seconds, duration):
     if len(onsets) == 0:
         return np.zeros(n_seconds)
     shape = (len(onsets), N_ANNOTATORS)
-    detection = np.where(faint, FAINT_DETECTION, LOUD_DETECTION)[:, None]
-    heard = rng.random(shape) < detection                              # (events, annotators)
+    heard = rng.random(shape) < np.where(faint, FAINT_DETECTION, LOUD_DETECTION)[:, None]   # (events, annotators)
     starts = np.clip(onsets[:, None] + rng.normal(0, BOUNDARY_JITTER, shape), 0, duration)
     ends = np.clip(offsets[:, None] + rng.normal(0, BOUNDARY_JITTER, shape), 0, duration)
     seconds = np.arange(n_seconds)[None, None, :]
     overlap = np.minimum(ends[..., None], seconds + 1) - np.maximum(starts[..., None], seconds)
     marked = (overlap >= 0.5) & heard[..., None]                       # (events, annotators, seconds)
-    votes = marked.any(axis=0).sum(axis=0)                             # an annotator votes once per second
-    return votes / N_ANNOTATORS
+    return marked.any(axis=0).sum(axis=0) / N_ANNOTATORS              # an annotator votes once per second
 
 
-def synthesize(rng, power_left, power_right, n_samples):
-    """Audio (n_samples, 2) from per-frame power spectra (frames, bins): random spectra, inverse FFT, overlap-add."""
-    n_frames, n_bins = power_left.shape
+def synthesize(rng, powers, n_samples):
+    """Audio (n_samples, 2) of power spectra [left, right] (frames, bins): random spectra, inverse FFT, overlap-add."""
+    n_frames, n_bins = powers[0].shape
     noise = rng.standard_normal((n_frames, n_bins), dtype=np.float32) \
         + 1j * rng.standard_normal((n_frames, n_bins), dtype=np.float32)
     window = np.sin(np.pi * (np.arange(SYNTH_FFT) + 0.5) / SYNTH_FFT).astype(np.float32)
     channels = []
-    for power in (power_left, power_right):
+    for power in powers:
         # both channels share the random spectra (a coherent stereo image); the class pans differ
         frames = np.fft.irfft(noise * np.sqrt(power), n=SYNTH_FFT, axis=1) * window   # (frames, fft)
         audio = np.zeros((n_frames + 1) * SYNTH_HOP, dtype=np.float32)
@@ -248,12 +199,15 @@ def generate_file(file_id, scale, seed):
     """One demo file: (audio (samples, 2) float32, annotation rows [(onset, offset, label, soft)])."""
     rng = file_rng(seed, file_id)
     scene = utils.scene_of(file_id)
-    n_samples = draw_length(rng, scale)
+    n_samples = max(1, int(round(scale * rng.uniform(*config.DEMO_LENGTH_RANGE) * config.SAMPLE_RATE)))
     duration = n_samples / config.SAMPLE_RATE
     n_frames = n_samples // SYNTH_HOP + 1
     times = (np.arange(n_frames) + 1.0) * SYNTH_HOP / config.SAMPLE_RATE   # centre of each synthesis frame
     freqs = np.fft.rfftfreq(SYNTH_FFT, 1 / config.SAMPLE_RATE)
-    background = background_profile(scene, freqs)
+    # the scene's background noise: a spectral slope from 100 Hz up, band-limited
+    slope, background_db = SCENE_BACKGROUND[scene]
+    background = 10 ** ((background_db + slope * np.log2(np.maximum(freqs, 100.0) / 1000.0)) / 20) * (freqs >= 20)
+    background = background.astype(np.float32)
     n_seconds = int(np.ceil(duration))
 
     # amplitude envelopes (frames, classes + 1) and spectral shapes (classes + 1, bins); the last is the background
@@ -262,18 +216,15 @@ def generate_file(file_id, scale, seed):
     pans = np.zeros(len(config.CLASSES) + 1)
     rows = []
     for c, label in enumerate(config.CLASSES):
-        activity = SCENE_ACTIVITY[scene].get(label, 0.0)
-        if activity == 0.0:
+        if not (activity := SCENE_ACTIVITY[scene].get(label)):
             continue
         low, high, _, rhythm_spec, _, level = CLASS_SOUNDS[label]
         onsets, offsets, faint = draw_events(rng, label, activity, duration)
         # faint events are 8 dB quieter: still audible, but fewer annotators mark them
         gains = 10 ** ((np.where(faint, -8.0, 0.0) + rng.uniform(-3, 3, len(onsets))) / 20)
-        shape = rhythm_spec if isinstance(rhythm_spec, str) else None
-        envelopes[:, c] = event_gate(times, onsets, offsets, gains, shape) * rhythm(rng, times, rhythm_spec)
-        # the class is `level` dB above the background in its own band
-        centre = np.sqrt(low * high)
-        shapes[c] = band_profile(label, freqs) * np.interp(centre, freqs, background) * 10 ** (level / 20)
+        envelopes[:, c] = event_gate(times, onsets, offsets, gains, rhythm_spec) * rhythm(rng, times, rhythm_spec)
+        # the class is `level` dB above the background at the centre of its own band
+        shapes[c] = band_profile(label, freqs) * np.interp(np.sqrt(low * high), freqs, background) * 10 ** (level / 20)
         pans[c] = rng.uniform(-0.5, 0.5)
         soft = soft_labels(rng, onsets, offsets, faint, n_seconds, duration)
         rows += [(float(s), float(s + 1), label, soft[s]) for s in np.flatnonzero(soft)]
@@ -282,47 +233,22 @@ def generate_file(file_id, scale, seed):
     envelopes[:, -1] = 10 ** (drift / 20)
     shapes[-1] = background
 
-    left = (envelopes * np.sqrt(1 - pans)).astype(np.float32)   # equal-power pan, 1 at the centre
-    right = (envelopes * np.sqrt(1 + pans)).astype(np.float32)
-    squared_shapes = shapes ** 2
-    # power spectra (frames, bins) of the sum of independent sources; einsum, not @: BLAS sums in an
-    # order that depends on its thread count, which would change the bytes of "the same" file
-    audio = synthesize(rng, np.einsum('fk,kb->fb', left ** 2, squared_shapes),
-                       np.einsum('fk,kb->fb', right ** 2, squared_shapes), n_samples)
+    # power spectra (frames, bins) of the sum of independent sources, left and right (equal-power pan, 1 at the
+    # centre); einsum, not @: BLAS sums in an order that depends on its thread count, which would change the bytes
+    powers = [np.einsum('fk,kb->fb', (envelopes * np.sqrt(1 + side * pans)).astype(np.float32) ** 2, shapes ** 2)
+              for side in (-1, 1)]
+    audio = synthesize(rng, powers, n_samples)
     rows = mark_above_one(rng, sorted(rows, key=lambda row: (row[0], config.CLASSES.index(row[2]))))
     return audio, rows
 
 
 def mark_above_one(rng, rows):
-    """Write a few 1.0 values as 1.0000000000000002, as the real files have them (readers must clip).
-
-    The first 1.0 row of a file always gets it, so that every demo subset exercises the clipping.
-    """
+    """Write a few 1.0 values as 1.0000000000000002, as the real files have them (readers must clip); the first 1.0
+    row of a file always, so that every demo subset exercises the clipping."""
     above_one = np.nextafter(1.0, 2.0)
     ones = [i for i, row in enumerate(rows) if row[3] == 1.0]
     chosen = set(ones[:1]) | {i for i in ones if rng.random() < ABOVE_ONE_PROBABILITY}
-    return [(on, off, label, above_one if i in chosen else soft)
-            for i, (on, off, label, soft) in enumerate(rows)]
-
-
-def write_annotation(path, rows):
-    """`onset<TAB>offset<TAB>label<TAB>soft` per row, soft written exactly (repr), as the real files."""
-    text = ''.join(f'{on:.1f}\t{off:.1f}\t{label}\t{float(soft)!r}\n' for on, off, label, soft in rows)
-    utils.write_text_atomic(path, text)
-
-
-def write_audio(path, audio):
-    utils.atomic_write(path, lambda tmp: soundfile.write(tmp, audio, config.SAMPLE_RATE,
-                                                         subtype=config.AUDIO_SUBTYPE, format='WAV'))
-
-
-def check_file_ids(file_ids):
-    """Only ids of the real set's form and scenes (the layout depends on the scene)."""
-    for file_id in file_ids:
-        scene = utils.scene_of(file_id)
-        if scene not in config.SCENES or not utils.file_stem(file_id).startswith(scene + '_'):
-            raise utils.DataError(f'{file_id}: not a file id `<scene>/<scene>_NN` of the scenes '
-                                  f'{", ".join(config.SCENES)}')
+    return [(on, off, label, above_one if i in chosen else soft) for i, (on, off, label, soft) in enumerate(rows)]
 
 
 def generate_demo_dataset(out_dir, scale=None, seed=None, file_ids=None, progress=True):
@@ -330,26 +256,31 @@ def generate_demo_dataset(out_dir, scale=None, seed=None, file_ids=None, progres
     file ids written."""
     scale, seed = config.DEMO_SCALE if scale is None else scale, config.DEMO_SEED if seed is None else seed
     file_ids = list(file_ids) if file_ids is not None else utils.development_file_ids()
-    check_file_ids(file_ids)
+    for file_id in file_ids:                # the layout depends on the scene
+        scene = utils.scene_of(file_id)
+        if scene not in config.SCENES or not utils.file_stem(file_id).startswith(scene + '_'):
+            raise utils.DataError(f'{file_id}: not a file id `<scene>/<scene>_NN` of the scenes '
+                                  f'{", ".join(config.SCENES)}')
     if not scale > 0:
         raise utils.DataError(f'--scale {scale}: the scale of the file lengths must be positive (e.g. 0.1, or 1.0 '
                               f'for the real lengths)')
-    utils.write_text_atomic(Path(out_dir) / config.DEMO_MARKER,
-                            f'Synthetic demo data set written by demo_data.py (scale {scale}, seed {seed}); '
-                            f'not MAESTRO Real.\n')
+    marker = f'Synthetic demo data set written by demo_data.py (scale {scale}, seed {seed}); not MAESTRO Real.\n'
+    utils.write_text_atomic(Path(out_dir) / config.DEMO_MARKER, marker)
     for file_id in tqdm(file_ids, desc='demo files', unit='file', disable=not progress):
         audio, rows = generate_file(file_id, scale, seed)      # one file at a time: memory stays flat
-        write_audio(utils.audio_path(out_dir, file_id), audio)
-        write_annotation(utils.annotation_path(out_dir, file_id), rows)
+        utils.atomic_write(utils.audio_path(out_dir, file_id), lambda tmp: soundfile.write(
+            tmp, audio, config.SAMPLE_RATE, subtype=config.AUDIO_SUBTYPE, format='WAV'))
+        # onset<TAB>offset<TAB>label<TAB>soft per row, soft written exactly (repr), as the real files
+        utils.write_text_atomic(utils.annotation_path(out_dir, file_id), ''.join(
+            f'{on:.1f}\t{off:.1f}\t{label}\t{float(soft)!r}\n' for on, off, label, soft in rows))
         del audio
     return file_ids
 
 
 @experiment.command
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split('\n', 1)[1])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0], epilog=__doc__.split('\n', 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--out', type=Path, default=config.DEMO_DATA_ROOT,
                         help=f'data root to write (default {config.DEMO_DATA_ROOT}); use it as --data-root later')
     parser.add_argument('--scale', type=float, default=config.DEMO_SCALE,
@@ -361,8 +292,7 @@ def main(argv=None):
     args = experiment.parse_args(parser, argv)
     start = time.time()
     file_ids = generate_demo_dataset(args.out, args.scale, args.seed, args.files)
-    print(f'wrote {len(file_ids)} files to {args.out} in {time.time() - start:.1f} s '
-          f'(use: --data-root {args.out})')
+    print(f'wrote {len(file_ids)} files to {args.out} in {time.time() - start:.1f} s (use: --data-root {args.out})')
     return 0
 
 

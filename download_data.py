@@ -6,19 +6,8 @@
 
 Then: python extract_features.py --data-root data/MAESTRO_Real
 
-For each archive (config.DEVELOPMENT_ARCHIVES, with --evaluation also config.EVALUATION_ARCHIVES):
-1. download to <data-root>/<name>.part; a cut download is resumed on the next run with an HTTP Range
-   request (a server that ignores Range sends the whole file, and the download starts over);
-2. verify the md5; on a mismatch the file is moved to <name>.bad for inspection, nothing is unpacked,
-   and the script exits with an error;
-3. unpack into <data-root> (the development archives hold development_audio/ and
-   development_annotation/; a single wrapper folder above those is dropped, macOS __MACOSX/ entries
-   are skipped), then delete the archive (--keep-archives keeps it) and write <data-root>/.<name>.done;
-   archives with a .done file are skipped on later runs.
-
---url-base is either a format string with {record} and {name} (the default, Zenodo's
-https://zenodo.org/records/{record}/files/{name}?download=1) or a base URL to which the archive name
-is appended.
+A cut download resumes on the next run; an archive is unpacked only once its md5 is checked, and one unpacked is
+skipped on later runs (docs/method.md, Data).
 """
 import argparse
 import hashlib
@@ -36,15 +25,8 @@ import config
 import experiment
 import utils
 
-CHUNK = 1 << 20           # bytes per read and per md5 update
+CHUNK = 1 << 20           # bytes per read and write
 TIMEOUT = 60              # s without data before a download is abandoned (run again to resume)
-
-
-def archive_url(url_base, record, name):
-    """The download URL of one archive: url_base formatted with {record} and {name}, or url_base + name."""
-    if '{name}' in url_base:
-        return url_base.format(record=record, name=name)
-    return url_base.rstrip('/') + '/' + name
 
 
 def fetch(url, part, progress=True):
@@ -80,17 +62,9 @@ def fetch(url, part, progress=True):
                               'run again to resume')
 
 
-def file_md5(path):
-    digest = hashlib.md5()
-    with open(path, 'rb') as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def verify_md5(path, expected):
-    """Raise DataError on a mismatch, after moving the file to <name>.bad so it can be inspected."""
-    actual = file_md5(path)
+    with open(path, 'rb') as f:
+        actual = hashlib.file_digest(f, 'md5').hexdigest()
     if actual != expected:
         bad = path.with_name(path.name + '.bad')
         path.replace(bad)
@@ -101,8 +75,7 @@ def verify_md5(path, expected):
 
 def archive_members(archive):
     """[(ZipInfo, relative target path)]: files of the archive, a wrapper folder above the data folders dropped."""
-    members = [info for info in archive.infolist()
-               if not info.is_dir() and not info.filename.startswith('__MACOSX/')]
+    members = [info for info in archive.infolist() if not info.is_dir() and not info.filename.startswith('__MACOSX/')]
     parts = [PurePosixPath(info.filename).parts for info in members]
     for info, p in zip(members, parts):
         if info.filename.startswith('/') or '..' in p:
@@ -125,43 +98,37 @@ def unpack(path, data_root):
     return len(members)
 
 
-def done_marker(data_root, name):
-    return Path(data_root) / f'.{name}.done'
-
-
-def download_archive(name, record, md5, data_root, url_base=None, keep_archive=False, progress=True):
-    """Download, verify and unpack one archive; returns False when it was already there."""
-    data_root = Path(data_root)
-    marker = done_marker(data_root, name)
-    if marker.is_file() and marker.read_text().strip() == md5:
-        print(f'{name}: already downloaded, verified and unpacked ({marker}); skipped')
-        return False
-    data_root.mkdir(parents=True, exist_ok=True)
-    path = data_root / name
-    if not path.is_file():                 # an archive kept from an earlier run is reused
-        part = data_root / f'{name}.part'
-        fetch(archive_url(url_base or config.ZENODO_URL, record, name), part, progress)
-        part.replace(path)
-    verify_md5(path, md5)
-    n_files = unpack(path, data_root)
-    if not keep_archive:
-        path.unlink()
-    utils.write_text_atomic(marker, md5 + '\n')
-    print(f'{name}: md5 ok, {n_files} files unpacked into {data_root}')
-    return True
-
-
 def download_archives(archives, data_root, url_base=None, keep_archives=False, progress=True):
-    """Every archive of `archives` ({name: (Zenodo record, md5)}); returns the names downloaded now."""
-    return [name for name, (record, md5) in archives.items()
-            if download_archive(name, record, md5, data_root, url_base, keep_archives, progress)]
+    """Download, verify and unpack every archive of `archives` ({name: (Zenodo record, md5)}) not done yet; returns
+    the names downloaded now. url_base: a format string with {record} and {name}, or a base URL + the name."""
+    data_root, url_base, downloaded = Path(data_root), url_base or config.ZENODO_URL, []
+    for name, (record, md5) in archives.items():
+        marker = data_root / f'.{name}.done'
+        if marker.is_file() and marker.read_text().strip() == md5:
+            print(f'{name}: already downloaded, verified and unpacked ({marker}); skipped')
+            continue
+        data_root.mkdir(parents=True, exist_ok=True)
+        path = data_root / name
+        if not path.is_file():                 # an archive kept from an earlier run is reused
+            url = (url_base.format(record=record, name=name) if '{name}' in url_base
+                   else url_base.rstrip('/') + '/' + name)
+            part = data_root / f'{name}.part'
+            fetch(url, part, progress)
+            part.replace(path)
+        verify_md5(path, md5)
+        n_files = unpack(path, data_root)
+        if not keep_archives:
+            path.unlink()
+        utils.write_text_atomic(marker, md5 + '\n')
+        print(f'{name}: md5 ok, {n_files} files unpacked into {data_root}')
+        downloaded.append(name)
+    return downloaded
 
 
 @experiment.command
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split('\n', 1)[1])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0], epilog=__doc__.split('\n', 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--data-root', type=Path, default=config.DATA_ROOT,
                         help=f'where development_audio/ and development_annotation/ go (default {config.DATA_ROOT})')
     parser.add_argument('--evaluation', action='store_true',
@@ -172,9 +139,7 @@ def main(argv=None):
     parser.add_argument('--keep-archives', action='store_true',
                         help='keep the zip files after unpacking (default: delete them)')
     args = experiment.parse_args(parser, argv)
-    archives = dict(config.DEVELOPMENT_ARCHIVES)
-    if args.evaluation:
-        archives.update(config.EVALUATION_ARCHIVES)
+    archives = {**config.DEVELOPMENT_ARCHIVES, **(config.EVALUATION_ARCHIVES if args.evaluation else {})}
     download_archives(archives, args.data_root, args.url_base, args.keep_archives)
     print(f'data ready in {args.data_root}; next: python extract_features.py --data-root '
           f'{shlex.quote(str(args.data_root))}')

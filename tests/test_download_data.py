@@ -161,7 +161,7 @@ def test_md5_mismatch_is_an_error_nothing_is_unpacked_and_the_file_is_kept(serve
     assert 'development_audio.zip' in message and '0' * 32 in message and md5(AUDIO_ZIP) in message
     assert not (tmp_path / 'development_audio').exists()
     assert (tmp_path / 'development_audio.zip.bad').read_bytes() == AUDIO_ZIP
-    assert not download_data.done_marker(tmp_path, 'development_audio.zip').exists()
+    assert not (tmp_path / '.development_audio.zip.done').exists()
 
 
 def test_cli_exits_nonzero_on_md5_mismatch(serve, tmp_path, capsys):
