@@ -247,31 +247,26 @@ def beats_embeddings(net, waveform):
 
 
 # CNN14 (PANNs): log mel spectrogram by convolution with DFT kernels, six VGG-like blocks
-class STFTKernels(nn.Module):
-    """The DFT of Hann-windowed frames as two Conv1d kernels: the checkpoint's (spectrogram_extractor.stft.*), as
-    the official code uses them; a new model starts with the exact ones."""
+class Spectrogram(nn.Module):
+    """Power spectrum of centred frames by convolution with the real and imaginary parts of the Hann-windowed DFT as
+    two Conv1d kernels: the checkpoint's (spectrogram_extractor.stft.*), as the official code uses them; a new model
+    starts with the exact ones."""
 
     def __init__(self, n_fft=CNN14_WINDOW, hop=CNN14_HOP):
         super().__init__()
         bins = n_fft // 2 + 1
-        self.conv_real = nn.Conv1d(1, bins, n_fft, stride=hop, bias=False)
-        self.conv_imag = nn.Conv1d(1, bins, n_fft, stride=hop, bias=False)
+        self.stft = nn.ModuleDict({name: nn.Conv1d(1, bins, n_fft, stride=hop, bias=False)
+                                   for name in ('conv_real', 'conv_imag')})
         n, k = np.arange(n_fft), np.arange(bins)
         angle = 2 * np.pi * (np.outer(k, n) % n_fft) / n_fft                    # (bins, n_fft), reduced exactly
         window = librosa.filters.get_window('hann', n_fft, fftbins=True)       # periodic
-        for conv, part in ((self.conv_real, np.cos(angle)), (self.conv_imag, -np.sin(angle))):
-            conv.weight.requires_grad_(False).copy_(torch.from_numpy(part * window)[:, None])
-
-
-class Spectrogram(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.stft = STFTKernels()
+        for name, part in (('conv_real', np.cos(angle)), ('conv_imag', -np.sin(angle))):
+            self.stft[name].weight.requires_grad_(False).copy_(torch.from_numpy(part * window)[:, None])
 
     def forward(self, x):                                            # (batch, samples)
-        pad = self.stft.conv_real.kernel_size[0] // 2
+        pad = self.stft['conv_real'].kernel_size[0] // 2
         x = F.pad(x[:, None], (pad, pad), mode='reflect')            # centred frames, as librosa
-        real, imag = self.stft.conv_real(x), self.stft.conv_imag(x)  # (batch, 513, frames)
+        real, imag = self.stft['conv_real'](x), self.stft['conv_imag'](x)   # (batch, 513, frames)
         return (real ** 2 + imag ** 2).transpose(1, 2)               # (batch, frames, 513) power
 
 
