@@ -63,10 +63,9 @@ def published_network(kind):
     return BEATs(BEATS_PUBLISHED) if kind == 'beats' else CNN14()
 
 
-def embedding_width(kind=None):
-    """Values per frame that config.EMBEDDINGS (or `kind`) adds to the mel bands: 768 (BEATs), 2048 (CNN14), 0."""
-    kind = kind or config.EMBEDDINGS
-    return EMBEDDERS[kind].width if kind in EMBEDDERS else 0
+def embedding_width():
+    """Values per frame that config.EMBEDDINGS adds to the mel bands: 768 (BEATs), 2048 (CNN14), 0 (none)."""
+    return EMBEDDERS[config.EMBEDDINGS].width if config.EMBEDDINGS in EMBEDDERS else 0
 
 
 _SHA256 = {}

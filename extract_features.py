@@ -14,9 +14,8 @@ Reads every file id of the split file (default development_split.csv) and of the
     <workdir>/metadata/gt_dev.csv          events of the 11 evaluated classes, soft > 0.5 (post_processing.py)
     <workdir>/metadata/development_metadata.csv   audio durations
 
-Every run reads all inputs and writes everything (MAESTRO Real in 4 to 15 s on 2 cores, docs/speed.md). load_fold,
-which training calls, refuses features whose manifest disagrees with config.py, the feature code, the fold files or
-the audio and annotation files.
+Every run recomputes everything (MAESTRO Real in 4 to 15 s on 2 cores, docs/speed.md); load_fold, which training
+calls, refuses features whose manifest disagrees with config.py, the feature code or the input files.
 """
 import argparse
 import concurrent.futures
@@ -384,9 +383,8 @@ def read_manifest(workdir, check=True):
 
 
 def load_fold(workdir, fold):
-    """The arrays of one fold: mean, scale (64,) float32; X_train, X_val (n, 200, 64) float32; Y_train, Y_val
-    (n, 200, 17) float64; test_files (ids, fold order); X_test (one (frames, 64) float32 array per test file).
-    Refused as read_manifest refuses."""
+    """The arrays of one fold (build_fold's, refused as read_manifest refuses): mean, scale, X_train, Y_train, X_val,
+    Y_val (make_sequences); test_files, a list of ids; X_test, one (frames, 64) float32 array per test file."""
     run = read_manifest(workdir)['run']
     path = features_dir(workdir) / f'fold{fold}.npz'
     if not path.is_file():
