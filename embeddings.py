@@ -117,7 +117,7 @@ def embedding_steps(net, kind, audio):
     windows = np.lib.stride_tricks.sliding_window_view(padded, window)[::hop]             # (n_windows, window)
     batches = [embedder.embed(net, windows[k:k + WINDOWS_PER_BATCH].copy())
                for k in range(0, n_windows, WINDOWS_PER_BATCH)]
-    emb, step = np.concatenate([emb for emb, _ in batches]), batches[0][1]  # (windows, steps per window, width)
+    emb, step = np.concatenate([e for e, _ in batches]), batches[0][1]      # (windows, steps per window, width)
     per_hop, per_window = round(WINDOW_HOP_SECONDS / step), emb.shape[1]
     centres = embedder.centre + step * np.arange(per_window)        # (steps per window,) s within a window
     margin = np.minimum(centres, WINDOW_SECONDS - centres)           # its context on the shorter side
