@@ -1,6 +1,5 @@
-"""Recordings as the features read them: a WAV of any PCM width and channel count -> mono float32 at
-config.SAMPLE_RATE (docs/method.md, Features), refused in one line naming the file where it is truncated, empty or
-shorter than one frame.
+"""Recordings as the features read them (docs/method.md, Features): a WAV of any PCM width and channel count -> mono
+float32 at config.SAMPLE_RATE, refused in one line naming the file when truncated, empty or shorter than a frame.
 
     audio = audio_io.read_audio('data/demo/development_audio/cafe_restaurant/cafe_restaurant_00.wav')   # (samples,)
 """
@@ -18,16 +17,13 @@ from utils import DataError
 READ_BLOCK = 1 << 18           # audio frames read at once (keeps peak memory at ~2x the mono signal)
 
 def check_wav_complete(path):
-    """Raise DataError when a RIFF WAV holds fewer audio bytes than its header declares.
-
-    libsndfile reads a truncated WAV without complaint (it just returns fewer frames), so look at the header.
-    """
+    """DataError when a RIFF WAV holds fewer audio bytes than its header declares (libsndfile reads it without
+    complaint, returning fewer frames)."""
     with open(path, 'rb') as f:
         head = f.read(12)
         if len(head) < 12 or head[:4] != b'RIFF' or head[8:12] != b'WAVE':
             return  # not plain RIFF WAV (RF64, W64, FLAC...): leave it to libsndfile
-        size = os.fstat(f.fileno()).st_size
-        pos = 12
+        size, pos = os.fstat(f.fileno()).st_size, 12
         while pos + 8 <= size:
             f.seek(pos)
             chunk, length = struct.unpack('<4sI', f.read(8))
@@ -39,16 +35,6 @@ def check_wav_complete(path):
             pos += 8 + length + (length & 1)
 
 
-def refuse_short_audio(path, n_samples, sample_rate):
-    """DataError for audio of no samples or shorter than one frame: libsndfile reads an empty WAV without
-    complaint, and its duration of 0 s would only be refused by the evaluation, after training."""
-    if n_samples == 0:
-        raise DataError(f'{path}: no audio samples (an empty WAV); re-download or re-generate it, or leave it out')
-    if n_samples / sample_rate < config.FRAME_SECONDS:
-        raise DataError(f'{path}: {n_samples} samples ({n_samples / sample_rate:.3f} s), shorter than one frame '
-                        f'({config.FRAME_SECONDS} s); re-download or re-generate it, or leave it out')
-
-
 def read_audio(path):
     """WAV (16/24/32-bit PCM, any channel count) -> (samples,) mono float32 in [-1, 1) at config.SAMPLE_RATE."""
     path = Path(path)
@@ -58,9 +44,15 @@ def read_audio(path):
     try:
         with sf.SoundFile(str(path)) as f:
             n, channels, sample_rate = f.frames, f.channels, f.samplerate
-            refuse_short_audio(path, n, sample_rate)
+            # libsndfile reads an empty WAV without complaint: its 0 s would be refused after training
+            if n == 0:
+                raise DataError(f'{path}: no audio samples (an empty WAV); '
+                                f're-download or re-generate it, or leave it out')
+            if n / sample_rate < config.FRAME_SECONDS:
+                raise DataError(f'{path}: {n} samples ({n / sample_rate:.3f} s), shorter than one frame '
+                                f'({config.FRAME_SECONDS} s); re-download or re-generate it, or leave it out')
             mono = np.empty(n, dtype=np.float32)
-            block = np.empty((min(READ_BLOCK, max(n, 1)), channels), dtype=np.float32)
+            block = np.empty((min(READ_BLOCK, n), channels), dtype=np.float32)
             pos = 0
             while pos < n:  # read in blocks: the whole stereo file at once would double peak memory
                 got = f.read(out=block[:min(READ_BLOCK, n - pos)])
@@ -72,8 +64,7 @@ def read_audio(path):
                 pos += len(got)
     except sf.SoundFileError as error:
         raise DataError(f'{path}: cannot read audio ({error})') from None
-    if channels > 1:
-        mono *= np.float32(1.0 / channels)
+    mono *= np.float32(1.0 / channels)        # the channels' mean (exactly the samples for one channel)
     if sample_rate != config.SAMPLE_RATE:
         mono = librosa.resample(mono, orig_sr=sample_rate, target_sr=config.SAMPLE_RATE).astype(np.float32)
     return mono

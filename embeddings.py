@@ -1,12 +1,9 @@
-"""Pretrained embeddings at the baseline's 0.2 s frames (config.EMBEDDINGS, off by default): what extract_features.py
-stores beside the mel bands and infer.py computes for new audio, from the networks of pretrained.py
+"""Pretrained embeddings at the baseline's 0.2 s frames (config.EMBEDDINGS, off by default), from the networks of
+pretrained.py: what extract_features.py stores beside the mel bands and infer.py computes for new audio
 (docs/method.md, Pretrained embeddings).
 
     net, sha256 = embeddings.load_embedder()                   # config.EMBEDDINGS from config.EMBEDDINGS_CHECKPOINT
     emb = embeddings.at_frames(net, 'beats', audio, n_frames)  # mono audio at SAMPLE_RATE -> (n_frames, 768)
-
-Each file's embeddings are stored with what they were computed from (record: the network, the checkpoint's SHA-256,
-this code), so a rerun reuses them and features of another checkpoint are refused (check).
 """
 import functools
 import hashlib
@@ -32,10 +29,8 @@ DIR = 'embeddings'                            # <workdir>/features/embeddings/<s
 CODE = ('pretrained.py', 'embeddings.py')     # recorded with the embeddings only: without them no number depends on it
 
 WINDOW_SECONDS = 10.0        # the clips both networks were trained on (AudioSet)
-# windows every 8 s: a whole number of steps of both networks (50 x 0.16 s, 25 x 0.32 s), so the steps of every
-# window fall on one grid; each step is taken from the window in which it lies most centrally, with at least 1 s of
-# context on either side wherever the recording has it. Every 4.8 s (2.5 s of context) ran each second through the
-# network 2.1 times instead of 1.25: BEATs' MAESTRO Real in 35 min instead of 21 on 2 cores (docs/speed.md)
+# a whole number of steps of both networks (50 x 0.16 s, 25 x 0.32 s): the steps of every window on one grid, at
+# least 1 s of context either side; every 4.8 s took 35 min instead of 21 for BEATs on MAESTRO Real (docs/speed.md)
 WINDOW_HOP_SECONDS = 8.0
 WINDOWS_PER_BATCH = 8        # 10-s windows through the network at once
 
@@ -68,10 +63,9 @@ def published_network(kind):
     return BEATs(BEATS_PUBLISHED) if kind == 'beats' else CNN14()
 
 
-def embedding_width(kind=None):
-    """Values per frame that config.EMBEDDINGS (or `kind`) adds to the mel bands: 768 (BEATs), 2048 (CNN14), 0."""
-    kind = kind or config.EMBEDDINGS
-    return EMBEDDERS[kind].width if kind in EMBEDDERS else 0
+def embedding_width():
+    """Values per frame that config.EMBEDDINGS adds to the mel bands: 768 (BEATs), 2048 (CNN14), 0 (none)."""
+    return EMBEDDERS[config.EMBEDDINGS].width if config.EMBEDDINGS in EMBEDDERS else 0
 
 
 _SHA256 = {}
@@ -83,11 +77,8 @@ def checkpoint_sha256(path):
     stat = path.stat()
     key = (str(path), stat.st_size, stat.st_mtime_ns)
     if key not in _SHA256:
-        digest = hashlib.sha256()
         with open(path, 'rb') as f:
-            for block in iter(lambda: f.read(1 << 22), b''):
-                digest.update(block)
-        _SHA256[key] = digest.hexdigest()
+            _SHA256[key] = hashlib.file_digest(f, 'sha256').hexdigest()
     return _SHA256[key]
 
 
@@ -123,12 +114,10 @@ def embedding_steps(net, kind, audio):
     n_windows = 1 + max(0, math.ceil((len(audio) - window) / hop))
     padded = np.zeros((n_windows - 1) * hop + window, dtype=np.float32)
     padded[:len(audio)] = audio
-    batches = []
-    for first in range(0, n_windows, WINDOWS_PER_BATCH):
-        starts = range(first * hop, min(first + WINDOWS_PER_BATCH, n_windows) * hop, hop)
-        emb, step = embedder.embed(net, np.stack([padded[s:s + window] for s in starts]))
-        batches.append(emb)                                          # (windows, steps per window, width)
-    emb = np.concatenate(batches)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, window)[::hop]             # (n_windows, window)
+    batches = [embedder.embed(net, windows[k:k + WINDOWS_PER_BATCH].copy())
+               for k in range(0, n_windows, WINDOWS_PER_BATCH)]
+    emb, step = np.concatenate([e for e, _ in batches]), batches[0][1]      # (windows, steps per window, width)
     per_hop, per_window = round(WINDOW_HOP_SECONDS / step), emb.shape[1]
     centres = embedder.centre + step * np.arange(per_window)        # (steps per window,) s within a window
     margin = np.minimum(centres, WINDOW_SECONDS - centres)           # its context on the shorter side
@@ -143,10 +132,8 @@ def embedding_steps(net, kind, audio):
 
 def frames_from_steps(steps, step, centre, n_frames):
     """Steps (n, width), step s centred at centre + s x step seconds -> (n_frames, width) float32 at the baseline's
-    frames (frame i centred at i x HOP_LENGTH samples, or half a window later without CENTER): linear interpolation
-    between the two steps whose centres surround the frame's, the first or last step beyond them. The 0.2-s frames
-    fall between steps of 0.16 s or 0.32 s at a phase that drifts; interpolating keeps a frame's embedding a smooth
-    function of where it is, where the nearest step would repeat or skip steps."""
+    frames (frame i centred at i x HOP_LENGTH samples, or half a window later without CENTER), interpolated linearly
+    between the steps around each frame's centre, the first or last step beyond them."""
     times = (np.arange(n_frames) * config.HOP_LENGTH + (0 if config.CENTER else config.N_FFT / 2)) / config.SAMPLE_RATE
     position = np.clip((times - centre) / step, 0, len(steps) - 1)  # (frames,) in steps
     low = np.floor(position).astype(int)
@@ -156,9 +143,8 @@ def frames_from_steps(steps, step, centre, n_frames):
 
 
 def at_frames(net, kind, audio, n_frames):
-    """Mono audio at config.SAMPLE_RATE (audio_io.read_audio) -> the network's embeddings at the n_frames
-    frames of its mel features, (n_frames, width) float32: resampled to the network's rate as read_audio resamples,
-    windowed (embedding_steps), aligned (frames_from_steps)."""
+    """Mono audio at config.SAMPLE_RATE (audio_io.read_audio) -> the network's embeddings at the n_frames frames of
+    its mel features, (n_frames, width) float32."""
     embedder = EMBEDDERS[kind]
     audio = librosa.resample(np.asarray(audio, dtype=np.float32), orig_sr=config.SAMPLE_RATE,
                              target_sr=embedder.sample_rate).astype(np.float32)
@@ -167,10 +153,8 @@ def at_frames(net, kind, audio, n_frames):
 
 
 def record(sha256):
-    """What stored embeddings depend on beside the audio: the network, its checkpoint's SHA-256 (not its path: another
-    copy of the same file gives the same numbers) and the code of pretrained.py."""
-    return {'model': config.EMBEDDINGS, 'sha256': sha256, 'width': embedding_width(),
-            'code': utils.code_record(CODE)}
+    """What stored embeddings depend on beside the audio (the checkpoint by its SHA-256, not its path)."""
+    return {'model': config.EMBEDDINGS, 'sha256': sha256, 'width': embedding_width(), 'code': utils.code_record(CODE)}
 
 
 def path(workdir, file_id):

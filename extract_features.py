@@ -1,4 +1,5 @@
-"""Features, frame-level soft targets, per-fold normalised arrays and evaluation metadata.
+"""Features, frame-level soft targets, per-fold normalised arrays and evaluation metadata (docs/method.md, sections
+Folds and metadata, Features and Pretrained embeddings).
 
     python extract_features.py --data-root data/MAESTRO_Real --workdir .
     python extract_features.py --data-root data/demo --workdir /tmp/wd --jobs 2
@@ -6,20 +7,15 @@
 
 Reads every file id of the split file (default development_split.csv) and of the fold files, and writes
     <workdir>/features/files/<stem>.npz    features (frames, 64) float32, targets (frames, 17) float64, duration
-    <workdir>/features/embeddings/<stem>.npz   with config.EMBEDDINGS: the file's pretrained embeddings at its
-                                           frames, (frames, 768 or 2048), saved as each file finishes (a rerun skips
-                                           the files done with the same checkpoint); the features above then hold
-                                           the mel bands and these side by side, (frames, 64 + 768 or 2048)
-    <workdir>/features/fold{k}.npz         the fold's scaler (fitted on its training files), train/val sequences,
-                                           test files
+    <workdir>/features/embeddings/<stem>.npz   with config.EMBEDDINGS: the file's embeddings (frames, 768 or 2048),
+                                           which the features above then hold after the mel bands
+    <workdir>/features/fold{k}.npz         the fold's scaler (fitted on its training files), sequences, test files
     <workdir>/features/manifest.json       the settings and input files the above were computed from (written last)
     <workdir>/metadata/gt_dev.csv          events of the 11 evaluated classes, soft > 0.5 (post_processing.py)
     <workdir>/metadata/development_metadata.csv   audio durations
 
-Every run reads all inputs and writes everything (the 200 minutes of MAESTRO Real take 4 to 15 s on 2 cores,
-docs/speed.md). load_fold, which training calls, refuses features whose manifest disagrees with config.py, the
-feature code, the fold files or the audio and annotation files. The method: docs/method.md, sections Features and
-Folds and metadata.
+Every run recomputes everything (MAESTRO Real in 4 to 15 s on 2 cores, docs/speed.md); load_fold, which training
+calls, refuses features whose manifest disagrees with config.py, the feature code or the input files.
 """
 import argparse
 import concurrent.futures
@@ -49,16 +45,14 @@ from utils import DataError
 EPS_FRAMES = 1e-6              # 1.2 / 0.2 is 5.999999999999999 in floating point: nudge before floor/ceil
 ANNOTATION_COLUMNS = ['onset', 'offset', 'event_label', 'soft']
 MANIFEST = 'manifest.json'
-# the code the feature arrays and targets depend on, recorded by its fingerprint (utils.code_fingerprint: comments
-# and docstrings aside); gt_dev.csv's events depend on post_processing.py's, recorded apart: evaluate.py rebuilds
-# them from the stored targets when it changes (refresh_ground_truth), no new extraction
+# the code the feature arrays and targets depend on; gt_dev.csv's events depend on post_processing.py's, recorded
+# apart: evaluate.py rebuilds them from the stored targets when it changes (refresh_ground_truth)
 CODE = ('extract_features.py', 'audio_io.py', 'front_end.py')
 REFERENCE_CODE = ('post_processing.py',)
 
 
 def feature_params():
-    """The config values that determine the files this script writes (recorded in the manifest): those of config.py's
-    sections 'Data set' and 'Features', by their names in lower case."""
+    """config.py's sections 'Data set' and 'Features' (what the files written here depend on), names in lower case."""
     return {name.lower(): getattr(config, name) for name in utils.DEFAULTS if utils.feature_setting(name)}
 
 
@@ -68,8 +62,8 @@ def default_feature_params():
 
 
 def changed_feature_param(saved):
-    """First feature parameter whose saved value differs from config.py's now -> (name, saved, now), or None. A
-    parameter the saved ones lack (recorded before it existed) reads as its default."""
+    """First feature parameter whose saved value differs from config.py's now -> (name, saved, now), or None; one
+    the saved ones lack (recorded before it existed) reads as its default."""
     def as_read(values):
         return json.loads(json.dumps(values, default=str))
     return next(iter(utils.differences(as_read({**default_feature_params(), **saved}), as_read(feature_params()))), None)
@@ -79,18 +73,11 @@ def features_dir(workdir):
     return Path(workdir) / config.FEATURES_DIR
 
 
-# -----------------------------------------------------------------------------
 # Soft labels (docs/method.md, Data; Features)
-
-
 def read_soft_labels(path):
-    """Annotation file -> DataFrame onset, offset, event_label, soft (validated; soft values clipped to 1).
-
-    One row per line `onset<TAB>offset<TAB>label<TAB>soft`; blank lines are skipped, an empty file has no
-    events. The number of clipped values is in df.attrs['n_clipped'] (extract() warns once per run).
-    Errors name the file and line: wrong column count, unknown label, non-numeric or negative value,
-    offset <= onset.
-    """
+    """Annotation file (lines `onset<TAB>offset<TAB>label<TAB>soft`, blank ones skipped) -> DataFrame onset, offset,
+    event_label, soft, soft values clipped to 1 (their count in df.attrs['n_clipped']). A bad line is refused naming
+    the file and line."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -98,15 +85,13 @@ def read_soft_labels(path):
         raise DataError(f'{path}: annotation file not found') from None
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(f'{path}: cannot read annotation file ({error})') from None
-    lines, rows = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            if line.count('\t') != len(ANNOTATION_COLUMNS) - 1:
-                raise DataError(f'{path}, line {number}: expected {len(ANNOTATION_COLUMNS)} tab-separated columns '
-                                f'(onset, offset, label, soft value), found {line.count(chr(9)) + 1}: {line!r}')
-            lines.append(number)
-            rows.append(line.split('\t'))
-    labels = pd.DataFrame(rows, columns=ANNOTATION_COLUMNS, dtype=str)
+    numbered = [(number, line) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    for number, line in numbered:
+        if line.count('\t') != len(ANNOTATION_COLUMNS) - 1:
+            raise DataError(f'{path}, line {number}: expected {len(ANNOTATION_COLUMNS)} tab-separated columns '
+                            f'(onset, offset, label, soft value), found {line.count(chr(9)) + 1}: {line!r}')
+    lines = [number for number, _ in numbered]
+    labels = pd.DataFrame([line.split('\t') for _, line in numbered], columns=ANNOTATION_COLUMNS, dtype=str)
 
     def refuse(bad, message):  # the first bad row, by its line number
         if np.any(bad):
@@ -130,9 +115,8 @@ def read_soft_labels(path):
 
 
 def rasterize_soft_labels(labels_df, n_frames):
-    """Soft labels -> (n_frames, 17) float64 targets: rows [floor(onset/0.2), ceil(offset/0.2)) of the label's
-    column set to its soft value; frames past the end of the audio cut off. Kept in float64 until training:
-    the hard labels (soft > 0.5) are taken on these values."""
+    """Soft labels -> (n_frames, 17) float64 targets (docs/method.md, Features); float64 until training: the hard
+    labels (soft > 0.5) are taken on these values."""
     targets = np.zeros((n_frames, len(config.CLASSES)), dtype=np.float64)  # (frames, 17)
     starts = np.floor(labels_df['onset'].to_numpy(float) / config.FRAME_SECONDS + EPS_FRAMES).astype(int)
     stops = np.ceil(labels_df['offset'].to_numpy(float) / config.FRAME_SECONDS - EPS_FRAMES).astype(int)
@@ -142,19 +126,14 @@ def rasterize_soft_labels(labels_df, n_frames):
     return targets
 
 
-# -----------------------------------------------------------------------------
 # Per-fold arrays (docs/method.md, Features: normalisation and sequences)
-
-
 def fit_fold_scaler(features_list):
     """sklearn StandardScaler fitted on the frames of all given files -> mean (64,), scale (64,) float32."""
-    # imported here: 1.5 s of start-up (measured) that task4b.py, infer.py and plot_results.py, which read the
-    # features but never fit a scaler, would pay
+    # imported here: 1.5 s of start-up for the scripts that read features but never fit a scaler
     from sklearn.preprocessing import StandardScaler
     if not sum(len(f) for f in features_list):
         raise ValueError('fit_fold_scaler: no frames to fit on')
-    frames = np.concatenate(features_list)  # (frames, 64), all files at once
-    scaler = StandardScaler().fit(frames)
+    scaler = StandardScaler().fit(np.concatenate(features_list))  # (frames, 64), all files at once
     return scaler.mean_.astype(np.float32), scaler.scale_.astype(np.float32)
 
 
@@ -162,17 +141,12 @@ def normalise(features, mean, scale):
     return ((features - mean) / scale).astype(np.float32, copy=False)
 
 
-def feature_width():
-    """Values per frame of the stored features: the front end's, then config.EMBEDDINGS' (none by default)."""
-    return front_end.input_width() + embeddings.embedding_width()
-
-
 def make_sequences(features_list, targets_list, mean, scale):
     """Files concatenated in time, normalised, cut into consecutive SEQUENCE_LENGTH-frame sequences, remainder
     dropped -> X (n, 200, 64) float32, Y (n, 200, 17) float64."""
     length = config.SEQUENCE_LENGTH
     n = sum(len(f) for f in features_list) // length
-    X = np.empty((n * length, feature_width()), dtype=np.float32)
+    X = np.empty((n * length, len(mean)), dtype=np.float32)
     Y = np.empty((n * length, len(config.CLASSES)), dtype=np.float64)
     pos = 0
     for features, targets in zip(features_list, targets_list):
@@ -191,19 +165,15 @@ def build_fold(features, targets, parts):
         return make_sequences([features[i] for i in ids], [targets[i] for i in ids], mean, scale)
     X_train, Y_train = sequences(parts['train'])
     X_val, Y_val = sequences(parts['val'])
-    lengths = [len(features[i]) for i in parts['test']]
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)  # (n_test + 1,)
-    X_test = np.empty((offsets[-1], feature_width()), dtype=np.float32)     # test files, whole, end to end
+    offsets = np.concatenate([[0], np.cumsum([len(features[i]) for i in parts['test']])]).astype(np.int64)
+    X_test = np.empty((offsets[-1], len(mean)), dtype=np.float32)           # test files, whole, end to end
     for k, file_id in enumerate(parts['test']):
         X_test[offsets[k]:offsets[k + 1]] = normalise(features[file_id], mean, scale)
     return {'mean': mean, 'scale': scale, 'X_train': X_train, 'Y_train': Y_train, 'X_val': X_val, 'Y_val': Y_val,
             'test_files': np.array(parts['test'], dtype=str), 'X_test': X_test, 'test_offsets': offsets}
 
 
-# -----------------------------------------------------------------------------
 # The stage
-
-
 def _file_features(audio_file):
     """Worker: audio file -> (features (frames, 64), duration: samples / the file's own sample rate)."""
     features = front_end.compute(audio_io.read_audio(audio_file))  # first: its errors name bad audio
@@ -221,18 +191,14 @@ def compute_files(todo, audio_files, jobs):
     front_end.chosen().prepare()       # once here, before forking: each worker would build it again (~1 s)
     with tqdm(total=len(todo), desc='features', unit='file', file=sys.stderr) as progress:
         if jobs <= 1 or len(todo) <= 1:
-            # one math thread here too: the same arithmetic as the workers (bit-identical files for any --jobs),
-            # and the BLAS thread pool only slows these small products down
+            # one math thread, as the workers: bit-identical files for any --jobs
             with threadpool_limits(limits=1):
                 for file_id in todo:
                     yield (file_id, *_file_features(audio_files[file_id]))
                     progress.update()
             return
-        # fork where available (no re-import); every worker caps its math libraries at one thread: two
-        # processes with uncapped BLAS threads fight over the cores (34 s instead of 5 s measured here).
-        # Largest files first, so that no long file starts last while the other worker idles.
-        # A worker started by spawn or forkserver (macOS, Windows; Python 3.14) imports config afresh: it is given
-        # the command's experiment.
+        # uncapped BLAS threads in each worker fight over the cores (34 s instead of 5 s measured); a spawned worker
+        # imports config afresh and is given the command's experiment. Largest files first: no long one starts last.
         context = multiprocessing.get_context('fork' if sys.platform.startswith('linux') else 'spawn')
         largest_first = sorted(todo, key=lambda i: -os.path.getsize(audio_files[i]))
         with concurrent.futures.ProcessPoolExecutor(min(jobs, len(todo)), mp_context=context, initializer=_worker,
@@ -248,10 +214,8 @@ def compute_files(todo, audio_files, jobs):
 
 
 def compute_embeddings(workdir, audio_files, frames, inputs, net, sha256):
-    """{file_id: (frames, width) float32}, config.EMBEDDINGS' embeddings of each file at its mel frames
-    (embeddings.at_frames), on the network's device. Each file is saved as it finishes, with what it was
-    computed from (the checkpoint's SHA-256, pretrained.py's code, the audio file's size and time, its frames): a
-    rerun, or a run after a killed one, reads those back and computes only the others."""
+    """{file_id: (frames, width) float32}, config.EMBEDDINGS' embeddings of each file at its mel frames, each saved
+    as it finishes with what it was computed from: a rerun computes only the files it lacks."""
     record = embeddings.record(sha256)
     sources = {i: json.dumps({**record, 'audio': inputs[i]['audio'], 'frames': n}, sort_keys=True)
                for i, n in frames.items()}
@@ -266,14 +230,12 @@ def compute_embeddings(workdir, audio_files, frames, inputs, net, sha256):
 
 
 def write_metadata(workdir, file_ids, targets, durations):
-    """metadata/gt_dev.csv (hard-label events) and metadata/development_metadata.csv (durations)
-    (docs/method.md, Folds and metadata)."""
+    """metadata/gt_dev.csv (hard-label events) and metadata/development_metadata.csv (durations)."""
     metadata_dir = Path(workdir) / config.METADATA_DIR
     gt_lines, duration_lines = ['filename\tonset\toffset\tevent_label'], ['filename\tduration']
     for file_id in file_ids:
         stem = utils.file_stem(file_id)
-        # runs of whole seconds: touching ones merged, none shorter than a second (the floor of a run of a few
-        # frames inside one second); no evaluation setting changes this file
+        # runs of whole seconds, touching ones merged; no evaluation setting changes this file
         hard = post_processing.hard_labels(targets[file_id])                                  # (frames, 11)
         events = post_processing.events_from_activity(hard, config.HARD_CLASSES, stem, merge_gap=0.0,
                                                       min_length=config.ANNOTATION_RESOLUTION)
@@ -284,18 +246,16 @@ def write_metadata(workdir, file_ids, targets, durations):
 
 
 def refresh_ground_truth(workdir):
-    """gt_dev.csv rebuilt from the stored soft targets when the event code it was made with (REFERENCE_CODE)
-    changed since: seconds, not an extraction. Nothing for a workdir without features."""
-    manifest = read_manifest(workdir, check=False)
-    if not manifest or manifest.get('reference_code') == utils.code_record(REFERENCE_CODE):
+    """gt_dev.csv rebuilt from the stored soft targets when REFERENCE_CODE changed since it was made."""
+    manifest, reference = read_manifest(workdir, check=False), utils.code_record(REFERENCE_CODE)
+    if not manifest or manifest.get('reference_code') == reference:
         return
     targets = {}
     for file_id in manifest['files']:
         with np.load(utils.file_features_path(workdir, file_id)) as data:
             targets[file_id] = data['targets']
     write_metadata(workdir, list(manifest['files']), targets, {i: f['duration'] for i, f in manifest['files'].items()})
-    utils.write_json_atomic(features_dir(workdir) / MANIFEST, {**manifest, 'reference_code':
-                                                               utils.code_record(REFERENCE_CODE)})
+    utils.write_json_atomic(features_dir(workdir) / MANIFEST, {**manifest, 'reference_code': reference})
     print(f'{Path(workdir) / config.METADATA_DIR / config.GT_FILE}: rebuilt from the stored targets '
           f'({", ".join(REFERENCE_CODE)} changed since)', file=sys.stderr)
 
@@ -336,8 +296,7 @@ def extract(data_root, workdir, folds_dir=None, jobs=None, split_file=None):
                                 f'{folds_dir}); {get_data}')
             inputs.setdefault(file_id, {})[kind] = _stat(path)
 
-    # All of it in memory (about 25 MB for MAESTRO Real) before the first write: bad input stops the run with
-    # the files of the last good run, and its manifest, untouched
+    # all of it in memory (25 MB for MAESTRO Real) before the first write: bad input leaves the last run untouched
     labels = {i: read_soft_labels(annotation_files[i]) for i in file_ids}  # first: cheap, and often the bad input
     n_clipped = sum(df.attrs['n_clipped'] for df in labels.values())
     if n_clipped:
@@ -352,8 +311,7 @@ def extract(data_root, workdir, folds_dir=None, jobs=None, split_file=None):
                                       sha256)
         features = {i: np.concatenate([features[i], embedded[i]], axis=1) for i in file_ids}
 
-    # The manifest goes first and comes back last: a run killed in between leaves none, and load_fold then
-    # trusts none of its files
+    # the manifest goes first and comes back last: load_fold trusts no files of a run killed in between
     manifest_path = features_dir(workdir) / MANIFEST
     manifest_path.unlink(missing_ok=True)
     for file_id in file_ids:
@@ -375,11 +333,11 @@ def extract(data_root, workdir, folds_dir=None, jobs=None, split_file=None):
 
 
 def read_manifest(workdir, check=True):
-    """The manifest of workdir's features, checked: refused (DataError naming the file and the command to run)
-    when it is missing or from an older version, or the features are older than config.py's feature
-    parameters, the fold files, or an audio or annotation file still present. check False: as it is, or {}."""
+    """The manifest of workdir's features, refused (DataError with the command to run) when missing, from an older
+    version, or older than the feature parameters, code, fold files or inputs. check False: as it is, or {}."""
     workdir = Path(workdir)
     manifest_path = features_dir(workdir) / MANIFEST
+    fresh = f'python extract_features.py --data-root DIR --workdir {shlex.quote(str(workdir))}'
     try:
         manifest = json.loads(manifest_path.read_text())
         if not check:
@@ -387,13 +345,11 @@ def read_manifest(workdir, check=True):
     except (OSError, ValueError):
         if not check:
             return {}
-        raise DataError(f'{manifest_path}: features not extracted yet; run: python extract_features.py '
-                        f'--data-root DIR --workdir {shlex.quote(str(workdir))}') from None
+        raise DataError(f'{manifest_path}: features not extracted yet; run: {fresh}') from None
     missing = [k for k in ('params', 'code', 'dataset', 'data_root', 'folds_dir', 'split_file', 'folds_sha256',
                            'files') if k not in manifest]
     if missing:
-        raise DataError(f'{manifest_path}: written by an older version (no {", ".join(missing)}); run: python '
-                        f'extract_features.py --data-root DIR --workdir {shlex.quote(str(workdir))}')
+        raise DataError(f'{manifest_path}: written by an older version (no {", ".join(missing)}); run: {fresh}')
     run = 'python extract_features.py ' + ' '.join(f'{flag} {shlex.quote(str(value))}' for flag, value in (
         ('--data-root', manifest['data_root']), ('--workdir', workdir), ('--folds-dir', manifest['folds_dir']),
         ('--split-file', manifest['split_file'])))
@@ -427,17 +383,15 @@ def read_manifest(workdir, check=True):
 
 
 def load_fold(workdir, fold):
-    """The arrays of one fold: mean, scale (64,) float32; X_train, X_val (n, 200, 64) float32; Y_train, Y_val
-    (n, 200, 17) float64; test_files (ids, fold order); X_test (one (frames, 64) float32 array per test file).
-    Refused as read_manifest refuses."""
+    """The arrays of one fold (build_fold's, refused as read_manifest refuses): mean, scale, X_train, Y_train, X_val,
+    Y_val (make_sequences); test_files, a list of ids; X_test, one (frames, 64) float32 array per test file."""
     run = read_manifest(workdir)['run']
     path = features_dir(workdir) / f'fold{fold}.npz'
     if not path.is_file():
         raise DataError(f'{path}: missing; run: {run}')
     with np.load(path) as data:
         arrays = {name: data[name] for name in data.files}
-    offsets = arrays.pop('test_offsets')
-    X_test = arrays.pop('X_test')
+    offsets, X_test = arrays.pop('test_offsets'), arrays.pop('X_test')
     arrays['test_files'] = [str(i) for i in arrays['test_files']]
     arrays['X_test'] = [X_test[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
     return arrays

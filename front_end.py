@@ -3,10 +3,7 @@
     features = front_end.compute(audio)       # mono float32 at config.SAMPLE_RATE -> (frames, input_width())
     width = front_end.input_width()           # values per frame: the model's input width (64 mel bands)
 
-FRONT_ENDS holds one entry per front end: its function and its width. 'mel', the default and the published one, is
-the mel-band energies of docs/method.md (Features); a new front end is one entry here (docs/extending.md). Its
-frames are 0.2 s (config.HOP_LENGTH at config.SAMPLE_RATE), as the targets and the evaluation count them.
-extract_features.py and infer.py call compute(); the features' fingerprint covers this file.
+FRONT_ENDS holds one entry per front end (docs/extending.md); 'mel', the default, is the mel energies of docs/method.md.
 """
 from dataclasses import dataclass
 from functools import lru_cache
@@ -27,36 +24,29 @@ def librosa():
 
 
 @lru_cache(maxsize=4)
-def _mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax):
-    """librosa's mel filterbank (Slaney scale, area norm), transposed and cut after its last non-zero FFT bin.
-
-    -> (n_bins, n_mels) float32, n_bins <= n_fft // 2 + 1 (5600 of 8821 for 14 kHz): the bins above fmax
-    only ever multiply zeros, so their magnitudes are never computed.
-    """
+def _mel_tables(window, sample_rate, n_fft, n_mels, fmin, fmax):
+    """The window (n_fft,) float32 and librosa's mel filterbank (Slaney scale, area norm), (n_bins, n_mels) float32
+    cut after its last non-zero FFT bin (5600 of 8821 for 14 kHz): the bins above fmax are never computed."""
     mel = librosa().filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, dtype=np.float64)
     n_bins = int(np.nonzero(mel.any(axis=0))[0].max()) + 1
-    return np.ascontiguousarray(mel[:, :n_bins].T, dtype=np.float32)
+    return (librosa().filters.get_window(window, n_fft, fftbins=True).astype(np.float32),
+            np.ascontiguousarray(mel[:, :n_bins].T, dtype=np.float32))
 
 
-@lru_cache(maxsize=4)
-def _window(name, n_fft):
-    return librosa().filters.get_window(name, n_fft, fftbins=True).astype(np.float32)  # (n_fft,)
+def prepare_mel():
+    """The window and filterbank, built once (before extraction forks its workers: each would build them again)."""
+    return _mel_tables(config.WINDOW, config.SAMPLE_RATE, config.N_FFT, config.N_MELS, config.FMIN, config.FMAX)
 
 
 def compute_mel_features(audio):
-    """Mono audio at config.SAMPLE_RATE -> mel-band magnitudes (frames, N_MELS) float32, frames = 1 + N // hop.
-
-    A float32 real FFT over framed audio, chunk by chunk, instead of librosa's float64 melspectrogram: equal
-    within 1e-5 of the largest magnitude (tested), at a fraction of the time and memory.
-    """
+    """Mono audio at config.SAMPLE_RATE -> mel-band magnitudes (frames, N_MELS) float32, frames = 1 + N // hop: a
+    float32 FFT, chunk by chunk, within 1e-5 of librosa's float64 melspectrogram at a fraction of the time."""
     audio = np.asarray(audio, dtype=np.float32)
     n_fft = config.N_FFT
-    if config.CENTER:  # centred frames: n_fft // 2 zeros each side (librosa's 'constant' pad mode, the one
-        # PAD_MODE allows)
+    if config.CENTER:  # centred frames: n_fft // 2 zeros each side (librosa's 'constant', the PAD_MODE allowed)
         audio = np.pad(audio, n_fft // 2)
     frames = np.lib.stride_tricks.sliding_window_view(audio, n_fft)[::config.HOP_LENGTH]  # (frames, n_fft), a view
-    window = _window(config.WINDOW, n_fft)
-    mel_t = _mel_filterbank(config.SAMPLE_RATE, n_fft, config.N_MELS, config.FMIN, config.FMAX)  # (bins, mels)
+    window, mel_t = prepare_mel()                                    # (n_fft,), (bins, mels)
     out = np.empty((len(frames), config.N_MELS), dtype=np.float32)  # (frames, 64)
     buffer = np.empty((min(FRAMES_PER_CHUNK, len(frames)), n_fft), dtype=np.float32)
     # one math thread for whoever calls (extraction workers, infer.py): BLAS splits the mel product differently
@@ -64,8 +54,7 @@ def compute_mel_features(audio):
     with threadpool_limits(limits=1):
         for start in range(0, len(frames), FRAMES_PER_CHUNK):
             stop = min(start + FRAMES_PER_CHUNK, len(frames))
-            chunk = buffer[:stop - start]
-            np.multiply(frames[start:stop], window, out=chunk)
+            chunk = np.multiply(frames[start:stop], window, out=buffer[:stop - start])
             spectrum = scipy.fft.rfft(chunk, axis=1, workers=1, overwrite_x=True)  # (chunk, n_fft/2+1) complex64
             magnitude = np.abs(spectrum[:, :len(mel_t)])                          # (chunk, bins) float32
             if config.MEL_POWER != 1:
@@ -76,17 +65,11 @@ def compute_mel_features(audio):
     return out.astype(np.float32, copy=False)
 
 
-def prepare_mel():
-    """The filterbank and window built once (before extraction forks its workers: each would build them again)."""
-    _window(config.WINDOW, config.N_FFT)
-    _mel_filterbank(config.SAMPLE_RATE, config.N_FFT, config.N_MELS, config.FMIN, config.FMAX)
-
-
 @dataclass(frozen=True)
 class FrontEnd:
     compute: Callable        # mono audio at config.SAMPLE_RATE -> (frames, width) float32
     width: Callable          # () -> values per frame, from config
-    prepare: Callable = lambda: None   # () -> None: what compute caches, built once before workers start
+    prepare: Callable = lambda: None   # (): builds what compute caches, once before workers start
 
 
 FRONT_ENDS = {

@@ -1,7 +1,6 @@
 """Pretrained audio embeddings: BEATs (microsoft/unilm) and PANNs CNN14, our own definitions of both networks,
 loading the published checkpoints unchanged (strictly: every tensor of the file, no more, no less).
 
-    import pretrained
     net = pretrained.load_beats('BEATs_iter3_plus_AS2M.pt')      # 16 kHz
     emb, step = pretrained.beats_embeddings(net, waveform)        # (62, 768) per 10 s, step 0.16 s
     net = pretrained.load_cnn14('Cnn14_mAP=0.431.pth')            # 32 kHz
@@ -9,10 +8,8 @@ loading the published checkpoints unchanged (strictly: every tensor of the file,
 
     python -m pytest tests/test_pretrained.py    # formats and outputs checked against the official code
 
-Nothing downloads: the checkpoint files are given by path. Both networks are checked against the official code on
-seeded random checkpoints of the official formats; tests/data/README.md says how the reference outputs were made.
-A checkpoint that cannot be used (missing, truncated, another format, other tensors or shapes) raises
-utils.DataError, one line naming the file and what was expected, before any audio is read.
+Nothing downloads: checkpoints are given by path; tests/data/README.md says how the reference outputs were made.
+A checkpoint that cannot be used raises utils.DataError, one line naming the file and what was expected.
 """
 import math
 from pathlib import Path
@@ -25,7 +22,6 @@ from torch import nn
 
 from utils import DataError
 
-# -----------------------------------------------------------------------------
 # BEATs: the front end the checkpoints were trained on (Kaldi filterbanks of 16-bit-scaled audio, normalised with
 # the training set's mean and twice its standard deviation, the values of the official code)
 BEATS_SAMPLE_RATE = 16000
@@ -40,12 +36,10 @@ BEATS_FBANK_STD = 6.55582
 BEATS_WHAT = "a BEATs checkpoint of microsoft/unilm: a dict with 'cfg' and 'model'"
 # the official configuration's defaults, used for any key a checkpoint's 'cfg' leaves out
 BEATS_DEFAULTS = {
-    'input_patch_size': 16, 'embed_dim': 512, 'conv_bias': False,
-    'encoder_layers': 12, 'encoder_embed_dim': 768, 'encoder_ffn_embed_dim': 3072, 'encoder_attention_heads': 12,
-    'activation_fn': 'gelu', 'layer_norm_first': False, 'deep_norm': False,
-    'conv_pos': 128, 'conv_pos_groups': 16,
-    'relative_position_embedding': False, 'num_buckets': 320, 'max_distance': 1280, 'gru_rel_pos': False,
-    'finetuned_model': False, 'predictor_class': 527,
+    'input_patch_size': 16, 'embed_dim': 512, 'conv_bias': False, 'encoder_layers': 12, 'encoder_embed_dim': 768,
+    'encoder_ffn_embed_dim': 3072, 'encoder_attention_heads': 12, 'activation_fn': 'gelu', 'layer_norm_first': False,
+    'deep_norm': False, 'conv_pos': 128, 'conv_pos_groups': 16, 'relative_position_embedding': False,
+    'num_buckets': 320, 'max_distance': 1280, 'gru_rel_pos': False, 'finetuned_model': False, 'predictor_class': 527,
 }
 ACTIVATIONS = {'gelu': F.gelu, 'relu': F.relu}
 
@@ -62,16 +56,11 @@ CNN14_TIME_POOLS = (2, 2, 2, 2, 2, 1)     # average pools of the six blocks (tim
 CNN14_WHAT = "a PANNs CNN14 checkpoint (audioset_tagging_cnn, 32 kHz): a dict with 'model'"
 
 
-# -----------------------------------------------------------------------------
-# Kaldi filterbanks (BEATs' front end)
-
 def kaldi_mel_banks(n_bins=BEATS_MEL_BINS, fft_size=BEATS_FFT_SIZE, sample_rate=BEATS_SAMPLE_RATE,
                     low_freq=BEATS_LOW_FREQ):
-    """Kaldi's triangular filters -> (n_bins, fft_size // 2 + 1): equally spaced on the mel scale
-    1127 ln(1 + f / 700) from low_freq to Nyquist, each rising from its left neighbour's centre to its own and falling
-    to its right neighbour's, evaluated at the mel value of each FFT bin; the Nyquist bin gets no weight. Computed as
-    Kaldi does, in float32 with ln(1 + x) (not log1p): the filterbanks then equal torchaudio's bit for bit, where
-    float64 weights moved the log energies by up to 7e-5."""
+    """Kaldi's triangular filters -> (n_bins, fft_size // 2 + 1), equally spaced on the mel scale 1127 ln(1 + f / 700)
+    from low_freq to Nyquist (the Nyquist bin gets no weight). In float32 with ln(1 + x), as Kaldi: the filterbanks
+    then equal torchaudio's bit for bit, where float64 weights moved the log energies by up to 7e-5."""
     low, high = (1127.0 * math.log(1 + f / 700.0) for f in (low_freq, sample_rate / 2))
     delta = (high - low) / (n_bins + 1)
     i = torch.arange(n_bins, dtype=torch.float32)[:, None]                          # (n_bins, 1)
@@ -82,12 +71,10 @@ def kaldi_mel_banks(n_bins=BEATS_MEL_BINS, fft_size=BEATS_FFT_SIZE, sample_rate=
 
 
 def kaldi_fbank(waveform):
-    """Log mel filterbanks as Kaldi's compute-fbank-feats computes them with BEATs' settings (no dither, snip edges,
-    DC removed per frame, pre-emphasis 0.97 with the first sample repeated, Povey window, power spectrum, floor at
-    float32's epsilon): (batch, samples) float32 at 16 kHz, already scaled to 16-bit range ->
-    (batch, 1 + (samples - 400) // 160, 128). Equal to torchaudio.compliance.kaldi.fbank, which the official code
-    calls (tests/test_pretrained.py), batched and on any device, with no library beyond torch; kaldi-native-fbank
-    1.22.4 differed from torchaudio by up to 7.5e-4 on the same noise."""
+    """Log mel filterbanks of Kaldi's compute-fbank-feats with BEATs' settings (no dither, snip edges, floor at
+    float32's epsilon): (batch, samples) float32 at 16 kHz, scaled to 16-bit range -> (batch, 1 + (samples - 400)
+    // 160, 128). Equal to torchaudio.compliance.kaldi.fbank, which the official code calls (tests/test_pretrained.py),
+    batched and on any device; kaldi-native-fbank 1.22.4 differed from torchaudio by up to 7.5e-4."""
     frames = waveform.unfold(-1, BEATS_FRAME_LENGTH, BEATS_FRAME_SHIFT)             # (batch, frames, 400)
     frames = frames - frames.mean(dim=-1, keepdim=True)
     previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)               # x[n - 1], x[-1] := x[0]
@@ -95,8 +82,7 @@ def kaldi_fbank(waveform):
     window = torch.hann_window(BEATS_FRAME_LENGTH, periodic=False, dtype=frames.dtype, device=frames.device)
     frames = frames * window.pow(0.85)                                               # Povey's window
     power = torch.fft.rfft(frames, n=BEATS_FFT_SIZE).abs().pow(2)                   # (batch, frames, 257)
-    banks = kaldi_mel_banks().to(frames.device)                                      # (128, 257)
-    energies = power @ banks.T                                                       # (batch, frames, 128)
+    energies = power @ kaldi_mel_banks().to(frames.device).T                         # (batch, frames, 128)
     return energies.clamp(min=torch.finfo(torch.float32).eps).log()
 
 
@@ -106,15 +92,11 @@ def beats_input(waveform):
     return (fbank - BEATS_FBANK_MEAN) / (2 * BEATS_FBANK_STD)
 
 
-# -----------------------------------------------------------------------------
 # BEATs: a ViT over 16 x 16 patches of the filterbank image, with a convolutional positional embedding and
 # (iter3+) gated relative position biases; post-LayerNorm blocks scaled by DeepNorm
-
 class WeightNormConv1d(nn.Module):
-    """Conv1d whose kernel is weight_g * weight_v / ||weight_v||, the norm taken over output and input channels
-    separately for each kernel tap (weight normalisation along dimension 2). The checkpoints store weight_g and
-    weight_v under these names, the names of torch's old nn.utils.weight_norm; its replacement (parametrizations)
-    names them otherwise, so the two parameters are ours."""
+    """Conv1d whose kernel is weight_g * weight_v / ||weight_v||, the norm per kernel tap (weight normalisation along
+    dimension 2): the checkpoints' names of torch's old nn.utils.weight_norm, which its replacement does not keep."""
 
     def __init__(self, channels, kernel, groups):
         super().__init__()
@@ -124,12 +106,10 @@ class WeightNormConv1d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x):                                            # (batch, channels, tokens)
-        v = self.weight_v
-        weight = v * (self.weight_g / v.norm(dim=(0, 1), keepdim=True))
+        weight = self.weight_v * (self.weight_g / self.weight_v.norm(dim=(0, 1), keepdim=True))
         x = F.conv1d(x, weight, self.bias, padding=weight.shape[-1] // 2, groups=self.groups)
-        if weight.shape[-1] % 2 == 0:
-            x = x[..., :-1]                     # an even kernel padded on both sides gives one token too many
-        return x                                                     # (batch, channels, tokens)
+        # an even kernel padded on both sides gives one token too many
+        return x[..., :-1] if weight.shape[-1] % 2 == 0 else x     # (batch, channels, tokens)
 
 
 class BEATsAttention(nn.Module):
@@ -192,29 +172,26 @@ class BEATsEncoder(nn.Module):
         super().__init__()
         dim = cfg['encoder_embed_dim']
         self.pos_conv = nn.Sequential(WeightNormConv1d(dim, cfg['conv_pos'], cfg['conv_pos_groups']))
-        relative = cfg['relative_position_embedding']
-        self.layers = nn.ModuleList(BEATsLayer(cfg, relative and cfg['gru_rel_pos'])
+        self.relative = cfg['relative_position_embedding']
+        self.layers = nn.ModuleList(BEATsLayer(cfg, self.relative and cfg['gru_rel_pos'])
                                     for _ in range(cfg['encoder_layers']))
         self.num_buckets, self.max_distance = cfg['num_buckets'], cfg['max_distance']
-        if relative:
+        if self.relative:
             # one table for all layers, registered in each: the checkpoints hold it once per layer
             table = nn.Embedding(cfg['num_buckets'], cfg['encoder_attention_heads'])
             for layer in self.layers:
                 layer.self_attn.relative_attention_bias = table
-        self.relative = relative
         self.layer_norm = nn.LayerNorm(dim)
         self.layer_norm_first = cfg['layer_norm_first']
 
     def position_buckets(self, offset):
-        """Bucket of each key - query offset (int64 tensor, any shape), T5's scheme: half the buckets per sign;
-        offsets below a quarter of the buckets have their own, larger ones share log-spaced buckets up to
-        max_distance, beyond which all fall in the last."""
+        """Bucket of each key - query offset (int64 tensor), T5's scheme: half the buckets per sign, the smallest
+        offsets one each, larger ones log-spaced buckets up to max_distance, beyond which all fall in the last."""
         half = self.num_buckets // 2
         exact = half // 2
         distance = offset.abs()
-        far = exact + (torch.log(distance.clamp(min=1).float() / exact) / math.log(self.max_distance / exact)
-                       * (half - exact)).long()
-        far = far.clamp(max=half - 1)
+        far = (exact + (torch.log(distance.clamp(min=1).float() / exact) / math.log(self.max_distance / exact)
+                        * (half - exact)).long()).clamp(max=half - 1)
         return (offset > 0).long() * half + torch.where(distance < exact, distance, far)
 
     def forward(self, x):                                            # (batch, tokens, dim)
@@ -223,10 +200,9 @@ class BEATsEncoder(nn.Module):
             x = self.layer_norm(x)
         position_bias = None
         if self.relative:
-            table = self.layers[0].self_attn.relative_attention_bias
             tokens = torch.arange(x.shape[1], device=x.device)
             buckets = self.position_buckets(tokens[None, :] - tokens[:, None])     # (tokens, tokens)
-            position_bias = table(buckets).permute(2, 0, 1)          # (heads, tokens, tokens)
+            position_bias = self.layers[0].self_attn.relative_attention_bias(buckets).permute(2, 0, 1)  # (h, t, t)
         for layer in self.layers:
             x = layer(x, position_bias)
         if self.layer_norm_first:
@@ -235,15 +211,13 @@ class BEATsEncoder(nn.Module):
 
 
 class BEATs(nn.Module):
-    """BEATs from a checkpoint's 'cfg' (a dict; missing keys take the official defaults). forward: normalised
-    filterbanks (batch, frames, 128) -> the last layer's tokens (batch, steps * 8, dim), time-major: token
-    s * 8 + f is time step s (frames 16 s to 16 s + 15) and frequency patch f. The predictor (fine-tuned
-    checkpoints, finetuned_model) is defined so that those checkpoints load strictly; embeddings do not use it."""
+    """BEATs from a checkpoint's 'cfg' (missing keys take the official defaults). forward: normalised filterbanks
+    (batch, frames, 128) -> the last layer's tokens (batch, steps * 8, dim): token s * 8 + f is time step s (frames
+    16 s to 16 s + 15), frequency patch f. The predictor is there for fine-tuned checkpoints to load strictly."""
 
     def __init__(self, cfg):
         super().__init__()
-        cfg = {**BEATS_DEFAULTS, **cfg}
-        self.cfg = cfg
+        self.cfg = cfg = {**BEATS_DEFAULTS, **cfg}
         patch, embed, dim = cfg['input_patch_size'], cfg['embed_dim'], cfg['encoder_embed_dim']
         self.patch_embedding = nn.Conv2d(1, embed, patch, stride=patch, bias=cfg['conv_bias'])
         self.layer_norm = nn.LayerNorm(embed)
@@ -255,23 +229,16 @@ class BEATs(nn.Module):
 
     def forward(self, fbank):                                        # (batch, frames, 128)
         x = self.patch_embedding(fbank.unsqueeze(1))                 # (batch, embed, frames // 16, 8)
-        x = x.flatten(2).transpose(1, 2)                             # (batch, steps * 8, embed), time-major
-        x = self.layer_norm(x)
+        x = self.layer_norm(x.flatten(2).transpose(1, 2))            # (batch, steps * 8, embed), time-major
         if hasattr(self, 'post_extract_proj'):
             x = self.post_extract_proj(x)                            # (batch, steps * 8, dim)
         return self.encoder(x)                                       # (batch, steps * 8, dim)
 
 
 def beats_embeddings(net, waveform):
-    """Frame embeddings of BEATs: waveform (samples,) or (batch, samples) float32 at 16 kHz ->
-    ((steps, dim) or (batch, steps, dim) float32 numpy, step in seconds 0.16).
-
-    Each 16 x 16 patch spans 16 frames of 10 ms and 16 of the 128 mel bins, so 10 s give 998 frames, 62 time steps
-    of 8 frequency patches (the last frames, under a patch, are dropped). We average the last layer's 8 frequency
-    patches of each time step: time steps stay time steps, step s covering 0.16 s to 0.16 s + 0.175 s. The DESED
-    2024 recipe instead pools the flattened token sequence (496 tokens per 10 s, time-major) to another length, so
-    each of its frames averages a run of tokens that starts and ends at arbitrary frequency patches and crosses
-    time-step boundaries."""
+    """Frame embeddings of BEATs, the last layer's 8 frequency patches of each time step averaged: waveform
+    (samples,) or (batch, samples) float32 at 16 kHz -> ((steps, dim) or (batch, steps, dim) float32 numpy, step in
+    seconds 0.16); 62 steps per 10 s (998 frames of 10 ms, the last ones under a patch dropped)."""
     tokens = _run(net, beats_input, waveform)                        # (batch, steps * 8, dim)
     steps = tokens.shape[1] // (BEATS_MEL_BINS // net.cfg['input_patch_size'])
     emb = tokens.reshape(tokens.shape[0], steps, -1, tokens.shape[-1]).mean(dim=2)   # (batch, steps, dim)
@@ -279,44 +246,32 @@ def beats_embeddings(net, waveform):
     return _numpy(emb, waveform), step
 
 
-# -----------------------------------------------------------------------------
 # CNN14 (PANNs): log mel spectrogram by convolution with DFT kernels, six VGG-like blocks
-
-class STFTKernels(nn.Module):
-    """The real and imaginary parts of the DFT of Hann-windowed frames as two Conv1d kernels, stored in the
-    checkpoints (spectrogram_extractor.stft.*): we use the file's kernels, as the official code does; a new model
-    starts with the exact ones (periodic Hann window, e^(-2 pi i n k / N))."""
+class Spectrogram(nn.Module):
+    """Power spectrum of centred frames by convolution with the real and imaginary parts of the Hann-windowed DFT as
+    two Conv1d kernels: the checkpoint's (spectrogram_extractor.stft.*), as the official code uses them; a new model
+    starts with the exact ones."""
 
     def __init__(self, n_fft=CNN14_WINDOW, hop=CNN14_HOP):
         super().__init__()
         bins = n_fft // 2 + 1
-        self.conv_real = nn.Conv1d(1, bins, n_fft, stride=hop, bias=False)
-        self.conv_imag = nn.Conv1d(1, bins, n_fft, stride=hop, bias=False)
+        self.stft = nn.ModuleDict({name: nn.Conv1d(1, bins, n_fft, stride=hop, bias=False)
+                                   for name in ('conv_real', 'conv_imag')})
         n, k = np.arange(n_fft), np.arange(bins)
         angle = 2 * np.pi * (np.outer(k, n) % n_fft) / n_fft                    # (bins, n_fft), reduced exactly
         window = librosa.filters.get_window('hann', n_fft, fftbins=True)       # periodic
-        with torch.no_grad():
-            self.conv_real.weight.copy_(torch.from_numpy(np.cos(angle) * window)[:, None])
-            self.conv_imag.weight.copy_(torch.from_numpy(-np.sin(angle) * window)[:, None])
-        self.conv_real.weight.requires_grad_(False)
-        self.conv_imag.weight.requires_grad_(False)
-
-
-class Spectrogram(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.stft = STFTKernels()
+        for name, part in (('conv_real', np.cos(angle)), ('conv_imag', -np.sin(angle))):
+            self.stft[name].weight.requires_grad_(False).copy_(torch.from_numpy(part * window)[:, None])
 
     def forward(self, x):                                            # (batch, samples)
-        pad = self.stft.conv_real.kernel_size[0] // 2
+        pad = self.stft['conv_real'].kernel_size[0] // 2
         x = F.pad(x[:, None], (pad, pad), mode='reflect')            # centred frames, as librosa
-        real, imag = self.stft.conv_real(x), self.stft.conv_imag(x)  # (batch, 513, frames)
+        real, imag = self.stft['conv_real'](x), self.stft['conv_imag'](x)   # (batch, 513, frames)
         return (real ** 2 + imag ** 2).transpose(1, 2)               # (batch, frames, 513) power
 
 
 class LogMel(nn.Module):
-    """Power spectrum -> 10 log10(max(mel power, 1e-10)) dB (no top_db clipping), the mel matrix melW of the file
-    (a new model: librosa's Slaney filters, 50 Hz to 14 kHz)."""
+    """Power spectrum -> 10 log10(max(mel power, 1e-10)) dB, with the checkpoint's mel matrix melW."""
 
     def __init__(self):
         super().__init__()
@@ -345,18 +300,16 @@ class CNN14Block(nn.Module):
 
 class CNN14(nn.Module):
     """PANNs' CNN14. forward: waveform (batch, samples) at 32 kHz -> the last convolutional map averaged over
-    frequency, (batch, frames // 32, 2048). We take that map, not fc1's clip embedding: it is the last layer that
-    still has time steps (0.32 s apart), and every layer before the clip pooling. fc1 and fc_audioset (the clip
-    head) are defined so that the checkpoints load strictly; embeddings do not use them."""
+    frequency, (batch, frames // 32, 2048): the last layer with time steps (0.32 s apart). fc1 and fc_audioset (the
+    clip head, unused) are there for the checkpoints to load strictly."""
 
     def __init__(self, classes=CNN14_CLASSES):
         super().__init__()
         self.spectrogram_extractor = Spectrogram()
         self.logmel_extractor = LogMel()
         self.bn0 = nn.BatchNorm2d(CNN14_MEL_BINS)
-        channels = (1,) + CNN14_CHANNELS
-        for i in range(len(CNN14_CHANNELS)):
-            setattr(self, f'conv_block{i + 1}', CNN14Block(channels[i], channels[i + 1]))
+        for i, (inputs, outputs) in enumerate(zip((1,) + CNN14_CHANNELS, CNN14_CHANNELS), start=1):
+            setattr(self, f'conv_block{i}', CNN14Block(inputs, outputs))
         self.fc1 = nn.Linear(CNN14_CHANNELS[-1], CNN14_CHANNELS[-1])
         self.fc_audioset = nn.Linear(CNN14_CHANNELS[-1], classes)
 
@@ -370,17 +323,14 @@ class CNN14(nn.Module):
 
 
 def cnn14_embeddings(net, waveform):
-    """Frame embeddings of CNN14: waveform (samples,) or (batch, samples) float32 at 32 kHz ->
-    ((steps, 2048) or (batch, steps, 2048) float32 numpy, step in seconds 0.32): 1 + samples // 320 centred frames
-    of 10 ms, pooled 32 times in time, 31 steps per 10 s (the last frames, under a pool, are dropped)."""
+    """Frame embeddings of CNN14: waveform (samples,) or (batch, samples) float32 at 32 kHz -> ((steps, 2048) or
+    (batch, steps, 2048) float32 numpy, step in seconds 0.32): 31 steps per 10 s."""
     emb = _run(net, lambda x: x, waveform)
     step = CNN14_HOP * math.prod(CNN14_TIME_POOLS) / CNN14_SAMPLE_RATE
     return _numpy(emb, waveform), step
 
 
-# -----------------------------------------------------------------------------
 # Loading: one clear line for a file that cannot be used, before any work
-
 def load_beats(path, device='cpu'):
     """BEATs of a checkpoint of microsoft/unilm ({'cfg': dict, 'model': state dict}), in eval mode on `device`."""
     checkpoint = _read_checkpoint(path, ('cfg', 'model'), BEATS_WHAT)
@@ -427,8 +377,7 @@ def _read_checkpoint(path, keys, what):
 
 
 def _load_strict(net, state, path, what):
-    """load_state_dict(strict=True), its refusals named in one line: the first missing and unexpected tensors and
-    the first tensors of the wrong shape."""
+    """load_state_dict(strict=True), its refusals in one line naming the first tensors missing, unexpected or wrong."""
     if not isinstance(state, dict):
         raise DataError(f"{path}: 'model' is a {type(state).__name__}, not a state dict; expected {what}")
     expected = net.state_dict()
@@ -447,9 +396,8 @@ def _load_strict(net, state, path, what):
 
 def _run(net, prepare, waveform):
     """net(prepare(waveform)) without gradients, on the network's device, for (samples,) or (batch, samples)."""
-    device = next(net.parameters()).device
     x = waveform.float() if isinstance(waveform, torch.Tensor) else torch.from_numpy(np.asarray(waveform, np.float32))
-    x = x.to(device)
+    x = x.to(next(net.parameters()).device)
     if x.dim() not in (1, 2):
         raise ValueError(f"waveform of shape {tuple(x.shape)}: expected (samples,) or (batch, samples)")
     with torch.inference_mode():
