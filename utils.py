@@ -162,9 +162,8 @@ def code_fingerprint(path):
             return repr(node)
         fields = []
         for name, value in ast.iter_fields(node):
-            if (name == 'body' and isinstance(node, DOCUMENTED) and value and isinstance(value[0], ast.Expr)
-                    and isinstance(value[0].value, ast.Constant) and isinstance(value[0].value.value, str)):
-                value = value[1:]                              # the docstring
+            if name == 'body' and isinstance(node, DOCUMENTED) and ast.get_docstring(node, clean=False) is not None:
+                value = value[1:]
             if name == 'values' and isinstance(node, ast.JoinedStr):   # 3.12 adds empty parts to some f-strings
                 value = [v for v in value if not (isinstance(v, ast.Constant) and v.value == '')]
             if value is not None and value != []:
