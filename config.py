@@ -111,10 +111,10 @@ LOSS = 'bce'                                         # a name of model.LOSSES: '
                                                      # outputs (reference code)
 TARGETS: one_of('soft', 'hard') = 'soft'             # training and validation targets: 'soft', the annotators'
                                                      # certainty (the published protocol), or 'hard', 1.0 where soft >
-                                                     # HARD_LABEL_THRESHOLD else 0.0, as scored (no new extraction)
+                                                     # HARD_LABEL_THRESHOLD else 0, the evaluated labels (no extraction)
 OUTPUT_BIAS_INIT: one_of('prior', 'torch') = 'prior'  # 'prior' starts the output bias at the log-odds of each class's
                                                      # mean soft target over the fold's training frames (bce); 'torch'
-                                                     # keeps torch's, as a loss without a prior (mse) always does
+                                                     # keeps torch's, as mse (no prior) always does: the published table
 OUTPUT_BIAS_CLIP: within(0, 0.5, open='both') = 1e-4  # prior clipped to [1e-4, 1 - 1e-4] (bias within +/-9.2): a class
                                                      # absent from the training frames gets a finite bias, below that of
                                                      # a class active in a handful of MAESTRO Real's ~31,000 frames
@@ -157,8 +157,8 @@ RUNS: count(1) = 1                                   # independent runs of the 5
 FEATURE_JOBS: count(1) = 2                           # processes for extraction (math libraries capped at 1 thread each)
 KEEP_FREED_MEMORY = True                             # glibc keeps freed memory for reuse: epochs about 1.5x faster on the
                                                      # CPU, about 1 GiB more peak memory (False: glibc's defaults)
-TRACK_ENERGY: one_of(False, True) = True             # CodeCarbon's offline tracker around each fold's training and test,
-                                                     # and infer.py (cost.py); off: no emissions.csv, same scores
+TRACK_ENERGY: one_of(False, True) = True             # CodeCarbon's offline tracker around each fold's training and
+                                                     # test and infer.py (cost.py); False: none, times kept, same scores
 ENERGY_COUNTRY: matches(lambda v: isinstance(v, str) and len(v) == 3 and v.isascii() and v.isalpha() and v.isupper(),
                         "a country's 3-letter ISO code in capitals, e.g. 'FIN'") = 'FIN'   # grid of CodeCarbon's CO2
                                                      # figure (ISO 3166 alpha-3); never the kWh
