@@ -111,7 +111,10 @@ def start_run(run_dir, record, seed, restart=False, device_details=None):
     path = Path(run_dir) / 'settings.json'
     new_id = record_id(record)
     if path.is_file():
-        old = _read_json(path)
+        try:
+            old = json.loads(path.read_text())
+        except ValueError:
+            old = {}
         if old.get('record') and record_id(old['record']) == new_id and old.get('seed') == seed:
             return old.get('record_id', new_id)      # the id its folds' metrics were written with
         if not restart:
