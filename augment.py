@@ -1,13 +1,8 @@
-"""Augmentations of training batches, each off by default (the published protocol trains on none): frame shift,
-FilterAugment, frequency MixStyle, mixup and SpecAugment's masks, applied in that order (AUGMENTATIONS at the end;
-docs/method.md, Training).
+"""Augmentations of training batches, each off by default (the published protocol has none), applied in the order of
+AUGMENTATIONS (docs/method.md, Training); every random draw comes from the augmenter's generator.
 
     augmenter = Augmenter(seed, mean, scale)          # one per fold: its own random stream, saved in the checkpoint
     x, y = augmenter(x, y)                            # a training batch (b, 200, 64), (b, 200, 17); untouched when off
-
-task4b.py calls it on training batches only, never on validation, test or inference. Every random draw comes from
-the augmenter's generator, seeded from the run's seed and checkpointed like the shuffling order, so that a resumed
-run draws what the uninterrupted run drew; the arithmetic runs on the batch's device.
 """
 import numpy as np
 import torch
@@ -19,8 +14,7 @@ EPS = 1e-6           # added to MixStyle's variances (a band constant over a seq
 
 
 class Augmenter:
-    """The fold's augmentations: their generator and the fold's normalisation (FilterAugment scales energies, and
-    the batches hold normalised features)."""
+    """The fold's augmentations: their generator and the fold's normalisation (FilterAugment scales energies)."""
 
     def __init__(self, seed, mean, scale):
         self.rng = np.random.default_rng([seed, STREAM])
@@ -53,10 +47,8 @@ def frame_shift(x, y, augmenter):
 
 
 def filter_augment(x, y, augmenter):
-    """FilterAugment (Nam et al., 2022): a random filter over the mel bands, one per batch in its bands and one per
-    sequence in its gains, as the authors' code draws them. The band count is drawn from [FILTER_AUGMENT_MIN_BANDS,
-    FILTER_AUGMENT_BANDS] and the cut points by filter_bands; the gains in dB by filter_gains_db. The gain scales
-    the mel energies (by its MEL_POWER-th power: magnitudes or powers), or shifts them in the log domain (LOG_MEL)."""
+    """FilterAugment (Nam et al., 2022), as the authors' code draws it: a random filter over the mel bands, its bands
+    drawn per batch and its gains per sequence, scaling the energies as extracted (shifting their log with LOG_MEL)."""
     rng, mean, scale = augmenter.rng, augmenter.mean.to(x), augmenter.scale.to(x)
     edges = filter_bands(rng, x.shape[2])                                                # (n + 1,)
     gain_db = filter_gains_db(rng, edges, len(x))                                        # (b, bands)
@@ -67,12 +59,9 @@ def filter_augment(x, y, augmenter):
 
 
 def filter_bands(rng, bins):
-    """The edges of FilterAugment's bands, 0 < cut points < bins, for a band count n drawn uniformly from
-    [FILTER_AUGMENT_MIN_BANDS, FILTER_AUGMENT_BANDS] -> (n + 1,) increasing, first 0, last bins. Every band is at
-    least FILTER_AUGMENT_MIN_WIDTH mel bins wide: n - 1 sorted draws from the bins left over once each band has
-    its width, then the widths added back, so the cut points never repeat. Where n bands of that width do not fit
-    (utils.augmentation_problem lets it happen only above the fewest bands), the width shrinks to bins // n, as in
-    the authors' code."""
+    """The edges of FilterAugment's n bands, n drawn from [FILTER_AUGMENT_MIN_BANDS, FILTER_AUGMENT_BANDS] -> (n + 1,)
+    increasing from 0 to bins. Each band is FILTER_AUGMENT_MIN_WIDTH bins wide or more (draws from the bins left
+    over, the widths added back), or bins // n where n such bands do not fit, as in the authors' code."""
     n = int(rng.integers(config.FILTER_AUGMENT_MIN_BANDS, config.FILTER_AUGMENT_BANDS + 1))
     width = min(config.FILTER_AUGMENT_MIN_WIDTH, bins // n)
     cuts = np.sort(rng.integers(0, bins - n * width + 1, n - 1)) + np.arange(1, n) * width   # (n - 1,)
@@ -80,10 +69,8 @@ def filter_bands(rng, bins):
 
 
 def filter_gains_db(rng, edges, sequences):
-    """Per sequence, FilterAugment's gain in dB of each mel bin, drawn uniformly from +/-FILTER_AUGMENT_DB ->
-    (sequences, bins). 'step': one draw per band, the whole band at that gain. 'linear': one draw per band edge,
-    each band a straight line in dB from the draw at its lower edge (its first bin) to that at its upper edge (its
-    last bin), so a filter with one band is a tilt. One band of the step form is a plain random gain."""
+    """Per sequence, FilterAugment's gain in dB of each mel bin, drawn from +/-FILTER_AUGMENT_DB -> (sequences, bins):
+    'step', one draw per band; 'linear', one per band edge, each band a line in dB from its first bin to its last."""
     n, bins, limit = len(edges) - 1, edges[-1], config.FILTER_AUGMENT_DB
     band = np.searchsorted(edges, np.arange(bins), side='right') - 1                     # (bins,): 0 .. n-1
     if config.FILTER_AUGMENT_FORM == 'step':
@@ -95,9 +82,8 @@ def filter_gains_db(rng, edges, sequences):
 
 
 def frequency_mixstyle(x, y, augmenter):
-    """Frequency MixStyle (Zhou et al., 2021, frequency-wise as Kim et al., 2022), with probability MIXSTYLE per
-    batch: each sequence's per-band mean and deviation over time replaced by a mix, weight ~ Beta(MIXSTYLE_ALPHA,
-    MIXSTYLE_ALPHA), of its own and another sequence's of the batch; the targets stay."""
+    """Frequency MixStyle (Zhou et al., 2021, frequency-wise as Kim et al., 2022), with probability MIXSTYLE per batch:
+    each sequence's per-band mean and deviation over time mixed with another's, weight ~ Beta(alpha, alpha)."""
     rng = augmenter.rng
     if rng.random() >= config.MIXSTYLE:
         return x, y
@@ -110,9 +96,7 @@ def frequency_mixstyle(x, y, augmenter):
 
 
 def mixup(x, y, augmenter):
-    """mixup (Zhang et al., 2018), with probability MIXUP per batch: lambda ~ Beta(MIXUP_ALPHA, MIXUP_ALPHA), each
-    sequence mixed with another of the batch, x' = lambda x1 + (1 - lambda) x2, and its targets (soft or hard, as
-    TARGETS makes them) with the same lambda and the same pair."""
+    """mixup (Zhang et al., 2018), with probability MIXUP per batch: a sequence and its targets mixed with another."""
     rng = augmenter.rng
     if rng.random() >= config.MIXUP:
         return x, y
@@ -122,8 +106,7 @@ def mixup(x, y, augmenter):
 
 
 def spec_masks(x, y, augmenter):
-    """SpecAugment's masks (Park et al., 2019): per sequence, TIME_MASKS spans of up to TIME_MASK_WIDTH frames and
-    FREQ_MASKS spans of up to FREQ_MASK_WIDTH mel bands set to 0, the mean of the normalised features."""
+    """SpecAugment's masks (Park et al., 2019): per sequence, spans of frames and bands set to 0, the features' mean."""
     keep = torch.ones(x.shape[0], x.shape[1], x.shape[2], dtype=torch.bool)              # (b, frames, bands)
     for axis, count, width in ((1, config.TIME_MASKS, config.TIME_MASK_WIDTH),
                                (2, config.FREQ_MASKS, config.FREQ_MASK_WIDTH)):
@@ -136,9 +119,7 @@ def spec_masks(x, y, augmenter):
     return x * keep.to(x.device), y
 
 
-# The augmentations in the order they are applied: (the settings that turn it on, the function that does it,
-# (x, y, augmenter) -> (x, y)). A new augmentation is one entry here and its settings in config.py's augmentation
-# section, which every run records (docs/extending.md)
+# In the order applied: (the settings that turn it on, (x, y, augmenter) -> (x, y)); docs/extending.md adds one
 AUGMENTATIONS = [
     (('FRAME_SHIFT',), frame_shift),
     (('FILTER_AUGMENT_BANDS',), filter_augment),

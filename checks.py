@@ -1,11 +1,6 @@
-"""What a setting of config.py must be beyond the type of its default, written beside it as its annotation:
-
-    N_MELS: count(1) = 64                       # an integer of at least 1
-    DROPOUT: within(0, 1, open='high') = 0.2    # a number in [0, 1)
-    TARGETS: one_of('soft', 'hard') = 'soft'
-
-A setting without one takes any value of its default's type. utils.config_problem asks every check before a
-command does any work; a check's text is what the error says was expected.
+"""What a setting of config.py must be beyond the type of its default, as its annotation: `DROPOUT: within(0, 1,
+open='high') = 0.2` is a number in [0, 1); a setting without one takes any value of its default's type.
+utils.config_problem asks every check before a command works; a check's text is what its error says was expected.
 """
 import math
 
@@ -37,12 +32,10 @@ def one_of(*values):
 
 
 def count(low):
-    """An integer of at least low."""
     return Check(lambda v: _integer(v) and v >= low, f'an integer of at least {low}')
 
 
 def odd(low=1):
-    """An odd integer of at least low (a kernel or median filter with a centre)."""
     return Check(lambda v: _integer(v) and v >= low and v % 2 == 1, f'an odd integer of at least {low}')
 
 
@@ -62,15 +55,13 @@ def within(low, high, open=''):
 
 
 def list_of(check, length=None):
-    """A non-empty list (or tuple) of values that each pass check, of `length` items when given."""
     return Check(lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and (length is None or len(v) == length)
-                 and all(check(x) for x in v),
+                 and all(map(check, v)),
                  f"a list of {'' if length is None else f'{length} '}items, each {check.expected}")
 
 
 def dict_of(check):
-    """A dict whose values each pass check."""
-    return Check(lambda v: isinstance(v, dict) and all(check(x) for x in v.values()),
+    return Check(lambda v: isinstance(v, dict) and all(map(check, v.values())),
                  f'a dict of values, each {check.expected}')
 
 

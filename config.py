@@ -5,16 +5,14 @@ line says so as its annotation, `DROPOUT: within(0, 1, open='high') = 0.2` (chec
 to a setting: --set NAME=VALUE takes a value of its default's type, a run records it, compare.py names it when two
 runs differ in it, and a run recorded before it existed reads as its default.
 
-Try an idea by editing this file, or without editing it: an experiment file that assigns some of these names
-(`--config experiments/hard_targets.py`) or `--set NAME=VALUE`, on any script (experiment.py); a workdir keeps
-the experiment it was made with, and every run records the values it was trained with, wherever they came from.
+Try an idea by editing this file, or without: an experiment file assigning some of these names or `--set NAME=VALUE`,
+on any script (experiment.py); every run records the values it was trained with, wherever they came from.
 
-The section a setting stands in says what it is to an experiment (utils.SECTIONS reads the titles below): the
-values of 'Data set' and 'Features' are recorded with the features (extract_features.py refuses features made
-with others), every section not marked '(per command)' defines what a run trains (a run records it, a workdir
-keeps it), and a '(per command)' value may change from command to command on one workdir: paths and sources,
-how a command runs, the evaluation (evaluate.py re-scores the saved scores with it). The method behind each value
-is described in docs/method.md.
+The section a setting stands in says what it is to an experiment (utils.SECTIONS reads the titles below): the values
+of 'Data set' and 'Features' are recorded with the features (extract_features.py refuses features made with others),
+every section not marked '(per command)' defines what a run trains (a run records it, a workdir keeps it), and a
+'(per command)' value may change from command to command on one workdir: paths and sources, how a command runs, the
+evaluation (evaluate.py re-scores the saved scores with it). docs/method.md describes the method behind each value.
 """
 from pathlib import Path
 
@@ -41,9 +39,8 @@ METADATA_DIR = 'metadata'                            # <workdir>/metadata/gt_dev
 GT_FILE = 'gt_dev.csv'                               # hard-label events of the 11 evaluated classes
 DURATIONS_FILE = 'development_metadata.csv'          # filename, duration (s)
 RUNS_DIR = 'runs'                                    # <workdir>/runs/run{r}/...
-EMBEDDINGS_CHECKPOINT = ''                           # the file of config.EMBEDDINGS' weights (docs/method.md,
-                                                     # Pretrained embeddings); its SHA-256 is recorded with the
-                                                     # features, not its path: a copy of the file is the same experiment
+EMBEDDINGS_CHECKPOINT = ''                           # the file of config.EMBEDDINGS' weights; its SHA-256 is recorded
+                                                     # with the features, not its path: a copy is the same experiment
 SCENES = {                                           # scene -> NN of its development files
     'cafe_restaurant': ['00', '04', '06', '07', '08', '10', '11', '12', '13', '14'],
     'city_center': ['02', '04', '05', '06', '07', '09', '10', '11', '12', '14'],
@@ -114,25 +111,18 @@ LOSS = 'bce'                                         # a name of model.LOSSES: '
                                                      # outputs (reference code)
 TARGETS: one_of('soft', 'hard') = 'soft'             # training and validation targets: 'soft', the annotators'
                                                      # certainty (the published protocol), or 'hard', 1.0 where soft >
-                                                     # HARD_LABEL_THRESHOLD else 0.0: the labels the evaluation scores
-                                                     # against. Set where a fold's targets become tensors (no new
-                                                     # extraction)
-OUTPUT_BIAS_INIT: one_of('prior', 'torch') = 'prior'  # 'prior' starts the output layer's bias at the log-odds of each
-                                                     # class's mean soft target over the fold's training frames (with
-                                                     # bce, this baseline's choice); 'torch' keeps torch's
-                                                     # initialisation. A loss whose entry of model.LOSSES has no prior
-                                                     # (mse) always keeps torch's: it reproduces the published table
+                                                     # HARD_LABEL_THRESHOLD else 0, the evaluated labels (no extraction)
+OUTPUT_BIAS_INIT: one_of('prior', 'torch') = 'prior'  # 'prior' starts the output bias at the log-odds of each class's
+                                                     # mean soft target over the fold's training frames (bce); 'torch'
+                                                     # keeps torch's, as mse (no prior) always does: the published table
 OUTPUT_BIAS_CLIP: within(0, 0.5, open='both') = 1e-4  # prior clipped to [1e-4, 1 - 1e-4] (bias within +/-9.2): a class
-                                                     # absent from the training frames gets a finite bias, still below
-                                                     # the mean of a class active in a handful of MAESTRO Real's ~31,000
-                                                     # training frames
+                                                     # absent from the training frames gets a finite bias, below that of
+                                                     # a class active in a handful of MAESTRO Real's ~31,000 frames
 PRECISION: one_of('float32', 'bfloat16', 'tf32') = 'float32'  # 'float32' (the published protocol; on CUDA without
-                                                     # TF32), 'bfloat16' (the conv blocks under torch.autocast: their
-                                                     # outputs in bfloat16; weights, optimiser, BatchNorm statistics,
-                                                     # GRU, dense layers, loss and scores in float32; 1.5x faster epochs
-                                                     # on a CPU with native bfloat16, other numbers), or 'tf32' (CUDA on
-                                                     # Ampere and later only: float32 with TF32 matrix products);
-                                                     # default of task4b.py --precision
+                                                     # TF32), 'bfloat16' (the conv blocks under torch.autocast, the rest
+                                                     # float32: 1.5x faster epochs on a CPU with native bfloat16, other
+                                                     # numbers) or 'tf32' (CUDA on Ampere and later only: float32 with
+                                                     # TF32 matrix products); default of task4b.py --precision
 LEARNING_RATE: above(0) = 1e-3
 ADAM_BETAS: list_of(within(0, 1, open='high'), length=2) = (0.9, 0.999)
 ADAM_EPS: at_least(0) = 1e-8
@@ -167,9 +157,8 @@ RUNS: count(1) = 1                                   # independent runs of the 5
 FEATURE_JOBS: count(1) = 2                           # processes for extraction (math libraries capped at 1 thread each)
 KEEP_FREED_MEMORY = True                             # glibc keeps freed memory for reuse: epochs about 1.5x faster on the
                                                      # CPU, about 1 GiB more peak memory (False: glibc's defaults)
-TRACK_ENERGY: one_of(False, True) = True             # CodeCarbon's offline tracker around each fold's training and test,
-                                                     # and infer.py (cost.py); False: no tracker, no emissions.csv (times
-                                                     # kept; same scores)
+TRACK_ENERGY: one_of(False, True) = True             # CodeCarbon's offline tracker around each fold's training and
+                                                     # test and infer.py (cost.py); False: none, times kept, same scores
 ENERGY_COUNTRY: matches(lambda v: isinstance(v, str) and len(v) == 3 and v.isascii() and v.isalpha() and v.isupper(),
                         "a country's 3-letter ISO code in capitals, e.g. 'FIN'") = 'FIN'   # grid of CodeCarbon's CO2
                                                      # figure (ISO 3166 alpha-3); never the kWh
@@ -193,10 +182,9 @@ TUNE_MEDIAN_FILTERS: list_of(odd()) = [1, 3, 5, 9, 15]   # frames: the filters -
 PUBLISHED = {                                        # mean, std over 10 runs on MAESTRO Real
     'ER_m': (0.487, 0.009), 'F1_m': (70.34, 0.766), 'F1_M': (35.83, 0.660), 'F1_thop': (42.87, 0.840),
 }
-# How the published numbers were computed, where it differs from the defaults above; every other setting of a run's
-# record and of its scoring is at its default there. The table says "same protocol" only when each matches; the
-# number of runs is shown beside it, not compared. pAUC is not in the published table, so PAUC_MAX_FPR is not
-# compared; speed-only settings change no number.
+# How the published numbers were computed, where it differs from the defaults above (every other setting of a run's
+# record and of its scoring is at its default there). The table says "same protocol" only when each matches; the
+# number of runs is shown beside it, not compared, nor is PAUC_MAX_FPR (pAUC is not in the published table).
 PUBLISHED_PROTOCOL = {
     'data set': 'MAESTRO Real', 'folds': 'official', 'MAX_EPOCHS': 150, 'LOSS': 'mse', 'OUTPUT_BIAS_INIT': 'torch',
 }

@@ -1,15 +1,12 @@
-"""Experiments: an idea as settings in a file or on the command line, never an edit of config.py, and the workdir
-that keeps them.
+"""Experiments: settings in a file or on the command line, never an edit of config.py, and the workdir that keeps them.
 
     python extract_features.py --data-root data/demo --workdir work/hard --config experiments/hard_targets.py
     python task4b.py --workdir work/hard                     # the workdir's experiment: nothing to repeat
     python task4b.py --workdir work/lr --set LEARNING_RATE=0.003 --set BATCH_SIZE=16
     python experiment.py --workdir work/hard                 # its values, and where each came from
 
-An experiment file is Python assigning or importing config.py's names; --set NAME=VALUE comes after it, then
-task4b.py's --epochs, --loss, --precision, --seed (the --set of MAX_EPOCHS, LOSS, PRECISION, SEED). A workdir keeps
-the values that define what it trains (all but those of config.py's '(per command)' sections) in WD/experiment.json, written when extraction
-or a run starts there; once it holds a run, a command giving another such value is refused (docs/experiments.md).
+An experiment file is Python assigning config.py's names; --set NAME=VALUE comes after it, then task4b.py's flags. A
+workdir keeps its defining values; once it holds a run, a command giving others is refused (docs/experiments.md).
 """
 import argparse
 import ast
@@ -103,8 +100,7 @@ def applied(settings):
 # The experiment a workdir keeps
 
 def defines(name):
-    """Whether a setting defines an experiment (its workdir keeps it) rather than how one command runs: its section
-    of config.py is not marked '(per command)', and it is no path."""
+    """Whether a setting defines an experiment (its workdir keeps it): not '(per command)', and no path."""
     return not utils.per_command(name) and not isinstance(DEFAULTS[name], Path)
 
 
@@ -127,8 +123,7 @@ def read_workdir(workdir):
 
 
 def settle(workdir, cli, sources):
-    """The workdir's experiment with the command line's values on top; a defining value that differs from the
-    experiment of a workdir holding runs is refused (their records refuse them in a workdir of none)."""
+    """The workdir's experiment with the command line's values on top, refused if they differ and it holds runs."""
     saved, runs = read_workdir(workdir), Path(workdir) / config.RUNS_DIR
     pinned = saved is not None and any(runs.glob('run*/settings.json'))
     for name, value in cli.items():
@@ -155,9 +150,8 @@ def save():
 
 @contextlib.contextmanager
 def for_command(argv, workdir=False, flags=()):
-    """A script's arguments -> those left for its parser (--workdir and the flags that are settings, e.g.
-    {'--epochs': 'MAX_EPOCHS'}, stay there too), inside the block where config holds the command's experiment: its
-    workdir's (workdir: whether the script has one), then --config files, --set values and the flags."""
+    """A script's arguments -> those left for its parser (--workdir and the flags stay), inside the block where
+    config holds the command's experiment: its workdir's (if it has one), then --config, --set and the flags."""
     own = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     for option in ('--config', '--set', '--workdir', *flags):
         own.add_argument(option, action='append', default=[])
@@ -195,8 +189,7 @@ def for_command(argv, workdir=False, flags=()):
 
 
 def with_source(text, names):
-    """A refusal of config values -> the same naming where the first of `names` this command gave came from (an
-    experiment file, --set, a flag, the workdir's experiment), else config.py, where it was edited."""
+    """A refusal of config values -> the same naming where the first of `names` came from."""
     source = next((_command['sources'][n] for n in names if n in _command['sources']), None)
     if source:
         return f'{text}; set by {source}'
@@ -204,8 +197,8 @@ def with_source(text, names):
 
 
 def command(main=None, *, workdir=False, flags=()):
-    """A script's main(argv) -> exit status, run in its experiment (for_command; flags: its options that are
-    settings, {'--epochs': 'MAX_EPOCHS'}); a DataError is one line on stderr and exit status 2, no traceback."""
+    """A script's main(argv) -> exit status, run in its experiment (flags: its options that are settings,
+    {'--epochs': 'MAX_EPOCHS'}); a DataError is one line on stderr and exit status 2, no traceback."""
     if main is None:
         return functools.partial(command, workdir=workdir, flags=flags)
 
@@ -234,8 +227,7 @@ def parse_args(parser, argv):
 
 
 def current():
-    """This command's experiment: {'settings': its values over config.py's (apply() them in a worker process, which
-    imports config afresh), 'sources': where they came from}."""
+    """This command's experiment: {'settings': its values (a worker process apply()s them), 'sources'}."""
     return {'settings': dict(_command['settings']), 'sources': sorted(set(_command['sources'].values()))}
 
 

@@ -2,11 +2,9 @@
 
     python model.py            # prints the torchinfo summary: 380,113 trainable parameters
 
-Input (batch, frames, 64 mel bands: the front end's width, front_end.py), seen as one channel; output frame-level
-logits (batch, frames, 17) for any number of frames, so a whole test file goes through in one pass. Every size
-comes from config.py. With config.EMBEDDINGS, each frame also holds a pretrained embedding after the mel bands
-(batch, frames, 64 + 768 or 2048), projected and fused before the GRU (docs/method.md, Pretrained embeddings).
-The losses are one table, LOSSES: a new loss is one entry (docs/extending.md).
+Input (batch, frames, 64 mel bands: the front end's width), with config.EMBEDDINGS (batch, frames, 64 + 768 or
+2048: an embedding per frame, fused before the GRU); output frame-level logits (batch, frames, 17) for any number of
+frames. Every size comes from config.py. The losses are one table, LOSSES: a new loss is one entry (docs/extending.md).
 """
 from dataclasses import dataclass
 from typing import Callable
@@ -22,12 +20,8 @@ from utils import DataError
 
 
 class ConvBlock(nn.Module):
-    """Conv2d 3x3 (same padding) -> BatchNorm -> ReLU -> MaxPool (1, pool) over frequency -> Dropout.
-
-    The ReLU is applied after the max-pool: ReLU is monotonic, so max(relu(x)) = relu(max(x)) and the output
-    and every gradient are the same numbers, bit for bit, but the ReLU and its backward touch a tensor
-    `pool` times smaller (after conv 1, 32 x 128 x 200 x 64 floats = 210 MB per training batch).
-    """
+    """Conv2d 3x3 (same padding) -> BatchNorm -> ReLU -> MaxPool (1, pool) over frequency -> Dropout, the ReLU
+    applied after the max-pool: the same numbers bit for bit (they commute), on a tensor `pool` times smaller."""
 
     def __init__(self, in_channels, out_channels, pool):
         super().__init__()
@@ -39,33 +33,27 @@ class ConvBlock(nn.Module):
 
     def forward(self, x):                        # (batch, in, frames, bands)
         x = self.bn(self.conv(x))                # (batch, out, frames, bands)
-        x = self.relu(self.pool(x))              # (batch, out, frames, bands // pool) = pool, then ReLU
-        return self.dropout(x)
+        return self.dropout(self.relu(self.pool(x)))   # (batch, out, frames, bands // pool): pool, then ReLU
 
 
 class CRNN(nn.Module):
-    """Three conv blocks, a bidirectional GRU and two linear layers (no activation after either).
-
-    precision 'bfloat16' runs the conv blocks, nearly all the arithmetic, under torch.autocast: their outputs are
-    bfloat16, while the weights, the BatchNorm statistics (torch keeps them in float32 for bfloat16 inputs), the
-    GRU, the dense layers and the outputs stay float32. 'float32' and 'tf32' run float32 (tf32: the GPU's matrix
-    units round the inputs of convolutions and products to 10 bits; task4b.seed_everything sets it)."""
+    """Three conv blocks, a bidirectional GRU and two linear layers (no activation after either). precision
+    'bfloat16' runs the conv blocks under torch.autocast (weights, BatchNorm statistics, GRU, dense layers and outputs
+    stay float32); 'float32' and 'tf32' run float32 (tf32: set by runtime.seed_everything; docs/method.md, Precision)."""
 
     def __init__(self, precision='float32'):
         super().__init__()
-        self.precision = precision
-        n_bands, n_classes = input_width(), len(config.CLASSES)
+        self.precision, self.n_bands = precision, input_width()
         channels = [1] + [config.CONV_CHANNELS] * len(config.POOL_SIZES)
         self.conv_blocks = nn.Sequential(*[
             ConvBlock(channels[i], channels[i + 1], pool) for i, pool in enumerate(config.POOL_SIZES)])
-        bands = n_bands
+        bands = self.n_bands
         for pool in config.POOL_SIZES:
             bands //= pool                        # 64 -> 12 -> 6 -> 3
         fused = 2 if embedding_width() else 1     # the embeddings' projection beside the conv features
         self.gru = nn.GRU(config.CONV_CHANNELS * bands * fused, config.GRU_UNITS, batch_first=True, bidirectional=True)
         self.dense1 = nn.Linear(2 * config.GRU_UNITS, config.DENSE_UNITS)
-        self.dense2 = nn.Linear(config.DENSE_UNITS, n_classes)
-        self.n_bands = n_bands
+        self.dense2 = nn.Linear(config.DENSE_UNITS, len(config.CLASSES))
         if embedding_width():                     # built last: without embeddings, the network and its draws as before
             self.embedding_projection = nn.Linear(embedding_width(), config.CONV_CHANNELS * bands)
             self.embedding_dropout = nn.Dropout(config.DROPOUT)
@@ -90,8 +78,7 @@ class CRNN(nn.Module):
 
 
 def embedding_width():
-    """Values per frame after the mel bands: config.EMBEDDINGS' width, 0 without (embeddings.py imported only then:
-    librosa's second of start-up)."""
+    """Values per frame after the mel bands: config.EMBEDDINGS' width, 0 without (embeddings.py imported only then)."""
     if config.EMBEDDINGS == 'none':
         return 0
     import embeddings
@@ -103,7 +90,6 @@ def model_input_width():
     return input_width() + embedding_width()
 
 
-CLIP_SECONDS = 10.0                   # DCASE reports MACs per 10 s of audio
 def build_model(device='cpu', precision=None):
     """A new CRNN on `device` in `precision` (default config.PRECISION), in the memory layout of
     config.CHANNELS_LAST (the same function, faster on CPU)."""
@@ -113,21 +99,19 @@ def build_model(device='cpu', precision=None):
     return net
 
 
-def clip_frames(seconds=None):
-    """Frames of a clip of `seconds` (default CLIP_SECONDS), centred: 51 for 10 s."""
-    return 1 + round((seconds or CLIP_SECONDS) * config.SAMPLE_RATE) // config.HOP_LENGTH
+def clip_frames(seconds=10.0):
+    """Frames of a clip of `seconds`, centred: 51 for 10 s, the clip DCASE reports MACs per."""
+    return 1 + round(seconds * config.SAMPLE_RATE) // config.HOP_LENGTH
 
 
 def complexity():
     """The model's size as DCASE reports it -> {'parameters', 'macs_per_sequence' (a 40-s training sequence),
-    'macs_per_10s_clip', their frames, 'counted_by'}: torchinfo's total_mult_adds of a batch of one, the count the
-    original baseline's README gives (what it counts: docs/method.md). Draws no random number of the training.
-    With config.EMBEDDINGS the fusion is counted there, and the frozen network apart, 'embeddings' (embeddings_cost)."""
+    'macs_per_10s_clip', their frames, 'counted_by', with config.EMBEDDINGS 'embeddings'}: torchinfo's
+    total_mult_adds of a batch of one (docs/method.md). Draws no random number of the training."""
     from importlib.metadata import version
     frames = {'sequence': config.SEQUENCE_LENGTH, '10s_clip': clip_frames()}
     with torch.random.fork_rng(devices=[]):          # the weights' initialisation and torchinfo's random input
-        summaries = {name: torchinfo.summary(CRNN(), input_size=(1, n, model_input_width()), verbose=0,
-                                             device='cpu')
+        summaries = {name: torchinfo.summary(CRNN(), input_size=(1, n, model_input_width()), verbose=0, device='cpu')
                      for name, n in frames.items()}
     return {'parameters': summaries['sequence'].trainable_params,
             **{f'macs_per_{name}': summaries[name].total_mult_adds for name in frames},
@@ -138,8 +122,7 @@ def complexity():
 
 def embeddings_cost():
     """The frozen network of config.EMBEDDINGS in its published size -> {'model', 'parameters', 'macs_per_10s_clip'}:
-    torchinfo's count on one 10-s window (its layers' multiply-adds; BEATs' attention products, done by a function,
-    are not among them), computed once per window of 10 s of audio, beside the CRNN's."""
+    torchinfo's count on one 10-s window (BEATs' attention products, done by a function, are not among them)."""
     import embeddings
     import pretrained
     with torch.random.fork_rng(devices=[]):
@@ -153,17 +136,15 @@ def embeddings_cost():
 
 
 def output_bias_init(loss_kind=None):
-    """How the output layer's bias starts: config.OUTPUT_BIAS_INIT for a loss that reads its outputs as
-    probabilities through a sigmoid (bce); 'torch' for one whose raw outputs start near the mostly-zero targets
-    already (mse, which also reproduces the published table)."""
+    """How the output layer's bias starts: config.OUTPUT_BIAS_INIT for a loss of logits (bce); 'torch' for one whose
+    raw outputs start near the mostly-zero targets already (mse, which also reproduces the published table)."""
     return config.OUTPUT_BIAS_INIT if loss_of(loss_kind).prior_bias else 'torch'
 
 
 def init_output_bias(net, Y_train):
     """dense2.bias <- logit(p), p (17,) the mean soft target of each class over every training frame, clipped to
-    [OUTPUT_BIAS_CLIP, 1 - OUTPUT_BIAS_CLIP]. sigmoid(0) = 0.5 against targets that are 0 most of the time would
-    spend hundreds of Adam steps moving the biases down; this starts every output at its class's prior. No
-    random number is drawn: every other weight is torch's initialisation from the same seed."""
+    [OUTPUT_BIAS_CLIP, 1 - OUTPUT_BIAS_CLIP]: every output starts at its class's prior, not at sigmoid(0) = 0.5
+    against mostly-zero targets. No random number is drawn."""
     prior = Y_train.double().mean(dim=(0, 1))                       # (17,)
     prior = prior.clamp(config.OUTPUT_BIAS_CLIP, 1 - config.OUTPUT_BIAS_CLIP)
     with torch.no_grad():
@@ -179,13 +160,10 @@ class Loss:
 
 
 LOSSES = {
-    # binary cross-entropy of sigmoid(outputs) and the soft targets, used as probabilities (-(t log p + (1 - t)
-    # log(1 - p))), in the logits form: stable where sigmoid saturates (log(1 - p) of p = 1.0 in float32 is -inf)
+    # binary cross-entropy of sigmoid(outputs) and the soft targets in the logits form: stable where sigmoid saturates
     'bce': Loss(F.binary_cross_entropy_with_logits, torch.sigmoid, prior_bias=True),
-    # mean squared error of the raw outputs and the soft targets (the reference code). Its scores are the raw
-    # outputs, not clamped to [0, 1], as in the reference code: clamping would change no decision (the threshold
-    # 0.5 is inside [0, 1]) but would tie every output above 1 (and below 0), removing operating points from the
-    # threshold sweep of F1_thop and pAUC, which can only lower them
+    # mean squared error of the raw outputs and the soft targets, scores not clamped to [0, 1] (the reference code):
+    # clamping would tie every output above 1 (and below 0), removing operating points from F1_thop's and pAUC's sweeps
     'mse': Loss(F.mse_loss, lambda outputs: outputs, prior_bias=False),
 }
 

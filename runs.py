@@ -1,18 +1,9 @@
 """Runs: what a run folder is, its record, which runs may be combined, which files it finished, its protocol.
 
-A run is `<workdir>/runs/run{r}/`, written by task4b.py: settings.json, the run's record, when the run starts
-(start_run); scores/<stem>.tsv, the test scores of its folds; validation_scores/fold{k}/<stem>.tsv, the scores of
-fold k's validation files by the fold's selected model (validation_scores_dir); fold{k}/metrics.json once fold k
-is finished, naming its test files and the record it was trained under (finished_folds, finished_files). The
-record is everything but the seed that can change a run's numbers (run_record): the training settings
-(training_settings: epochs, loss and every config value of training) and the features' (features_record: their
-parameters, data set and fold lists, as extraction recorded them). Runs of one record may be combined
-(select_runs); runs trained on other features than the workdir holds now are refused (check_features_of_runs). A
-table's protocol (read_protocol) is the runs' record with the evaluation's settings, named in the table's row
-label (protocol_label) and compared with the published one (protocol_differences).
-
-task4b.py and runtime.py start runs here; evaluate.py, infer.py, plot_results.py and compare.py ask here which
-runs to use. Nothing here computes a metric.
+A run is `<workdir>/runs/run{r}/`: settings.json, its record (start_run); scores/<stem>.tsv, its folds' test scores;
+validation_scores/fold{k}/<stem>.tsv; fold{k}/metrics.json once fold k is finished (docs/protocol.md, What a run
+records). task4b.py and runtime.py start runs here; evaluate.py, infer.py, plot_results.py and compare.py ask here
+which runs to use. Nothing here computes a metric.
 """
 import hashlib
 import json
@@ -32,10 +23,8 @@ from utils import DataError
 
 TRAIN_HINT = 'run: python task4b.py --workdir DIR'
 
-# The code a run's numbers depend on, recorded by its fingerprint (utils.code_fingerprint: an edit of comments,
-# docstrings or layout keeps it, any other edit makes another run). Training's here, the features' in their
-# manifest (extract_features.CODE), the evaluation's in each metrics file (evaluate.SCORING_CODE); config.py's values
-# are recorded one by one; the other files (records, pictures, jobs) write no number of a run.
+# The code a run's numbers depend on, recorded by its fingerprint (utils.code_fingerprint). Training's here, the
+# features' in their manifest (extract_features.CODE), the evaluation's in each metrics file (evaluate.SCORING_CODE).
 TRAINING_CODE = ('task4b.py', 'model.py', 'data_generator.py', 'runtime.py', 'augment.py')
 MODEL_CODE = ('model.py', 'runtime.py')     # of those, the code that turns a model's weights into scores (infer.py)
 VALIDATION_SCORES = 'validation_scores'     # runs/run{r}/validation_scores/fold{k}/<stem>.tsv
@@ -45,22 +34,19 @@ CODE_COPY = 'code'                          # runs/run{r}/code/: the source the 
 # -----------------------------------------------------------------------------
 # The record of a run: what its numbers depend on
 
-RUN_FLAGS = {'SEED': 'seed', 'MAX_EPOCHS': 'epochs', 'LOSS': 'loss', 'PRECISION': 'precision'}  # recorded by these
-#                                                                                 names beside the config values
+# recorded by these names beside the config values
+RUN_FLAGS = {'SEED': 'seed', 'MAX_EPOCHS': 'epochs', 'LOSS': 'loss', 'PRECISION': 'precision'}
 
 
 def defining_settings():
-    """The config values a run records (config.py's settings of the sections not marked '(per command)', but the
-    flags recorded by name, RUN_FLAGS): what it trained with, wherever each value came from."""
+    """The config values a run records: those that define an experiment, but the flags recorded by name (RUN_FLAGS)."""
     return {name: getattr(config, name) for name in utils.DEFAULTS if experiment.defines(name) and name not in RUN_FLAGS}
 
 
 def training_settings(seed, epochs, loss_kind, precision=None, device='cpu'):
-    """What a checkpoint must agree with to be resumed: seed, schedule, loss, precision (default
-    config.PRECISION), the kind of device ('cpu' or 'cuda': they round differently), the config values of
-    training and the fingerprints of its code."""
-    # here, not at the top: model.py imports torch, 1.8 s and 185 MB of start-up (measured) for evaluate.py,
-    # plot_results.py and compare.py, which read records and never make one
+    """What a checkpoint must agree with to be resumed: seed, schedule, loss, precision (default config.PRECISION),
+    the kind of device ('cpu' or 'cuda': they round differently), the config values of training, its code."""
+    # here, not at the top: torch's 1.8 s of start-up for the scripts that only read records
     from model import output_bias_init
     values = defining_settings()
     # the initialisation the loss really gets: 'mse' ignores OUTPUT_BIAS_INIT, so its runs never differ by it
@@ -68,20 +54,17 @@ def training_settings(seed, epochs, loss_kind, precision=None, device='cpu'):
     if values['OUTPUT_BIAS_INIT'] != 'prior':
         values.pop('OUTPUT_BIAS_CLIP', None)
     return {'seed': seed, 'epochs': epochs, 'loss': loss_kind, 'precision': precision or config.PRECISION,
-            'device': torch_device_type(device), 'config': values, 'code': utils.code_record(TRAINING_CODE)}
+            'device': str(device).split(':')[0], 'config': values, 'code': utils.code_record(TRAINING_CODE)}
 
 
 def complete_config(values):
-    """The config values of a run's record with each setting they lack at config.py's default, as read back
-    (tuples as lists): a run recorded before a setting existed trained as its default does, so it combines,
-    continues and compares with the runs of today at that default."""
+    """The config values of a run's record with each setting they lack at its default (utils.with_defaults)."""
     names = [n for n in defining_settings() if n != 'OUTPUT_BIAS_CLIP' or values.get('OUTPUT_BIAS_INIT') == 'prior']
     return utils.with_defaults(values, names)
 
 
 def complete(record):
-    """A run's record (training, features) completed with the defaults of the settings it lacks (complete_config;
-    the features' parameters likewise)."""
+    """A run's record completed with the defaults of the settings it lacks (training's and the features')."""
     record = json.loads(json.dumps(record, default=str))
     training, features = record.get('training'), record.get('features')
     if isinstance(training, dict) and isinstance(training.get('config'), dict):
@@ -92,51 +75,39 @@ def complete(record):
     return record
 
 
-def torch_device_type(device):
-    return str(device).split(':')[0]          # 'cuda:1' -> 'cuda' (torch.device without importing torch)
-
-
 def features_record(manifest):
-    """What a run's numbers depend on of its features (a part of its record): their parameters, the data set and
-    the fold lists, as extraction recorded them in its manifest, and their pretrained embeddings' checkpoint and code
-    when they have any."""
+    """The features' part of a run's record, from their manifest (their embeddings' only when they have any)."""
     return {**{key: manifest.get(key) for key in ('params', 'code', 'dataset', 'folds_sha256')},
             **({'embeddings': manifest['embeddings']} if 'embeddings' in manifest else {})}   # only when made
 
 
 def run_record(manifest, epochs, loss_kind, precision=None, device='cpu'):
-    """Everything but the seed that can change a run's numbers: the training settings, and the features'
-    (their parameters, data set and fold lists, as extraction recorded them)."""
+    """Everything but the seed that can change a run's numbers: the training settings, and the features'."""
     training = training_settings(None, epochs, loss_kind, precision, device)
     del training['seed']
     return json.loads(json.dumps({'training': training, 'features': features_record(manifest)}))  # as read back
 
 
 def record_id(record):
-    """A short name of a run's record: 12 hex digits of the hash of the record completed with the defaults of the
-    settings it lacks (complete), so that a setting added at its default names no other run."""
+    """12 hex digits of the hash of the completed record: a setting added at its default names no other run."""
     return hashlib.sha256(json.dumps(complete(record), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def versions():
     """Versions of python and the libraries behind the numbers."""
-    found = {'python': platform.python_version()}
-    found.update({name: version(name) for name in ('torch', 'numpy', 'librosa', 'sed_eval', 'sed_scores_eval')})
-    return found
+    libraries = ('torch', 'numpy', 'librosa', 'sed_eval', 'sed_scores_eval')
+    return {'python': platform.python_version(), **{name: version(name) for name in libraries}}
 
 
 def copy_code(run_dir, features_code):
-    """run_dir/code/: the files of the run's record (training's and the features') and config.py, as they are
-    now: what the run ran, comments included (compare.py shows their differences)."""
+    """run_dir/code/: the code of the run's record and config.py as they are now, comments included (compare.py)."""
     for name in ['config.py', *TRAINING_CODE, *features_code]:
-        source = Path(config.REPO_ROOT) / name
-        utils.write_text_atomic(Path(run_dir) / CODE_COPY / name, source.read_text())
+        utils.write_text_atomic(Path(run_dir) / CODE_COPY / name, (Path(config.REPO_ROOT) / name).read_text())
 
 
 def start_run(run_dir, record, seed, restart=False, device_details=None):
-    """Write run_dir/settings.json, the run's record, when the run starts (with the model's size, model.complexity),
-    and the copy of its code -> its record id. A run folder whose record differs is refused, naming the
-    differences, unless restart: then the old run is removed first."""
+    """Write run_dir/settings.json and the copy of its code -> its record id. A run folder whose record differs is
+    refused, naming the differences, unless restart: then the old run is removed first."""
     path = Path(run_dir) / 'settings.json'
     new_id = record_id(record)
     if path.is_file():
@@ -198,8 +169,7 @@ def find_run_dirs(workdir):
 
 def select_runs(workdir, runs=None):
     """The run folders of workdir to combine -> (run dirs in run order, their record). runs: run numbers (default
-    every run with score files). Runs of different records (apart from the seed) are refused, naming the
-    differences."""
+    every run with score files). Runs of different records are refused, naming the differences."""
     if runs is None:
         run_dirs = find_run_dirs(workdir)
         if not run_dirs:
@@ -249,8 +219,7 @@ def finished_files(run_dir):
 
 
 def scores_sha256(run_dir, stems):
-    """The hash of the names and contents of these score files of the run (`<run_dir>/scores/<stem>.tsv`): a run's
-    metrics.json records it, so that metrics are reused only over the very files they were computed from."""
+    """The hash of these score files' names and contents: metrics are reused only over the files they scored."""
     digest = hashlib.sha256()
     for stem in sorted(stems):
         path = Path(run_dir) / 'scores' / f'{stem}.tsv'
@@ -292,13 +261,9 @@ def folds_name(folds_sha256):
 
 
 def check_features_of_runs(workdir, run_dir, record):
-    """Refuse runs trained on other features or fold lists than workdir holds now (re-extracted since, e.g. with
-    other fold files): their scores would be regrouped into the new folds and scored against the new references
-    and labels without a word. The record keeps the folds' hash, not their lists, so they cannot be scored under
-    their own folds. The features themselves are checked as training checks them (extract_features.read_manifest:
-    config.py's feature parameters, the fold files and the audio and annotation files unchanged since), as the
-    references and the per-fold timelines come from them. A workdir without features (score files and metadata
-    only) has nothing to compare."""
+    """Refuse runs trained on other features or fold lists than workdir holds now (extracted again since): their
+    scores would be regrouped into the new folds and scored against the new references without a word (the record
+    keeps the folds' hash, not their lists). A workdir without features has nothing to compare."""
     manifest_path = Path(workdir) / config.FEATURES_DIR / extract_features.MANIFEST
     if not manifest_path.is_file():
         return
@@ -318,8 +283,7 @@ def check_features_of_runs(workdir, run_dir, record):
 
 def check_code_of_runs(run_dir, record):
     """Refuse to run a run's models with other code than it was trained with where that code turns weights into
-    scores (MODEL_CODE; infer.py: today's model.py with its weights would compute other scores than the run did).
-    An edit of the training alone (task4b.py, data_generator.py) leaves its models' scores as they were."""
+    scores (MODEL_CODE, infer.py); an edit of the training alone leaves its models' scores as they were."""
     recorded = record.get('training', {}).get('code') or {}
     differences = utils.differences({name: recorded.get(name) for name in MODEL_CODE}, utils.code_record(MODEL_CODE))
     if differences:
@@ -330,8 +294,7 @@ def check_code_of_runs(run_dir, record):
 
 
 def check_scores_folder(workdir, scores_dir):
-    """A folder of score files given by hand (--scores): checked as check_features_of_runs checks runs when it is a
-    run's (its parent holds settings.json); score files of anywhere else have no record to compare."""
+    """A folder of score files given by hand (--scores), checked as a run's when its parent holds settings.json."""
     run_dir = Path(scores_dir).resolve().parent
     record = _read_json(run_dir / 'settings.json').get('record')
     if record:
@@ -342,10 +305,8 @@ def check_scores_folder(workdir, scores_dir):
 # The protocol of a table: the runs' record and the evaluation's settings
 
 def read_protocol(workdir, run_dirs, scoring):
-    """How a table was computed, keyed as config.PUBLISHED_PROTOCOL: the data set and the folds (as extraction
-    recorded them), the runs' record completed with the defaults of what it lacks (settings.json: epochs, loss,
-    the config values of training and features; select_runs lets only runs of one record through) and the settings
-    of config.py they were scored with (evaluate.scoring)."""
+    """How a table was computed, keyed as config.PUBLISHED_PROTOCOL: the data set and the folds, the runs' completed
+    record (select_runs lets only runs of one record through) and the settings they were scored with."""
     manifest = extract_features.read_manifest(workdir, check=False)
     official = manifest.get('folds_sha256') == config.OFFICIAL_FOLDS_SHA256
     # pAUC is not in the published table: its setting is no part of the protocol
@@ -355,18 +316,15 @@ def read_protocol(workdir, run_dirs, scoring):
     record = _read_json(Path(run_dirs[0]) / 'settings.json').get('record', {}) if run_dirs else {}
     training = complete(record).get('training') if record.get('training') else None
     if training:
-        # the memory layout (CHANNELS_LAST) is recorded, so that runs of both never combine, but it changes the
-        # last bits only: no protocol names it
+        # CHANNELS_LAST is recorded, so that runs of both never combine, but changes the last bits only
         protocol.update({name: training.get(key) for name, key in RUN_FLAGS.items() if name != 'SEED'})
         protocol.update({k: v for k, v in training['config'].items() if k != 'CHANNELS_LAST'})
     return json.loads(json.dumps(protocol))          # as results.json reads back: tuples are lists
 
 
 def protocol_label(protocol):
-    """The protocol as the table's row label names it: `demo data, loss bce, soft targets, float32, 80 epochs,
-    official folds, timeline per fold, F1_thop time_decimals 30`, then every other setting that differs from
-    config.py's default (`LEARNING_RATE 0.003`, `MIXUP 0.5`): runs recorded before a setting existed read as its
-    default."""
+    """The table's row label: `demo data, loss bce, soft targets, float32, 80 epochs, official folds, timeline per
+    fold, F1_thop time_decimals 30`, then every other setting that differs from its default (`MIXUP 0.5`)."""
     folds, epochs = protocol.get('folds', 'unknown'), protocol.get('MAX_EPOCHS', 'unknown')
     named = ('data set', 'folds', 'LOSS', 'TARGETS', 'PRECISION', 'MAX_EPOCHS', 'TIMELINE', 'F1_THOP_TIME_DECIMALS',
              'OUTPUT_BIAS_INIT')
@@ -381,10 +339,8 @@ def protocol_label(protocol):
 
 
 def protocol_differences(protocol):
-    """Every setting of a table's protocol that differs from the published one (config.PUBLISHED_PROTOCOL where it
-    names the setting, config.py's default where not), in the protocol's order: ['MAX_EPOCHS 2 (published: 150)',
-    'THRESHOLD 0.3 (published: 0.5)', ...]; the training's settings as not recorded where no run record states
-    them (a folder of score files)."""
+    """Every setting of a table's protocol that differs from the published one (config.PUBLISHED_PROTOCOL, else the
+    default), ['MAX_EPOCHS 2 (published: 150)', ...], and those no run record states (a folder of score files)."""
     published = json.loads(json.dumps({**utils.DEFAULTS, **config.PUBLISHED_PROTOCOL}, default=str))
     differences = [f'{key} {value} (published: {published[key]})' for key, value in protocol.items()
                    if key in published and value != published[key]]

@@ -73,8 +73,7 @@ def file_features_path(workdir, file_id):
 
 
 def read_file_lists(split_file, folds_dir):
-    """-> (file ids: the split's, then new ones of the fold files; {fold: {'train', 'val', 'test': ids}}), checked
-    as check_folds checks them."""
+    """-> (file ids: the split's, then new ones of the fold files; {fold: {part: ids}}), checked (check_folds)."""
     try:
         split = read_file_list(split_file)
         folds = {fold: read_fold(fold, folds_dir) for fold in range(1, config.N_FOLDS + 1)}
@@ -92,10 +91,9 @@ def read_file_lists(split_file, folds_dir):
 
 
 def check_folds(file_ids, folds, split_file, folds_dir):
-    """Refuse fold files, whoever wrote them, that break cross-validation (DataError naming the fold file and the
-    file id): a part listing a file twice, a file in two parts of one fold (a test file also trained on is
-    leakage), a fold without training files, a file in no test part or in two (it would enter two fold timelines,
-    and the second fold's training would delete the first one's score file)."""
+    """Refuse fold files that break cross-validation: a part listing a file twice, a file in two parts of a fold
+    (leakage), a fold without training files, a file in no test part or in two (two fold timelines, and the second
+    fold's training would delete the first one's score file)."""
     fix = 'correct the fold files, or write new ones with python make_folds.py'
     tested = {}
     for fold, parts in folds.items():
@@ -141,8 +139,7 @@ def atomic_write(path, write):
         os.chmod(tmp, 0o666 & ~_UMASK)   # mkstemp makes 0600; give the file the mode a plain open() would
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        Path(tmp).unlink(missing_ok=True)
         raise
 
 
@@ -156,9 +153,8 @@ def write_json_atomic(path, obj):
 
 
 def code_fingerprint(path):
-    """12 hex digits of a Python file's code: its syntax tree without docstrings, so that an edit of comments,
-    docstrings or layout keeps the fingerprint and any other edit changes it. The tree is written out without the
-    fields that newer Pythons add empty, so 3.11 to 3.13 agree."""
+    """12 hex digits of a Python file's syntax tree without docstrings: an edit of comments, docstrings or layout
+    keeps it, any other edit changes it. Fields that newer Pythons add empty are left out, so 3.11 to 3.13 agree."""
     def canonical(node):
         if isinstance(node, list):
             return '[' + ','.join(map(canonical, node)) + ']'
@@ -166,9 +162,8 @@ def code_fingerprint(path):
             return repr(node)
         fields = []
         for name, value in ast.iter_fields(node):
-            if (name == 'body' and isinstance(node, DOCUMENTED) and value and isinstance(value[0], ast.Expr)
-                    and isinstance(value[0].value, ast.Constant) and isinstance(value[0].value.value, str)):
-                value = value[1:]                              # the docstring
+            if name == 'body' and isinstance(node, DOCUMENTED) and ast.get_docstring(node, clean=False) is not None:
+                value = value[1:]
             if name == 'values' and isinstance(node, ast.JoinedStr):   # 3.12 adds empty parts to some f-strings
                 value = [v for v in value if not (isinstance(v, ast.Constant) and v.value == '')]
             if value is not None and value != []:
@@ -230,8 +225,7 @@ class DataError(ValueError):
 # config.py's settings: their defaults, sections and checks, all read from config.py itself
 
 def _settings_in_order():
-    """{setting: the title of its section} of config.py, in its order: every module-level NAME assigned there (a
-    section is a `# ---` rule followed by a `# Title` line)."""
+    """{setting: the title of its section (a `# ---` rule, then `# Title`)} of each NAME config.py assigns, in order."""
     path = Path(config.__file__)
     lines = path.read_text().splitlines()
     titles = {number + 2: lines[number + 1].lstrip('#').strip() for number, line in enumerate(lines[:-1])
@@ -295,20 +289,13 @@ def checked(name, value, where):
 
 def config_problem():
     """The first value of config.py that no script can work with -> ([the settings it names, the wrong one first],
-    'config.NAME = value: expected ...'), or None: each setting's own check (its annotation in config.py), then the
-    rules that join several."""
+    'config.NAME = value: expected ...'), or None: each setting's own check, then the rules that join several."""
     for name, check in CHECKS.items():
         value = getattr(config, name)
         if not check(value):
             return [name], f'config.{name} = {value!r}: expected {check.expected}'
     return network_problem() or classes_problem() or spectrum_problem() or augmentation_problem() or \
         median_filter_problem()
-
-
-def input_width():
-    """Values per frame of the model's input, as the front end makes them (front_end.py)."""
-    import front_end
-    return front_end.FRONT_ENDS[config.FRONT_END].width()
 
 
 def network_problem():
@@ -318,14 +305,12 @@ def network_problem():
     if config.FRONT_END not in front_end.FRONT_ENDS:
         return ['FRONT_END'], (f'config.FRONT_END = {config.FRONT_END!r}: expected one of '
                                f'{", ".join(map(repr, front_end.FRONT_ENDS))} (front_end.FRONT_ENDS)')
-    pools, bands = config.POOL_SIZES, input_width()
+    pools, bands = config.POOL_SIZES, front_end.input_width()
     if bands < math.prod(pools):
         names = sorted(['POOL_SIZES', 'N_MELS', 'FRONT_END'], key=lambda n: getattr(config, n) == DEFAULTS[n])
         return names, (f'config.{names[0]} = {getattr(config, names[0])!r}: the front end {config.FRONT_END!r} gives '
                        f'{bands} input bands, and the max-pools over frequency of POOL_SIZES = {list(pools)} reduce '
-                       f'them to 0; expected at least their product, {math.prod(pools)}, input bands, or smaller '
-                       f'pools')
-    return None
+                       f'them to 0; expected at least their product, {math.prod(pools)}, input bands, or smaller pools')
 
 
 def classes_problem():
@@ -354,15 +339,16 @@ def spectrum_problem():
 
 
 def augmentation_problem():
-    """Augmentations wider than what they cut (a sequence's frames, the input bands), or those of the mel bands with
-    pretrained embeddings beside them (they would act on the embeddings' values as if they were bands), or None."""
+    """Augmentations wider than what they cut, or of the mel bands with embeddings beside them (they would act on
+    the embeddings' values as if they were bands), or None."""
+    import front_end
     if config.EMBEDDINGS != 'none':
         for name in ('FILTER_AUGMENT_BANDS', 'MIXSTYLE', 'FREQ_MASKS'):
             if getattr(config, name):
                 return ([name, 'EMBEDDINGS'], f'config.{name} = {getattr(config, name)!r}: it acts on the mel bands, '
                         f'and config.EMBEDDINGS = {config.EMBEDDINGS!r} sets embeddings beside them; expected 0 with '
                         f'embeddings (frame shift, time masks and mixup act on both alike)')
-    bands = input_width()
+    bands = front_end.input_width()
     for name, limit, of in (('FRAME_SHIFT', config.SEQUENCE_LENGTH - 1, 'SEQUENCE_LENGTH - 1'),
                             ('TIME_MASK_WIDTH', config.SEQUENCE_LENGTH, 'SEQUENCE_LENGTH'),
                             ('FREQ_MASK_WIDTH', bands, 'the input bands'),
