@@ -9,12 +9,9 @@
                                                            # validation; the runs' scores averaged, one system
     python evaluate.py --workdir DIR --set MEDIAN_FILTER=5 # every class's scores median-filtered over 5 frames
 
-Scores and hard labels become events by post_processing.py; score_io.py reads the score files, the ground truth,
-durations and soft targets. The metrics (ER_m, F1_m, F1_M, F1_thop, pAUC), the median filter and the two timelines
-are those of docs/method.md, Evaluation; --tune and --ensemble score the rows beside the protocol's (tuning.py),
-each row's 'scoring' saying how it was cut, and never write a run's metrics.json. Every JSON written is strict (no
-NaN or Infinity). Which runs are combined, which of their files are finished and the protocol the table names are
-runs.py's answers.
+Scores become events by post_processing.py; score_io.py reads what they are scored against. The metrics, the median
+filter and the timelines are those of docs/method.md, Evaluation. --tune and --ensemble add rows (tuning.py), each
+saying in its 'scoring' how it was cut, and write no run's metrics.json. Every JSON written is strict (no NaN).
 """
 import argparse
 import json
@@ -43,8 +40,7 @@ from tables import HEADLINE, format_headline, format_thresholds, results_table_m
 from tuning import choose_per_fold, chosen_scoring, ensemble_folds, run_folds  # noqa: E402
 from utils import DataError  # noqa: E402
 
-# How a metrics file was scored, recorded in it: the settings, the code and the libraries its numbers depend on
-# besides the scores (tables.py only shows them)
+# How a metrics file was scored, recorded in it: the settings, code and libraries its numbers depend on
 SCORING = ('HARD_CLASSES', 'THRESHOLD', 'MEDIAN_FILTER', 'MEDIAN_FILTER_BY_CLASS', 'MERGE_GAP', 'MIN_EVENT_LENGTH',
            'SEGMENT_LENGTH', 'TIMELINE', 'F1_THOP_TIME_DECIMALS', 'PAUC_MAX_FPR')
 SCORING_CODE = ('evaluate.py', 'score_io.py', 'tuning.py', 'post_processing.py')

@@ -72,10 +72,8 @@ class PlateauSchedule:
     def __init__(self, max_epochs):
         self.decay_patience = int(config.LR_DECAY_PATIENCE * max_epochs)
         self.stop_patience = int(config.EARLY_STOP_PATIENCE * max_epochs)
-        self.best_loss = math.inf
-        self.best_epoch = 0
-        self.since_best = 0
-        self.since_decay = 0
+        self.best_loss, self.best_epoch = math.inf, 0
+        self.since_best = self.since_decay = 0
 
     def step(self, epoch, val_loss):
         """Record epoch `epoch`'s validation loss -> (improved, decay, stop)."""
