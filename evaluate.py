@@ -196,13 +196,12 @@ def summarize_runs(run_metrics):
     if not run_metrics:
         raise DataError(f'no runs to summarise; {TRAIN_HINT}')
     values = {key: np.array([m[key] for m in run_metrics], dtype=float) for key in HEADLINE}
-    summary = {'n_runs': len(run_metrics), 'mean': {key: float(v.mean()) for key, v in values.items()},
-               'std': {key: float(v.std(ddof=0)) for key, v in values.items()}}
-    summary['n_files'] = sorted({m['n_files'] for m in run_metrics})
-    summary['n_files_total'] = max(m['n_files_total'] for m in run_metrics)
-    summary['runs'] = [{k: v for k, v in m.items() if k != 'report'} for m in run_metrics]
-    summary['cost'] = cost.over_runs([m.get('cost') for m in run_metrics])
-    return summary
+    return {'n_runs': len(run_metrics), 'mean': {key: float(v.mean()) for key, v in values.items()},
+            'std': {key: float(v.std(ddof=0)) for key, v in values.items()},
+            'n_files': sorted({m['n_files'] for m in run_metrics}),
+            'n_files_total': max(m['n_files_total'] for m in run_metrics),
+            'runs': [{k: v for k, v in m.items() if k != 'report'} for m in run_metrics],
+            'cost': cost.over_runs([m.get('cost') for m in run_metrics])}
 
 
 def score_run(workdir, run_dir):

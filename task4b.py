@@ -229,8 +229,7 @@ def train_fold(data, fold_dir, seed, epochs, device, loss_kind, resume=False, na
         runtime.save_checkpoint(checkpoint_path, {
             'epoch': epoch, 'finished': finished, 'model': model.state_dict(), 'optimizer': optimizer.state_dict(),
             'schedule': schedule.state_dict(), 'best_model': best_state, 'history': history, 'settings': settings,
-            'augment': augmenter.state_dict()},
-            generator, device)
+            'augment': augmenter.state_dict()}, generator, device)
         bar.update(1)
         bar.set_postfix(train=f'{history[-1]["train_loss"]:.4f}', val=f'{val_loss:.4f}', F1=f'{val_f1:.1f}',
                         best=schedule.best_epoch, lr=f'{optimizer.param_groups[0]["lr"]:.0e}')
