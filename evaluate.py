@@ -9,31 +9,9 @@
                                                            # validation; the runs' scores averaged, one system
     python evaluate.py --workdir DIR --set MEDIAN_FILTER=5 # every class's scores median-filtered over 5 frames
 
-Inputs: score files, the ground truth and durations and, for the per-fold timeline, the soft targets (score_io.py
-reads them); scores and hard labels become events by post_processing.py.
-
-Metrics (over the files that have scores; the report says how many of the ground truth's files that is), as
-docs/method.md, Evaluation, describes them:
-- ER_m, F1_m: sed_eval segment-based (1 s segments), micro over the 11 evaluated classes; by default each fold's
-  test files concatenated in its list order into one timeline (scores and hard labels), as the challenge did;
-  `--timeline file`: each file on its own timeline of its duration, against gt_dev.csv; F1_m is 0 when the system
-  detects no segment at all (sed_eval leaves it undefined);
-- F1_M: sed_eval class-wise F averaged over the 11 classes, an undefined F counted as 0;
-- F1_thop: sed_scores_eval segment-based best F-score, each class at its own optimal threshold, macro average
-  (per file, time_decimals=30 as the challenge called it), with each class's precision, recall and threshold;
-- pAUC: sed_scores_eval segment-based partial AUROC up to config.PAUC_MAX_FPR, divided by it (0..1, as DCASE
-  2024's mpAUC for MAESTRO), macro average.
-A class with no defined value (no reference and no system segment; for F1_thop and pAUC: no reference event among
-the scored files) counts 0 in the macro averages. F-scores in percent, ER and pAUC as fractions. With a median filter
-(config.MEDIAN_FILTER, MEDIAN_FILTER_BY_CLASS; none by default) every metric is of the filtered scores, each file
-filtered on its own.
-
-Beside the protocol's row (docs/method.md, Evaluation; tuning.py), --tune and --ensemble score other rows; neither
-writes a run's metrics.json; each row's 'scoring' says how it was cut (THRESHOLD and MEDIAN_FILTER per fold and class).
-
-A run's metrics.json is reused (compare.py, plot_results.py) only while scoring the run now would give it
-(run_metrics). Every JSON written is strict (no NaN or Infinity). Which runs are combined, which of their files are
-finished and the protocol the table names are runs.py's answers.
+Scores become events by post_processing.py; score_io.py reads what they are scored against. The metrics, the median
+filter and the timelines are those of docs/method.md, Evaluation. --tune and --ensemble add rows (tuning.py), each
+saying in its 'scoring' how it was cut, and write no run's metrics.json. Every JSON written is strict (no NaN).
 """
 import argparse
 import json
@@ -62,8 +40,7 @@ from tables import HEADLINE, format_headline, format_thresholds, results_table_m
 from tuning import choose_per_fold, chosen_scoring, ensemble_folds, run_folds  # noqa: E402
 from utils import DataError  # noqa: E402
 
-# How a metrics file was scored, recorded in it: the settings, the code and the libraries its numbers depend on
-# besides the scores (tables.py only shows them)
+# How a metrics file was scored, recorded in it: the settings, code and libraries its numbers depend on
 SCORING = ('HARD_CLASSES', 'THRESHOLD', 'MEDIAN_FILTER', 'MEDIAN_FILTER_BY_CLASS', 'MERGE_GAP', 'MIN_EVENT_LENGTH',
            'SEGMENT_LENGTH', 'TIMELINE', 'F1_THOP_TIME_DECIMALS', 'PAUC_MAX_FPR')
 SCORING_CODE = ('evaluate.py', 'score_io.py', 'tuning.py', 'post_processing.py')
@@ -89,8 +66,7 @@ def fold_test_groups(stems, folds_dir):
 
 def timelines(stems, scores, ground_truth, durations, timeline, workdir, folds_dir=None, thresholds=None):
     """(reference events, estimated events, evaluated length s) per timeline sed_eval sees, from scores already
-    median-filtered (filtered_scores), each file's frames active above its thresholds ({stem: (11,)}, default
-    config.THRESHOLD)."""
+    median-filtered (filtered_scores); thresholds: {stem: (11,)}, default config.THRESHOLD."""
     def events(frames, name, stem):              # filtered before, file by file: no second filter here
         return post_process_events(frames, config.HARD_CLASSES, name, None if thresholds is None else
                                    thresholds[stem], filter_lengths=1)
@@ -123,8 +99,7 @@ def timelines(stems, scores, ground_truth, durations, timeline, workdir, folds_d
 
 
 def segment_metrics(timelines):
-    """One sed_eval SegmentBasedMetrics (1 s segments, the 11 classes) accumulating every (reference events,
-    estimated events, length in s) of `timelines`."""
+    """One sed_eval SegmentBasedMetrics (1 s segments, 11 classes) accumulating every timeline of `timelines`."""
     metrics = sed_eval.sound_event.SegmentBasedMetrics(config.HARD_CLASSES, time_resolution=config.SEGMENT_LENGTH)
     for reference, estimated, length in timelines:
         metrics.evaluate(reference_event_list=reference, estimated_event_list=estimated, evaluated_length_seconds=length)
@@ -132,14 +107,13 @@ def segment_metrics(timelines):
 
 
 def f1_micro(metrics):
-    """F1_m (%) of a sed_eval SegmentBasedMetrics: its overall F, 0 where sed_eval leaves it undefined (no system
-    segment at all, so no precision), as F1_M counts an undefined class."""
+    """F1_m (%): sed_eval's overall F, 0 where it is undefined (no system segment at all)."""
     return 100 * (finite_or_none(metrics.overall_f_measure()['f_measure']) or 0.0)
 
 
 def scoring(timeline=None, time_decimals=None):
-    """How metrics computed now are scored (SCORING's values, timeline and time_decimals as evaluate_scores takes
-    them, the fingerprints of SCORING_CODE, the versions of SCORING_LIBRARIES), as a metrics file records it."""
+    """How metrics computed now are scored, as a metrics file records it: SCORING's values, the fingerprints of
+    SCORING_CODE, the versions of SCORING_LIBRARIES."""
     values = {name: getattr(config, name) for name in SCORING}
     values['TIMELINE'] = timeline or config.TIMELINE
     values['F1_THOP_TIME_DECIMALS'] = config.F1_THOP_TIME_DECIMALS if time_decimals is None else time_decimals
@@ -153,11 +127,9 @@ def evaluate_scores(scores_dir, workdir=None, file_stems=None, timeline=None, fo
     """Every metric for the score files of a folder -> dict (F1 in percent, ER and pAUC fractions).
 
     scores_dir: a folder of score files, or {stem: score DataFrame} read already (an ensemble's averaged scores).
-    file_stems: evaluate only these files (each must have a score file). timeline: 'fold' or 'file' (default
-    config.TIMELINE). folds_dir: fold lists of the 'fold' timeline (default: those recorded in
-    <workdir>/features/manifest.json, else config.FOLDS_DIR). time_decimals: of F1_thop's best_fscore
-    (default config.F1_THOP_TIME_DECIMALS). post: each file's post-processing, {stem: (thresholds (11,), median
-    filters (11,) in frames)} (default config's THRESHOLD and median filters for every file).
+    file_stems: evaluate only these files. folds_dir: fold lists of the 'fold' timeline (default: those of the
+    features' manifest, else config.FOLDS_DIR). post: {stem: (thresholds (11,), median filters (11,) in frames)}
+    (default config's for every file). timeline, time_decimals: default config.TIMELINE, F1_THOP_TIME_DECIMALS.
     """
     record = scoring(timeline, time_decimals)
     timeline, time_decimals = record['TIMELINE'], record['F1_THOP_TIME_DECIMALS']
@@ -183,73 +155,58 @@ def evaluate_scores(scores_dir, workdir=None, file_stems=None, timeline=None, fo
     subset_gt, present = reference_events(ground_truth, stems)
     f_thop, precision, recall, thresholds, pauc = {}, {}, {}, {}, {}
     if present:
-        subset_scores = {s: scores[s][['onset', 'offset'] + present] for s in stems}
-        subset_durations = {s: durations[s] for s in stems}
+        subset = ({s: scores[s][['onset', 'offset'] + present] for s in stems}, subset_gt,
+                  {s: durations[s] for s in stems})
         f_thop, precision, recall, thresholds, _ = sed_scores_eval.segment_based.best_fscore(
-            subset_scores, subset_gt, subset_durations, segment_length=config.SEGMENT_LENGTH,
-            time_decimals=time_decimals)
-        auroc, _ = sed_scores_eval.segment_based.auroc(
-            subset_scores, subset_gt, subset_durations, segment_length=config.SEGMENT_LENGTH,
-            max_fpr=config.PAUC_MAX_FPR)
-        pauc = {c: auroc[c] for c in present}
+            *subset, segment_length=config.SEGMENT_LENGTH, time_decimals=time_decimals)
+        pauc, _ = sed_scores_eval.segment_based.auroc(*subset, segment_length=config.SEGMENT_LENGTH,
+                                                      max_fpr=config.PAUC_MAX_FPR)
+
+    def defined(values, key, scale=1):   # None where undefined or absent
+        value = finite_or_none(values.get(key, float('nan')))
+        return None if value is None else scale * value
 
     def macro(values):                   # mean over the 11 classes, an undefined value counted as 0
-        return float(np.mean([finite_or_none(values.get(c, float('nan'))) or 0.0 for c in config.HARD_CLASSES]))
+        return float(np.mean([defined(values, c) or 0.0 for c in config.HARD_CLASSES]))
 
     n_total = len(durations)
     report = f'Segment-based metrics over {len(stems)} of {n_total} files, {TIMELINE_NAMES[timeline]}\n' + str(metrics)
     if finite_or_none(metrics.overall_f_measure()['f_measure']) is None:
         report += '  No overall F (no system segment in any file): F1_m counts it as 0\n'
-    undefined = [c for c in config.HARD_CLASSES if finite_or_none(class_f[c]) is None]
+    undefined = [c for c in config.HARD_CLASSES if defined(class_f, c) is None]
     if undefined:   # sed_eval's class-wise average (nanmean) skips them; F1_M counts them as 0
         report += (f'  No F for {undefined} (no reference and no system segment): F1_M counts them as 0, '
                    f'F1_M = {100 * macro(class_f):.2f}% (the class-wise average above leaves them out)\n')
 
-    def percent(values, c):
-        return None if c not in values or finite_or_none(values[c]) is None else 100 * float(values[c])
-
-    class_wise = {c: {'F': percent(class_f, c), 'ER': finite_or_none(metrics.class_wise_error_rate(c)['error_rate']),
-                      'F1_thop': percent(f_thop, c), 'P_thop': percent(precision, c), 'R_thop': percent(recall, c),
-                      'threshold_thop': finite_or_none(thresholds[c]) if c in thresholds else None,
-                      'pAUC': None if c not in pauc else finite_or_none(pauc[c])}
+    class_wise = {c: {'F': defined(class_f, c, 100), 'ER': defined(metrics.class_wise_error_rate(c), 'error_rate'),
+                      'F1_thop': defined(f_thop, c, 100), 'P_thop': defined(precision, c, 100),
+                      'R_thop': defined(recall, c, 100), 'threshold_thop': defined(thresholds, c),
+                      'pAUC': defined(pauc, c)}
                   for c in config.HARD_CLASSES}
-    return {
-        'ER_m': float(metrics.overall_error_rate()['error_rate']),
-        'F1_m': f1_micro(metrics),
-        'F1_M': 100 * macro(class_f),
-        'F1_thop': 100 * macro(f_thop),
-        'pAUC': macro(pauc),
-        'class_wise': class_wise,
-        'thresholds': {c: class_wise[c]['threshold_thop'] for c in config.HARD_CLASSES},
-        'n_files': len(stems),
-        'n_files_total': n_total,
-        'files': stems,
-        'scoring': record,
-        'report': report,
-    }
+    return {'ER_m': float(metrics.overall_error_rate()['error_rate']), 'F1_m': f1_micro(metrics),
+            'F1_M': 100 * macro(class_f), 'F1_thop': 100 * macro(f_thop), 'pAUC': macro(pauc),
+            'class_wise': class_wise, 'thresholds': {c: v['threshold_thop'] for c, v in class_wise.items()},
+            'n_files': len(stems), 'n_files_total': n_total, 'files': stems, 'scoring': record, 'report': report}
 
 
 def summarize_runs(run_metrics):
-    """Per-run metric dicts -> {'n_runs', 'mean', 'std', 'runs', 'cost'}: mean and standard deviation over runs of
-    the headline metrics (np.std, ddof=0: nothing says which the published table used), every run kept (its
-    class-wise F, thresholds, files; not its long report), and the runs' time, energy and model size (cost.py; None
-    for score files of no run)."""
+    """Per-run metric dicts -> {'n_runs', 'mean', 'std', 'runs', 'cost', ...}: the headline metrics' mean and
+    standard deviation over runs (ddof=0: nothing says which the published table used), every run but its long
+    report, and the runs' cost (cost.py; None for score files of no run)."""
     if not run_metrics:
         raise DataError(f'no runs to summarise; {TRAIN_HINT}')
     values = {key: np.array([m[key] for m in run_metrics], dtype=float) for key in HEADLINE}
-    summary = {'n_runs': len(run_metrics), 'mean': {key: float(v.mean()) for key, v in values.items()},
-               'std': {key: float(v.std(ddof=0)) for key, v in values.items()}}
-    summary['n_files'] = sorted({m['n_files'] for m in run_metrics})
-    summary['n_files_total'] = max(m['n_files_total'] for m in run_metrics)
-    summary['runs'] = [{k: v for k, v in m.items() if k != 'report'} for m in run_metrics]
-    summary['cost'] = cost.over_runs([m.get('cost') for m in run_metrics])
-    return summary
+    return {'n_runs': len(run_metrics), 'mean': {key: float(v.mean()) for key, v in values.items()},
+            'std': {key: float(v.std(ddof=0)) for key, v in values.items()},
+            'n_files': sorted({m['n_files'] for m in run_metrics}),
+            'n_files_total': max(m['n_files_total'] for m in run_metrics),
+            'runs': [{k: v for k, v in m.items() if k != 'report'} for m in run_metrics],
+            'cost': cost.over_runs([m.get('cost') for m in run_metrics])}
 
 
 def score_run(workdir, run_dir):
     """A run's metrics over the files of its finished folds, scored now, with its seed, record id, the digest of
-    the score files scored (runs.scores_sha256) and cost (the time and energy its folds recorded when they trained,
-    its model's size)."""
+    the score files scored (runs.scores_sha256) and cost (cost.run_cost)."""
     stems = finished_files(run_dir)
     digest = scores_sha256(run_dir, stems)
     metrics = evaluate_scores(Path(run_dir) / 'scores', workdir, file_stems=stems)
@@ -259,10 +216,9 @@ def score_run(workdir, run_dir):
 
 
 def run_metrics(workdir, run_dir):
-    """A run's metrics.json while it holds what scoring the run now would give: scored as config scores now (its
-    settings, code and libraries), of the run's record, over exactly the finished score files it was computed from
-    (a fold trained since as a job of its own, or trained again, makes other files); else the run scored again, in
-    memory: what compare.py and plot_results.py show never mixes scorings or stale files."""
+    """A run's metrics.json while it holds what scoring the run now would give (the same scoring, record and
+    finished score files), else the run scored again, in memory: what compare.py and plot_results.py show never
+    mixes scorings or stale files."""
     path = Path(run_dir) / 'metrics.json'
     saved = json.loads(path.read_text()) if path.is_file() else {}
     if (saved.get('scoring') == scoring() and saved.get('record_id') == read_settings(run_dir)['record_id']
@@ -271,16 +227,14 @@ def run_metrics(workdir, run_dir):
     return score_run(workdir, run_dir)
 
 
-def evaluate_runs(workdir, run_dirs, verbose=False, write=True):
-    """Re-score each run folder's finished folds -> the summary (summarize_runs) with its 'protocol'.
-
-    write: each run's metrics.json (how it was scored is recorded in it). verbose: print each run's sed_eval
-    report and its headline.
-    """
+def evaluate_runs(workdir, run_dirs, json_path=None, verbose=False, variants=None):
+    """Re-score each run folder's finished folds -> the summary (summarize_runs) with its 'protocol', then the rows
+    of variants (evaluate_variants); its table printed and written to json_path and the .md beside it (default
+    <workdir>/results.json, and then each run's metrics.json). verbose: print each run's sed_eval report."""
     run_metrics = []
     for run_dir in run_dirs:
         metrics = score_run(workdir, run_dir)
-        if write:
+        if json_path is None:
             utils.write_json_atomic(Path(run_dir) / 'metrics.json', metrics)
         if verbose:
             print(f'== {run_dir}', metrics['report'], format_thresholds(metrics), sep='\n')
@@ -288,12 +242,15 @@ def evaluate_runs(workdir, run_dirs, verbose=False, write=True):
         run_metrics.append(metrics)
     summary = summarize_runs(run_metrics)
     summary['protocol'] = read_protocol(workdir, run_dirs, run_metrics[0]['scoring'])
+    summary.update(variants or {})
+    print(results_table_markdown(summary))
+    write_results(json_path or Path(workdir) / 'results.json', summary)
     return summary
 
 
 def tuned_metrics(workdir, folds, name=''):
-    """The metrics of the test scores of folds (as run_folds gives them) cut with each fold's thresholds and median
-    filters chosen on its validation files (tuning.choose_per_fold), recorded in the scoring (tuning.chosen_scoring)."""
+    """The metrics of the test scores of folds (as run_folds gives them) cut with each fold's post-processing
+    chosen on its validation files (tuning.choose_per_fold), recorded in the scoring."""
     ground_truth, durations = read_references(workdir)
     chosen, post = choose_per_fold(folds, ground_truth, durations, name)
     test = {stem: df for parts in folds.values() for stem, df in parts['test'].items()}
@@ -302,9 +259,8 @@ def tuned_metrics(workdir, folds, name=''):
 
 
 def evaluate_variants(workdir, run_dirs, tune=False, ensemble=False):
-    """The rows beside the protocol's -> {'tuned': summary of each run with post-processing chosen on validation,
-    'ensemble': the runs' averaged scores as one system, 'ensemble_tuned': both}, those asked for. Nothing is
-    written: a run's metrics.json holds the protocol's metrics only."""
+    """The rows beside the protocol's, those asked for, written nowhere -> {'tuned': each run with post-processing
+    chosen on validation, 'ensemble': the runs' averaged scores as one system, 'ensemble_tuned': both}."""
     ground_truth, _ = read_references(workdir)
     folds_of_runs = [run_folds(workdir, d, ground_truth, validation=tune) for d in run_dirs]
     names = [Path(d).name for d in run_dirs]
@@ -356,7 +312,6 @@ def main(argv=None):
                         help='a row more: the frame scores of the runs averaged per file, scored as one system '
                              '(with --tune: also chosen on validation)')
     args = experiment.parse_args(parser, argv)
-    written = []
     if args.scores is not None and (args.tune or args.ensemble):
         parser.error('--tune and --ensemble score the runs of --workdir (their folds and validation scores), not '
                      'a folder of --scores')
@@ -367,17 +322,17 @@ def main(argv=None):
         summary = summarize_runs([metrics])
         summary['protocol'] = read_protocol(args.workdir, [args.scores.resolve().parent], metrics['scoring'])
         json_path = args.json or args.scores.resolve().parent / 'evaluation.json'
+        print(results_table_markdown(summary))
+        write_results(json_path, summary)
+        written = []
     else:
         run_dirs, _ = select_runs(args.workdir, args.runs)
         variants = evaluate_variants(args.workdir, run_dirs, args.tune, args.ensemble)   # refused before any write
-        summary = {**evaluate_runs(args.workdir, run_dirs, verbose=True, write=args.json is None), **variants}
+        evaluate_runs(args.workdir, run_dirs, args.json, verbose=True, variants=variants)
         json_path = args.json or args.workdir / 'results.json'
         written = [] if args.json else [f'the metrics.json of {len(run_dirs)} run{"s" * (len(run_dirs) > 1)}']
-    print(results_table_markdown(summary))
-    write_results(json_path, summary)
     print(f'wrote {", ".join([str(json_path), str(Path(json_path).with_suffix(".md")), *written])}')
     return 0
-
 
 
 if __name__ == '__main__':

@@ -1,13 +1,9 @@
 """Frames -> event lists (docs/method.md, Evaluation): the post-processing of frame scores, and the hard labels
-(soft > 0.5) of the soft targets from which the references are built the same way (without the median filter,
-which is for scores only).
+(soft > 0.5) of the soft targets, from which the references are built the same way (without the median filter).
 
     events = post_process_events(scores, config.HARD_CLASSES, stem)    # scores (frames, 11) -> dcase_util events
     events = post_process_events(scores, config.HARD_CLASSES, stem, thresholds, filter_lengths)   # (11,) each
     reference = events_from_activity(hard_labels(targets), config.HARD_CLASSES, stem)   # targets (frames, 17)
-
-extract_features.py writes gt_dev.csv with these, data_generator.py builds the validation reference, task4b.py,
-evaluate.py and infer.py post-process scores; only dcase_util's event containers are needed, not the metrics.
 """
 import warnings
 
@@ -33,14 +29,8 @@ def find_contiguous_regions(active):
 
 
 def events_from_activity(active, class_labels, filename, merge_gap=None, min_length=None):
-    """Frame activity (frames, len(class_labels)) bool -> dcase_util MetaDataContainer of events (docs/method.md,
-    Evaluation).
-
-    Per class: a run of active frames [i, j) -> event [floor(i x 0.2), floor(j x 0.2)) in whole seconds; then
-    events of a class closer than config.MERGE_GAP are merged and events shorter than config.MIN_EVENT_LENGTH
-    dropped (a run of 1-4 frames inside one second floors to a zero-length event); merge_gap and min_length
-    default to those config values.
-    """
+    """Frame activity (frames, len(class_labels)) bool -> dcase_util MetaDataContainer of events: per class, a run
+    of active frames [i, j) -> event [floor(i x 0.2), floor(j x 0.2)) in whole seconds, then clean_events."""
     active = np.asarray(active)
     if active.ndim != 2 or active.shape[1] != len(class_labels):
         raise ValueError(f'{filename}: frames of shape {active.shape}, expected (frames, {len(class_labels)})')
@@ -75,10 +65,9 @@ def median_filter_lengths(class_labels):
 
 
 def median_filter(frame_scores, lengths):
-    """Frame scores (frames, classes) -> the same, each class's column through a median filter of its length in
-    frames (lengths: one for all classes or one per class, odd; 1 keeps the scores as they are), the file's edges
-    reflected (scipy.ndimage's default, as DESED_task filters) -> (frames, classes), the dtype of the scores."""
-    scores = np.array(frame_scores)                                              # a copy: (frames, classes)
+    """Frame scores (frames, classes) -> a copy, each class's column median-filtered over its length in frames
+    (lengths: one, or one per class; odd, 1: none), the file's edges reflected (as DESED_task filters)."""
+    scores = np.array(frame_scores)
     for c, length in enumerate(np.broadcast_to(lengths, scores.shape[1:])):
         scores[:, c] = scipy.ndimage.median_filter(scores[:, c], size=int(length))
     return scores
@@ -94,8 +83,6 @@ def post_process_events(frame_scores, class_labels, filename, thresholds=None, f
 
 
 def hard_labels(soft_targets):
-    """Soft targets (..., 17) float64 -> hard labels (..., 11) bool of the evaluated classes: soft > 0.5.
-
-    Taken on the float64 values: in float32, 0.5000000000000001 rounds to 0.5 and would be lost.
-    """
+    """Soft targets (..., 17) float64 -> hard labels (..., 11) bool of the evaluated classes: soft > 0.5, on the
+    float64 values (in float32, 0.5000000000000001 rounds to 0.5 and would be lost)."""
     return np.asarray(soft_targets)[..., config.HARD_INDEX] > config.HARD_LABEL_THRESHOLD

@@ -31,11 +31,9 @@ def stem_of(filename):
 
 
 def check_table(path, columns, row_problem):
-    """A metadata file checked line by line before sed_scores_eval's reader reads it (which says neither file nor
-    line) -> DataError naming the file and line: the file missing, a header other than the tab-separated
-    `columns`, a row of another field count, what the library would read otherwise than meant (a line of only
-    spaces or tabs, which pandas takes for a row; a file name with a '.' in its stem, cut there), or the
-    problem that row_problem(fields) returns."""
+    """A metadata file checked line by line before sed_scores_eval's reader, which names neither file nor line:
+    the header (tab-separated `columns`), each row's field count, what the library would misread (a line of only
+    spaces or tabs; a '.' in a file's stem) and row_problem(fields) -> DataError naming the file and line."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f'{path}: not found; {EXTRACT_HINT}')
@@ -83,27 +81,19 @@ def duration_row_problem(fields):
 def merge_connected(events):
     """[(onset, offset, label)] -> the same with touching or overlapping events of a class merged into one,
     sorted by onset, class and offset."""
-    spans = {}
-    for onset, offset, label in events:
-        spans.setdefault(label, []).append((onset, offset))
     merged = []
-    for label, label_spans in spans.items():
-        label_spans.sort()
-        runs = [list(label_spans[0])]
-        for onset, offset in label_spans[1:]:
-            if onset <= runs[-1][1]:          # touching or overlapping: one event
-                runs[-1][1] = max(runs[-1][1], offset)
-            else:
-                runs.append([onset, offset])
-        merged += [(onset, offset, label) for onset, offset in runs]
-    return sorted(merged, key=lambda e: (e[0], config.HARD_CLASSES.index(e[2]), e[1]))
+    for onset, offset, label in sorted(events, key=lambda e: (e[2], e[0], e[1])):
+        if merged and merged[-1][2] == label and onset <= merged[-1][1]:     # touching or overlapping: one event
+            merged[-1][1] = max(merged[-1][1], offset)
+        else:
+            merged.append([onset, offset, label])
+    return sorted(map(tuple, merged), key=lambda e: (e[0], config.HARD_CLASSES.index(e[2]), e[1]))
 
 
 def read_ground_truth(path):
-    """gt_dev.csv -> {stem: [(onset, offset, label), ...]}, checked, then read by sed_scores_eval, with touching
-    or overlapping rows of a class merged into one event (the original baseline shipped one row per second;
-    sed_scores_eval's metrics reject those as connected events). Files without events do not appear (the
-    durations file lists every file)."""
+    """gt_dev.csv -> {stem: [(onset, offset, label), ...]} of the files with events, checked, then read by
+    sed_scores_eval, touching or overlapping rows of a class merged into one event (the original baseline shipped
+    one row per second; sed_scores_eval's metrics reject those as connected events)."""
     check_table(path, ['filename', 'onset', 'offset', 'event_label'], ground_truth_row_problem)
     events = {}
     for name, rows in sed_scores_eval.io.read_ground_truth_events(path).items():
@@ -169,11 +159,8 @@ def write_score_file(path, frame_scores, classes=None):
 
 
 def read_score_files(scores_dir, ground_truth=None):
-    """Score files `<stem>.tsv` of a folder -> {stem: DataFrame (onset, offset, HARD_CLASSES)}, validated.
-
-    ground_truth: a dict whose keys are every known file (stem -> events, [] for files without events); a score
-    file of another stem is an error. Missing or extra class columns, non-increasing timestamps, rows that are
-    not config.FRAME_SECONDS from 0, NaN scores: DataError naming the file.
+    """Score files `<stem>.tsv` of a folder -> {stem: DataFrame (onset, offset, HARD_CLASSES)}, validated; a
+    DataError naming the file otherwise. ground_truth: {stem: events} of every known file; another stem is an error.
     """
     scores_dir = Path(scores_dir)
     paths = sorted(scores_dir.glob('*.tsv')) if scores_dir.is_dir() else []
@@ -197,8 +184,9 @@ def read_score_files(scores_dir, ground_truth=None):
         if df.empty:
             raise DataError(f'{path}: no frames')
         df = df[['onset', 'offset'] + config.HARD_CLASSES]
-        if not all(np.issubdtype(t, np.number) for t in df.dtypes):
-            raise DataError(f'{path}: non-numeric values in columns {[c for c, t in df.dtypes.items() if not np.issubdtype(t, np.number)]}')
+        non_numeric = [c for c, t in df.dtypes.items() if not np.issubdtype(t, np.number)]
+        if non_numeric:
+            raise DataError(f'{path}: non-numeric values in columns {non_numeric}')
         nan = np.isnan(df.to_numpy())
         if nan.any():
             row, col = np.argwhere(nan)[0]
@@ -234,8 +222,7 @@ def finite_or_none(value):
 
 def filtered_scores(scores, filter_lengths=None):
     """{stem: score DataFrame} -> the same with each class's frame scores median-filtered, each file on its own
-    (post_processing.median_filter; filter_lengths {stem: (11,) frames}, default config's for every file): the
-    scores the events are cut from, and what F1_thop and pAUC sweep."""
+    (filter_lengths {stem: (11,) frames}, default config's): what the events are cut from, F1_thop and pAUC sweep."""
     filtered = {}
     for stem, df in scores.items():
         lengths = median_filter_lengths(config.HARD_CLASSES) if filter_lengths is None else filter_lengths[stem]

@@ -10,11 +10,9 @@
     python task4b.py --workdir WD --run 3 --folds 2             # run 3 (seed 45), fold 2 only: one cluster job;
     python evaluate.py --workdir WD                             #   when all jobs are done, the table of every run
 
-For each run r (seed config.SEED + r) and fold k: Adam, mini-batches of 32 shuffled sequences, at most
-config.MAX_EPOCHS epochs; after each epoch the validation loss (model selection, learning-rate decay, early
-stop) and the validation segment F1/ER (for the log). The weights of the lowest validation loss then score each
-test file of the fold, whole, and each validation file, whole (what evaluate.py --tune chooses thresholds and
-median filters on; docs/method.md, Training). Outputs:
+For each run r (seed config.SEED + r) and fold k: training with model selection, learning-rate decay and early
+stop on the validation loss; the selected weights then score each test and each validation file of the fold, whole
+(docs/method.md, Training). Outputs:
 
     WD/runs/run{r}/fold{k}/  checkpoint.pt (resume), best_model.pt, history.csv, learning_curves.png, metrics.json
                              (with the time and energy of its training and test: cost.py), emissions.csv (CodeCarbon)
@@ -25,12 +23,10 @@ median filters on; docs/method.md, Training). Outputs:
     WD/runs/run{r}/metrics.json                    its metrics over the score files of its finished folds
     WD/results.json, WD/results.md                 every run's metrics, mean and std over runs, the table
 
-Every fold starts from its run's seed, so a fold trained alone (`--run R --folds K`, one job of a cluster array)
-gives the same scores as inside a full run; on the CPU the same seed gives identical scores. Such a job writes
-only its fold's files; `evaluate.py` gathers them. A fold is finished when its metrics.json exists; `--resume`
-skips finished folds and continues an unfinished one from the checkpoint of its last finished epoch, with the
-scores of a run that was never interrupted. Without --resume a fold starts over, replacing its own score files.
-A run folder whose settings.json records other settings is refused (naming them) unless --restart.
+A fold trained alone (`--run R --folds K`) gives the scores it gives inside a full run (docs/cluster.md). A fold is
+finished when its metrics.json exists; `--resume` skips finished folds and continues an unfinished one from its last
+finished epoch, with the scores of an uninterrupted run; without it a fold starts over, replacing its own score
+files. A run folder whose settings.json records other settings is refused (naming them) unless --restart.
 """
 import argparse
 import copy
@@ -58,8 +54,8 @@ import tables
 import utils
 from augment import Augmenter
 from data_generator import load_fold_tensors, sequence_batches, training_batches
-from model import LOSSES, CRNN, build_model, init_output_bias, loss_of, output_bias_init, scores_from_outputs, soft_label_loss
-from model import model_input_width
+from model import (CRNN, LOSSES, build_model, init_output_bias, loss_of, model_input_width, output_bias_init,
+                   scores_from_outputs, soft_label_loss)
 from runs import run_record, start_run, training_settings, validation_files, validation_scores_dir
 from utils import DataError
 
@@ -69,24 +65,15 @@ class TrainingError(DataError):
 
 
 class PlateauSchedule:
-    """Model selection, learning-rate decay and early stop over the validation losses, counted as the
-    reference code counts them (E = max_epochs; docs/method.md, Training):
-
-    - best: the epoch of the lowest validation loss so far (strictly lower than every earlier one); a new best
-      resets both counters to 0;
-    - at the end of every epoch both counters are incremented; when the decay counter is > int(0.3 E) the
-      learning rate is divided by config.LR_DECAY_FACTOR and that counter reset to 0;
-    - when the stop counter is > int(0.6 E), training ends.
-    With E = 150: one decay at best + 45, the stop after epoch best + 90.
-    """
+    """Model selection, learning-rate decay and early stop over the validation losses, counted as the reference
+    code counts them (docs/method.md, Training): with max_epochs E = 150, one decay at best + 45, the stop after
+    epoch best + 90."""
 
     def __init__(self, max_epochs):
         self.decay_patience = int(config.LR_DECAY_PATIENCE * max_epochs)
         self.stop_patience = int(config.EARLY_STOP_PATIENCE * max_epochs)
-        self.best_loss = math.inf
-        self.best_epoch = 0
-        self.since_best = 0
-        self.since_decay = 0
+        self.best_loss, self.best_epoch = math.inf, 0
+        self.since_best = self.since_decay = 0
 
     def step(self, epoch, val_loss):
         """Record epoch `epoch`'s validation loss -> (improved, decay, stop)."""
@@ -142,8 +129,7 @@ def validate(model, X_val, Y_val, val_reference, loss_kind):
     scores = scores.reshape(-1, len(config.HARD_CLASSES)).float().cpu().numpy()
     estimated = post_processing.post_process_events(scores, config.HARD_CLASSES, 'validation')
     metrics = evaluate.segment_metrics([(val_reference, estimated, len(scores) * config.FRAME_SECONDS)])
-    f1 = np.nan_to_num(metrics.overall_f_measure()['f_measure'])
-    return loss, 100 * float(f1), float(metrics.overall_error_rate()['error_rate'])
+    return loss, evaluate.f1_micro(metrics), float(metrics.overall_error_rate()['error_rate'])
 
 
 @torch.inference_mode()
@@ -243,8 +229,7 @@ def train_fold(data, fold_dir, seed, epochs, device, loss_kind, resume=False, na
         runtime.save_checkpoint(checkpoint_path, {
             'epoch': epoch, 'finished': finished, 'model': model.state_dict(), 'optimizer': optimizer.state_dict(),
             'schedule': schedule.state_dict(), 'best_model': best_state, 'history': history, 'settings': settings,
-            'augment': augmenter.state_dict()},
-            generator, device)
+            'augment': augmenter.state_dict()}, generator, device)
         bar.update(1)
         bar.set_postfix(train=f'{history[-1]["train_loss"]:.4f}', val=f'{val_loss:.4f}', F1=f'{val_f1:.1f}',
                         best=schedule.best_epoch, lr=f'{optimizer.param_groups[0]["lr"]:.0e}')
@@ -309,17 +294,12 @@ def run_experiment(workdir, folds=None, runs=None, seed=None, epochs=None, devic
             gpu = f", peak GPU memory {metrics['gpu_peak_bytes'] / 2**30:.2f} GiB" if metrics['gpu_peak_bytes'] else ''
             print(f'{name}: best epoch {schedule.best_epoch}: {tables.format_headline(metrics)}{gpu}')
             print(f'{name}: training {cost.describe(training)}; test {cost.describe(test)}')
-    if summarize:
-        return gather(workdir, run_ids)
-    return None
+    return gather(workdir, run_ids) if summarize else None
 
 
 def gather(workdir, run_ids):
     """Each run's metrics over its score files, the table over the runs -> results.json, results.md."""
-    summary = evaluate.evaluate_runs(workdir, [Path(workdir) / config.RUNS_DIR / f'run{r}' for r in run_ids])
-    tables.write_results(Path(workdir) / 'results.json', summary)
-    print(tables.results_table_markdown(summary))
-    return summary
+    return evaluate.evaluate_runs(workdir, [Path(workdir) / config.RUNS_DIR / f'run{r}' for r in run_ids])
 
 
 @experiment.command(workdir=True, flags={'--epochs': 'MAX_EPOCHS', '--loss': 'LOSS', '--precision': 'PRECISION',

@@ -22,21 +22,16 @@ from runs import (TRAIN_HINT, finished_folds, missing_validation_scores, validat
 from score_io import EXTRACT_HINT, filtered_scores, finite_or_none, read_score_files, reference_events  # noqa: E402
 from utils import DataError  # noqa: E402
 
-def check_validation_scores(workdir, run_dir, fold):
-    """A DataError saying how to write them from the fold's best_model.pt when the run lacks the validation scores
-    of any of fold k's validation files (runs trained before task4b.py saved them)."""
+
+def read_validation_scores(workdir, run_dir, fold, ground_truth):
+    """{stem: score DataFrame} of fold k's validation files, the run's validation_scores/fold{k}/; where any is
+    missing (a run trained before task4b.py saved them), a DataError saying how to write them."""
     missing = missing_validation_scores(workdir, run_dir, fold)
     if missing:
         hint = f'run: python infer.py --workdir {shlex.quote(str(workdir))} --validation-scores'
         raise DataError(f'{validation_scores_dir(run_dir, fold)}: no validation scores of {missing[:2]}'
                         f'{"..." * (len(missing) > 2)} (a run trained before they were saved?); score them with the '
                         f'fold\'s best_model.pt, no retraining, {hint}')
-
-
-def read_validation_scores(workdir, run_dir, fold, ground_truth):
-    """{stem: score DataFrame} of fold k's validation files, the run's validation_scores/fold{k}/
-    (check_validation_scores first)."""
-    check_validation_scores(workdir, run_dir, fold)
     scores = read_score_files(validation_scores_dir(run_dir, fold), ground_truth)
     return {utils.file_stem(i): scores[utils.file_stem(i)] for i in validation_files(workdir, fold)}
 
@@ -86,12 +81,10 @@ BELOW_EVERY_SCORE = ('below every validation score (sed_scores_eval: -inf): the 
 
 
 def choose_on_validation(scores, ground_truth, durations):
-    """Per class, the median filter (of config.TUNE_MEDIAN_FILTERS, in frames) and the threshold with the best
-    segment-based F-score on validation score files {id: DataFrame}: sed_scores_eval's best_fscore (1 s segments,
-    each file on its own, as F1_thop) of the files filtered with each length; ties go to the shorter filter
-    -> {class: {'threshold', 'median_filter', 'F' (%)}}; a threshold below every score is None with its 'why'
-    (cut_threshold). A class without reference events among the files keeps config's threshold and filter, 'F'
-    None. ground_truth, durations: {id: ...} of these files."""
+    """Per class, the median filter (of config.TUNE_MEDIAN_FILTERS) and threshold with the best segment F (as
+    F1_thop's; a tie keeps the shorter filter) on validation score files {id: DataFrame} -> {class: {'threshold',
+    'median_filter', 'F' (%)}}; a threshold below every score is None with its 'why' (cut_threshold). A class
+    without reference events among the files keeps config's, 'F' None (docs/method.md, Chosen on validation)."""
     ids = sorted(scores)
     reference, present = reference_events(ground_truth, ids)
     defaults = dict(zip(config.HARD_CLASSES, median_filter_lengths(config.HARD_CLASSES)))
@@ -112,15 +105,13 @@ def choose_on_validation(scores, ground_truth, durations):
 
 
 def cut_threshold(value):
-    """The threshold post-processing cuts a class with, of its value chosen on validation: None, below every score
-    (BELOW_EVERY_SCORE), is -inf: every frame active."""
+    """The threshold a class is cut with: -inf (every frame active) where the chosen one is None (BELOW_EVERY_SCORE)."""
     return -math.inf if value['threshold'] is None else value['threshold']
 
 
 def choose_per_fold(folds, ground_truth, durations, name=''):
-    """Each fold's choice on its validation files (choose_on_validation; folds as run_folds gives them; the test
-    labels are never read for it) -> ({'fold{k}': {class: ...}}, the post-processing of each test file with its
-    fold's choice, {stem: (thresholds (11,), median filters (11,))}, as evaluate.evaluate_scores takes it)."""
+    """Each fold's choice on its validation files (choose_on_validation; folds as run_folds gives them) ->
+    ({'fold{k}': {class: ...}}, each test file's post-processing {stem: (thresholds (11,), median filters (11,))})."""
     chosen, post = {}, {}
     for fold, parts in tqdm(list(folds.items()), desc=f'{name} chosen on validation', unit='fold', leave=False):
         values = chosen[f'fold{fold}'] = choose_on_validation(parts['validation'], ground_truth, durations)
