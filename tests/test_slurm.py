@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import SMALL
+
 REPO = Path(__file__).resolve().parent.parent
 SCALE = '0.03'              # the smallest demo set where folds 1 and 2 keep a training and a validation sequence
 RUNS, FOLDS, EPOCHS = 2, ['1', '2'], '2'
@@ -212,14 +214,15 @@ def new_workdir(extracted, path):
 def sequential(slurm, extracted, tmp_path_factory):
     """The reference: the same runs trained one after the other in one process, one math thread, then gathered."""
     workdir = new_workdir(extracted, tmp_path_factory.mktemp('sequential'))
-    cli('task4b.py', '--workdir', workdir, '--runs', RUNS, '--folds', *FOLDS, '--epochs', EPOCHS, OMP_NUM_THREADS='1')
+    cli('task4b.py', '--workdir', workdir, '--runs', RUNS, '--folds', *FOLDS, '--epochs', EPOCHS, *SMALL,
+        OMP_NUM_THREADS='1')
     cli('evaluate.py', '--workdir', workdir)
     return workdir
 
 
 def submit(slurm, workdir, *options, repo=REPO, sbatch_options=()):
     out = slurm.run(repo / 'slurm' / 'submit.sh', '--workdir', workdir, '--runs', RUNS, '--folds', ' '.join(FOLDS),
-                    '--epochs', EPOCHS, *options, '--', *SBATCH_OPTIONS, *sbatch_options).stdout
+                    '--epochs', EPOCHS, *SMALL, *options, '--', *SBATCH_OPTIONS, *sbatch_options).stdout
     found = re.search(r'job array (\d+) .*gather: job (\d+)', out)
     assert found, out
     return found.group(1), found.group(2)
@@ -302,7 +305,8 @@ def test_edits_after_submission_change_no_queued_task(slurm, sequential, extract
     array, gather = submit(slurm, workdir, repo=repo, sbatch_options=['--hold'])
     assert {r['JobState'] for r in slurm.job(array)} == {'PENDING'}
     config_py, model_py = repo / 'config.py', repo / 'model.py'
-    config_py.write_text(config_py.read_text().replace('LEARNING_RATE: above(0) = 1e-3', 'LEARNING_RATE: above(0) = 1e-2'))
+    config_py.write_text(config_py.read_text().replace('LEARNING_RATE: above(0) = 1e-3',
+                                                       'LEARNING_RATE: above(0) = 1e-2'))
     model_py.write_text(model_py.read_text().replace('return self.dense2(x)', 'return self.dense2(2 * x)'))
     assert 'LEARNING_RATE: above(0) = 1e-2' in config_py.read_text() and '2 * x' in model_py.read_text()
     slurm.run('scontrol', 'release', array)
