@@ -64,7 +64,8 @@ def results_table_markdown(summary):
     costs = cost.table_lines(summary.get('cost'))            # none without a record: no blank line either
     lines += [''] * bool(costs) + [f'- {line}' for line in costs]
 
-    lines += ['', '| Class | F (threshold 0.5) | F1_thop | precision at F1_thop | recall at F1_thop | threshold |',
+    lines += ['', f'| Class | F (threshold {config.THRESHOLD:g}) | F1_thop | precision at F1_thop | recall at F1_thop '
+                  '| threshold |',
               '| --- | --- | --- | --- | --- | --- |']
     for c in config.HARD_CLASSES:
         values = [_mean_text([m['class_wise'][c].get(key) for m in summary['runs']], '.2f')

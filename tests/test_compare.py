@@ -179,6 +179,7 @@ def test_evaluate_into_another_file_leaves_the_runs_metrics_as_they_were(tmp_pat
     assert f"wrote {tmp_path / 'elsewhere.json'}, {tmp_path / 'elsewhere.md'}\n" in capsys.readouterr().out
     assert {p: p.read_bytes() for p in saved} == saved and len(saved) == 2 and not (a / 'results.json').exists()
     assert json.loads((tmp_path / 'elsewhere.json').read_text())['runs'][0]['scoring']['THRESHOLD'] == 0.3
+    assert '| Class | F (threshold 0.3) |' in (tmp_path / 'elsewhere.md').read_text()   # the threshold that cut
 
 
 # -----------------------------------------------------------------------------
