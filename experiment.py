@@ -1,4 +1,4 @@
-"""Experiments: settings in a file or on the command line, never an edit of config.py, and the workdir that keeps them.
+"""Experiments: settings in a file or on the command line beside config.py's defaults, and the workdir that keeps them.
 
     python extract_features.py --data-root data/demo --workdir work/hard --config experiments/hard_targets.py
     python task4b.py --workdir work/hard                     # the workdir's experiment: nothing to repeat
